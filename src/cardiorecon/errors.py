@@ -1,0 +1,31 @@
+"""Exceptions raised on bad input: each names the file and what is wrong with it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class CardioReconError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class InputError(CardioReconError):
+    """An input file or folder cannot be used; the message names it and says why."""
+
+    def __init__(self, path: str | Path | None, problem: str):
+        self.path = None if path is None else Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}" if self.path is not None else problem)
+
+
+class OutputError(CardioReconError):
+    """An output cannot be written (for example it would overwrite an input)."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class ConfigMismatchError(CardioReconError):
+    """Weights and their configuration do not belong together."""

@@ -1,0 +1,90 @@
+import nibabel as nib
+import numpy as np
+import pytest
+
+from cardiorecon.errors import InputError, OutputError
+from cardiorecon.io import read_nifti, write_nifti
+from cardiorecon.volume import Volume
+from conftest import oblique_affine
+
+AFFINES = {
+    "oblique": oblique_affine(),
+    "anisotropic": np.diag([0.7, 1.9, 8.0, 1.0]),
+    "lps": oblique_affine(lps=True),
+}
+
+
+@pytest.mark.parametrize("shape", [(6, 5), (6, 5, 4), (6, 5, 4, 3)])
+@pytest.mark.parametrize("name", sorted(AFFINES))
+def test_nifti_round_trip_against_nibabel(tmp_path, shape, name):
+    affine = AFFINES[name]
+    data = np.random.default_rng(0).random(shape).astype(np.float32)
+    # nibabel writes, we read
+    src = tmp_path / "nib.nii.gz"
+    nib.save(nib.Nifti1Image(data, affine), str(src))
+    vol = read_nifti(src)
+    np.testing.assert_allclose(vol.affine, affine, atol=1e-5)
+    np.testing.assert_array_equal(vol.data.reshape(shape), data)
+    assert vol.data.ndim == (3 if len(shape) == 2 else len(shape))
+    # we write, nibabel reads: sform and qform both carry the affine
+    out = write_nifti(vol, tmp_path / "ours.nii.gz")
+    img = nib.load(str(out))
+    np.testing.assert_allclose(img.get_sform(), affine, atol=1e-5)
+    np.testing.assert_allclose(img.get_qform(), affine, atol=1e-4)
+    assert int(img.header["sform_code"]) == 1 and int(img.header["qform_code"]) == 1
+    np.testing.assert_array_equal(np.asanyarray(img.dataobj).reshape(shape), data)
+
+
+def test_qform_only_file_is_read(tmp_path):
+    affine = oblique_affine()
+    img = nib.Nifti1Image(np.zeros((3, 3, 3), np.float32), None)
+    img.set_qform(affine, code=1)
+    img.set_sform(np.eye(4), code=0)
+    nib.save(img, str(tmp_path / "q.nii.gz"))
+    np.testing.assert_allclose(read_nifti(tmp_path / "q.nii.gz").affine, affine, atol=1e-4)
+
+
+def test_writer_never_overwrites_an_input(tmp_path):
+    path = tmp_path / "in.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((2, 2, 2), np.float32), np.eye(4)), str(path))
+    before = path.read_bytes()
+    vol = read_nifti(path)
+    with pytest.raises(OutputError, match="overwrite an input"):
+        write_nifti(vol.with_data(vol.data * 2), path)
+    assert path.read_bytes() == before
+
+
+def test_failed_write_leaves_existing_file_and_no_temporary(tmp_path, monkeypatch):
+    out = tmp_path / "out.nii.gz"
+    out.write_bytes(b"previous result")
+    vol = Volume(np.ones((2, 2, 2), np.float32), np.eye(4))
+
+    def broken_save(img, filename):
+        open(filename, "wb").write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(nib, "save", broken_save)
+    with pytest.raises(OSError):
+        write_nifti(vol, out)
+    assert out.read_bytes() == b"previous result"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.nii.gz"]
+
+
+def test_singular_affine_and_nan_are_refused(tmp_path):
+    bad = np.eye(4)
+    bad[2, 2] = 0
+    img = nib.Nifti1Image(np.zeros((3, 3, 3), np.float32), None)
+    img.set_sform(bad, code=1)
+    nib.save(img, str(tmp_path / "singular.nii.gz"))
+    with pytest.raises(InputError, match=r"singular\.nii\.gz.*singular"):
+        read_nifti(tmp_path / "singular.nii.gz")
+    data = np.zeros((3, 3, 3), np.float32)
+    data[1, 1, 1] = np.nan
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / "nan.nii.gz"))
+    with pytest.raises(InputError, match=r"nan\.nii\.gz.*NaN"):
+        read_nifti(tmp_path / "nan.nii.gz")
+    with pytest.raises(InputError, match="file not found"):
+        read_nifti(tmp_path / "missing.nii.gz")
+    (tmp_path / "corrupt.nii.gz").write_bytes(b"not a nifti at all")
+    with pytest.raises(InputError, match=r"corrupt\.nii\.gz.*not a readable NIfTI"):
+        read_nifti(tmp_path / "corrupt.nii.gz")
