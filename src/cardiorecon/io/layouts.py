@@ -111,6 +111,12 @@ def read_ukbb(folder: Path) -> Study:
             lax[view] = _read_lax(folder / f"la_{view}.nii.gz")
         if (folder / f"label_la_{view}.nii.gz").is_file():
             lax_labels[view] = _read_lax(folder / f"label_la_{view}.nii.gz", labels=True)
+    # Slice thickness is not in NIfTI; subject.json (written by the phantom) may say it.
+    if "sax_slice_thickness_mm" in info:
+        sax.meta["slice_thickness_mm"] = float(info["sax_slice_thickness_mm"])
+    for view in lax.values():
+        if "lax_slice_thickness_mm" in info:
+            view.meta["slice_thickness_mm"] = float(info["lax_slice_thickness_mm"])
     meta = {"source": str(folder), "format": "ukbb", "subject": folder.name, "labelled_frames": labelled}
     if info:
         meta["subject_info"] = info
