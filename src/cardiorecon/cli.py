@@ -49,14 +49,16 @@ def phantom(out: Path = typer.Option(..., "--out", help="Folder to write subject
             frames: int = typer.Option(25, "--frames", min=4, help="Frames per cardiac cycle"),
             breath_hold: bool = typer.Option(False, "--breath-hold",
                                              help="Add per-slice in-plane breath-hold shifts (up to 4 mm)"),
-            figure: bool = typer.Option(False, "--figure", help="Also write overlay.png per subject")) -> None:
+            figure: bool = typer.Option(False, "--figure", help="Also write overlay.png per subject"),
+            truth: bool = typer.Option(True, "--truth/--no-truth",
+                                       help="Write the dense truth (skip it for training data: 2x faster)")) -> None:
     """Generate synthetic 4D cine subjects (UK Biobank layout) with their dense truth."""
     from cardiorecon.phantom import AcquisitionConfig, generate_cohort
 
     if cohort not in ("healthy", "heart-failure"):
         _fail(ValueError(f"--cohort must be healthy or heart-failure, got {cohort!r}"))
     acq = AcquisitionConfig(breath_hold_shift_mm=4.0 if breath_hold else 0.0)
-    folders = generate_cohort(out, subjects, cohort, seed, frames, acq)  # type: ignore[arg-type]
+    folders = generate_cohort(out, subjects, cohort, seed, frames, acq, truth=truth)  # type: ignore[arg-type]
     if figure:
         from cardiorecon.io import read_study
         from cardiorecon.report.overlay import overlay_figure
@@ -79,6 +81,38 @@ def overlay(study: Path = typer.Argument(..., help="Subject folder or DICOM fold
     except CardioReconError as exc:
         _fail(exc)
     typer.echo(f"wrote {path}")
+
+
+@app.command()
+def train(config: str = typer.Option("tiny", "--config", help="tiny, base, or a YAML file of DiffAEConfig fields"),
+          data: list[Path] = typer.Option(..., "--data", help="Subject folders, or folders of them (repeatable)"),
+          out: Path = typer.Option(..., "--out", help="Run folder (resumes if it holds a checkpoint)"),
+          init_from: Optional[Path] = typer.Option(None, "--init-from", help="Run folder or weights to start from"),
+          holdout: Optional[list[Path]] = typer.Option(None, "--holdout", help="Subjects for the figures"),
+          max_steps: int = typer.Option(20000, "--max-steps", min=1),
+          batch_size: int = typer.Option(16, "--batch-size", min=1),
+          lr: float = typer.Option(1e-4, "--lr"),
+          precision: str = typer.Option("bf16-mixed", "--precision", help="bf16-mixed, 16-mixed or 32-true"),
+          strategy: str = typer.Option("auto", "--strategy", help="Lightning strategy: auto, ddp, ..."),
+          devices: str = typer.Option("1", "--devices", help="Devices per node (or 'auto')"),
+          num_nodes: int = typer.Option(1, "--num-nodes", min=1),
+          checkpoint_every: int = typer.Option(250, "--checkpoint-every", min=1),
+          figure_every: int = typer.Option(1000, "--figure-every", min=1),
+          seed: int = typer.Option(0, "--seed")) -> None:
+    """Train the diffusion autoencoder (resumable; --init-from to fine-tune)."""
+    from cardiorecon.errors import CardioReconError
+    from cardiorecon.training.diffae import TrainConfig, resolve_config
+    from cardiorecon.training.diffae import train as train_diffae
+
+    try:
+        cfg = resolve_config(config)
+        tc = TrainConfig(batch_size=batch_size, lr=lr, max_steps=max_steps, precision=precision,  # type: ignore[arg-type]
+                         strategy=strategy, devices=int(devices) if devices.isdigit() else devices,
+                         num_nodes=num_nodes, checkpoint_every=checkpoint_every, figure_every=figure_every, seed=seed)
+        run = train_diffae(cfg, list(data), out, tc, init_from=init_from, holdout=list(holdout) if holdout else None)
+    except CardioReconError as exc:
+        _fail(exc)
+    typer.echo(f"run folder: {run} (EMA weights in {run / 'weights'})")
 
 
 @app.command()

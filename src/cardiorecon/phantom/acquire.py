@@ -268,7 +268,7 @@ def write_subject(subject: PhantomSubject, folder: str | Path) -> Path:
 
 def generate_cohort(out: str | Path, num_subjects: int, cohort: Cohort = "healthy", seed: int = 0,
                     num_frames: int = 25, acq: AcquisitionConfig = AcquisitionConfig(),
-                    progress: bool = True) -> list[Path]:
+                    progress: bool = True, truth: bool = True) -> list[Path]:
     """Generate and write `num_subjects` subjects with seeds seed, seed+1, ... under `out`."""
     out = Path(out)
     prefix = "hf" if cohort == "heart-failure" else "healthy"
@@ -276,7 +276,7 @@ def generate_cohort(out: str | Path, num_subjects: int, cohort: Cohort = "health
     for i in range(num_subjects):
         t0 = time.perf_counter()
         params = sample_params(seed + i, cohort, num_frames)
-        folder = write_subject(generate(params, acq), out / f"{prefix}_{seed + i:04d}")
+        folder = write_subject(generate(params, acq, truth=truth), out / f"{prefix}_{seed + i:04d}")
         folders.append(folder)
         if progress:
             print(f"[{i + 1}/{num_subjects}] {folder} ({time.perf_counter() - t0:.1f} s)", flush=True)

@@ -1,0 +1,1 @@
+"""Training: slice data, the Lightning module, checkpoints without pickles."""

@@ -1,0 +1,81 @@
+"""2D SAX slices for training: every slice of every frame of a list of subjects, on the model
+grid (in-plane resample, crop around the heart), intensities in [-1, 1]; and augmentation."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cardiorecon.errors import InputError
+from cardiorecon.io import read_study
+from cardiorecon.io.nifti import atomic_write
+from cardiorecon.preprocess import heart_centre, intensity_map, to_model_grid
+from cardiorecon.volume import Study
+
+
+def study_slices(study: Study, spacing_mm: float, size: int) -> np.ndarray:
+    """All SAX slices of all frames on the model grid: (Z * T, size, size) float32 in [-1, 1]."""
+    centre, _ = heart_centre(study)
+    grid = to_model_grid(study.sax, spacing_mm, size, centre)
+    data = intensity_map(grid.data).forward(grid.data)  # (X, Y, Z, T)
+    X, Y, Z, T = data.shape
+    return np.ascontiguousarray(np.transpose(data, (3, 2, 0, 1)).reshape(Z * T, X, Y))
+
+
+def subject_folders(paths: list[str | Path]) -> list[Path]:
+    """Expand each path: a subject folder stays, a folder of subject folders gives its children."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise InputError(p, "data folder not found")
+        children = sorted(c for c in p.iterdir() if c.is_dir()) if p.is_dir() else []
+        is_subject = p.is_file() or any((p / n).exists() for n in ("sa.nii.gz", "sa_ED.nii.gz")) or \
+            any(p.glob("*.dcm")) or any(p.glob("*_SA_ED.nii.gz")) or any(p.glob("patient*_4d.nii.gz"))
+        if is_subject or not children:
+            out.append(p)
+        else:
+            out.extend(children)
+    return out
+
+
+def build_bank(paths: list[str | Path], spacing_mm: float, size: int, cache: Path | None = None,
+               progress: bool = True) -> np.ndarray:
+    """Slices of every subject under `paths` (N, size, size) float16, cached at `cache` (.npy)."""
+    folders = subject_folders(paths)
+    key = {"sources": [str(f.resolve()) for f in folders], "spacing_mm": spacing_mm, "size": size}
+    if cache is not None and cache.is_file() and cache.with_suffix(".json").is_file():
+        if json.loads(cache.with_suffix(".json").read_text()) == key:
+            return np.load(cache)
+    slices = []
+    for i, folder in enumerate(folders):
+        slices.append(study_slices(read_study(folder), spacing_mm, size).astype(np.float16))
+        if progress:
+            print(f"  data [{i + 1}/{len(folders)}] {folder}: {len(slices[-1])} slices", flush=True)
+    bank = np.concatenate(slices)
+    if cache is not None:
+        atomic_write(cache, lambda tmp: np.save(tmp, bank), suffix=".npy")
+        atomic_write(cache.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(key)), suffix=".json")
+    return bank
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, max_rotation_deg: float = 10.0, flip_prob: float = 0.25,
+            gamma_range: tuple[float, float] = (0.8, 1.25)) -> torch.Tensor:
+    """Random small rotations, flips and intensity gamma of a batch (B, 1, H, W) in [-1, 1]."""
+    B = x.shape[0]
+    angle = (torch.rand(B, generator=generator) * 2 - 1) * math.radians(max_rotation_deg)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.zeros(B, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
+    flip = torch.rand(B, 2, generator=generator) < flip_prob
+    theta[:, 0, :2] *= torch.where(flip[:, :1], -1.0, 1.0)
+    theta[:, 1, :2] *= torch.where(flip[:, 1:], -1.0, 1.0)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    log_gamma = torch.empty(B).uniform_(math.log(gamma_range[0]), math.log(gamma_range[1]), generator=generator)
+    u = ((out + 1) / 2).clamp(0, 1) ** log_gamma.exp().view(B, 1, 1, 1)
+    return u * 2 - 1
