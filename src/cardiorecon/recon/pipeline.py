@@ -1,0 +1,271 @@
+"""One interface for every reconstruction method.
+
+`reconstruct(study, method, factor)` unwraps the Study onto the model grid (in-plane resample and
+crop around the heart, intensities in [-1, 1]), runs the method frame by frame, and re-wraps the
+dense stack as a Volume whose affine keeps every acquired slice where it was (slice step / f).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from cardiorecon.autoencoder import ModelGrid, prepare_study
+from cardiorecon.errors import InputError
+from cardiorecon.geometry import resample, upsampled_affine, upsampled_num_slices
+from cardiorecon.io.nifti import atomic_write, write_nifti
+from cardiorecon.models.config import NAMED_CONFIGS
+from cardiorecon.preprocess import intensity_map
+from cardiorecon.recon.interpolate import interpolate_stack
+from cardiorecon.recon.lag import LagConfig, LagResult, optimise
+from cardiorecon.recon.latent_interp import diffae_codes, reconstruct_diffae
+from cardiorecon.recon.lax import LaxOperator
+from cardiorecon.volume import Study, Volume
+
+Method = Literal["nearest", "linear", "cubic", "diffae", "lag"]
+METHODS: tuple[str, ...] = ("nearest", "linear", "cubic", "diffae", "lag")
+CLASSICAL = ("nearest", "linear", "cubic")
+
+#: This project's CPU default for `lag` (see the benchmark in scripts/benchmark_recon.py).
+FAST_LAG = LagConfig(ddim_steps=2, invert_steps=20, max_iterations=20, lr=2e-2, lr_halve_every=10, patience=5,
+                     final_decode_steps=20)
+
+
+@dataclass(frozen=True)
+class ReconConfig:
+    invert_steps: int = 20
+    decode_steps: int = 20
+    lag: LagConfig = FAST_LAG
+    lax_samples: int = 3
+    grid_spacing_mm: float | None = None  # classical methods without weights: the tiny model grid
+    grid_size: int | None = None
+
+
+@dataclass
+class Reconstruction:
+    """Dense SAX on the model grid: `volume` in scanner units, `normalised` in [-1, 1]."""
+
+    method: str
+    factor: int
+    frames: list[int]
+    volume: Volume
+    normalised: Volume
+    grid: ModelGrid
+    seconds_per_frame: list[float]
+    peak_memory_mb: float
+    lax_views: list[str] = field(default_factory=list)
+    lag: dict[int, LagResult] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+class PeakMemory:
+    """Peak resident memory (MB) of this process while the block runs (sampled at 50 Hz)."""
+
+    def __init__(self):
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+
+    @staticmethod
+    def rss_mb() -> float:
+        try:
+            with open("/proc/self/statm") as fh:
+                return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        except OSError:
+            import resource
+
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    def _watch(self):
+        while not self._stop.wait(0.02):
+            self.peak_mb = max(self.peak_mb, self.rss_mb())
+
+    def __enter__(self):
+        self.peak_mb = self.rss_mb()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, self.rss_mb())
+
+
+def resolve_factor(study: Study, factor: int | None, spacing_mm: float | None) -> int:
+    if (factor is None) == (spacing_mm is None):
+        raise ValueError("give exactly one of factor or spacing_mm")
+    if factor is None:
+        step = float(study.sax.spacing[2])
+        factor = int(round(step / spacing_mm))
+        if factor < 1 or abs(step / factor - spacing_mm) > 0.25 * spacing_mm:
+            raise InputError(study.sax.meta.get("source"),
+                             f"slice step {step:.2f} mm cannot be divided into {spacing_mm} mm slices")
+    if factor < 1:
+        raise ValueError(f"factor must be at least 1, got {factor}")
+    return int(factor)
+
+
+def _lax_frame(view: Volume, t: int, num_frames: int) -> np.ndarray:
+    """The LAX frame nearest in cardiac phase to SAX frame t of num_frames."""
+    tl = int(round(t * view.num_frames / num_frames)) % view.num_frames
+    return view.data[:, :, 0, tl] if view.data.ndim == 4 else view.data[:, :, 0]
+
+
+def guiding_views(study: Study, grid: ModelGrid, factor: int, lax_views: list[str] | None, samples: int,
+                  notes: list[str]) -> dict[str, LaxOperator]:
+    """LAX operators on the dense model grid for the chosen views; views that miss the stack
+    are reported by name and skipped."""
+    names = list(study.lax) if lax_views is None else list(lax_views)
+    missing = [n for n in names if n not in study.lax]
+    if missing:
+        raise InputError(study.meta.get("source"), f"LAX view(s) {missing} not in this study (has {sorted(study.lax)})")
+    dense_affine = upsampled_affine(grid.image.affine, factor)
+    X, Y, Z = grid.image.spatial_shape
+    shape = (X, Y, upsampled_num_slices(Z, factor))
+    ops = {}
+    for n in names:
+        op = LaxOperator.for_view(dense_affine, shape, study.lax[n], samples)
+        if op.num_valid == 0:
+            msg = f"LAX view {n!r} does not cross the SAX stack; skipped"
+            warnings.warn(msg)
+            notes.append(msg)
+            continue
+        ops[n] = op
+    return ops
+
+
+def reconstruct(study: Study, method: str, factor: int | None = None, spacing_mm: float | None = None,
+                frames: str | int | list[int] = "all", lax_views: list[str] | None = None, model=None,
+                config: ReconConfig = ReconConfig(), progress: bool = False) -> Reconstruction:
+    """Reconstruct the dense SAX of `study` with `method` (see METHODS).
+
+    factor (or spacing_mm) sets the through-plane upsampling: Z' = (Z - 1) f + 1, acquired slices
+    unchanged at their world positions. `model` is a DiffAE (needed by diffae and lag).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    f = resolve_factor(study, factor, spacing_mm)
+    frame_list = study.resolve_frames(frames)
+    notes: list[str] = []
+    if method in CLASSICAL and model is None:
+        tiny = NAMED_CONFIGS["tiny"]
+        spacing, size = config.grid_spacing_mm or tiny.pixel_spacing_mm, config.grid_size or tiny.image_size
+    else:
+        if model is None:
+            raise ValueError(f"method {method!r} needs a DiffAE model")
+        spacing, size = model.config.pixel_spacing_mm, model.config.image_size
+    grid = prepare_study(study, spacing, size)
+    operators: dict[str, LaxOperator] = {}
+    if method == "lag":
+        operators = guiding_views(study, grid, f, lax_views, config.lax_samples, notes)
+        if not operators:
+            msg = "no LAX view guides this study: lag falls back to diffae"
+            warnings.warn(msg)
+            notes.append(msg)
+    X, Y, Z, _ = grid.image.shape
+    dense = np.zeros((X, Y, upsampled_num_slices(Z, f), len(frame_list)), np.float32)
+    seconds, lag_results = [], {}
+    bar = tqdm(frame_list, desc=f"{method} x{f}", unit="frame", disable=not progress)
+    with PeakMemory() as mem:
+        for i, t in enumerate(bar):
+            t0 = time.perf_counter()
+            stack = grid.image.data[..., t]
+            if method in CLASSICAL:
+                dense[..., i] = interpolate_stack(stack, f, method)  # type: ignore[arg-type]
+            elif method == "diffae" or not operators:
+                dense[..., i] = reconstruct_diffae(model, stack, f, config.invert_steps, config.decode_steps)[0]
+            else:
+                lc = config.lag
+                acquired, codes = diffae_codes(model, stack, f, lc.invert_steps)
+                images = {}
+                for n in operators:
+                    lax_img = _lax_frame(study.lax[n], t, study.num_frames)
+                    images[n] = torch.from_numpy(intensity_map(lax_img).forward(lax_img))
+                step_bar = tqdm(total=lc.max_iterations, desc=f"  lag frame {t}", unit="it", leave=False,
+                                disable=not progress)
+
+                def report(it, total, loss, bar=step_bar):
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4f}")
+
+                res = optimise(model, torch.from_numpy(stack).float(), codes, f, operators, images, lc, report)
+                step_bar.close()
+                lag_results[t] = res
+                dense[..., i] = res.dense
+            seconds.append(time.perf_counter() - t0)
+    dense_affine = upsampled_affine(grid.image.affine, f)
+    normalised = Volume(dense, dense_affine, {"method": method, "factor": f, "frames": frame_list})
+    volume = Volume(grid.intensity.inverse(dense), dense_affine,
+                    {**normalised.meta, "slice_thickness_mm": study.sax.slice_thickness / f})
+    return Reconstruction(method, f, frame_list, volume, normalised, grid, seconds, mem.peak_mb,
+                          list(operators), lag_results, notes)
+
+
+def to_native(recon: Reconstruction, study: Study) -> Volume:
+    """The dense volume resampled onto the input's in-plane grid (slices as reconstructed)."""
+    target = upsampled_affine(study.sax.affine, recon.factor)
+    X, Y = study.sax.spatial_shape[:2]
+    return resample(recon.volume, target, (X, Y, recon.volume.spatial_shape[2]), order=1)
+
+
+def write_reconstruction(recon: Reconstruction, out: str | Path, study: Study | None = None,
+                         native: bool = False) -> list[Path]:
+    """Write the dense NIfTI (and the native-grid one), and for lag the loss curves and the
+    per-view LAX agreement before and after."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [write_nifti(recon.volume, out / f"recon_{recon.method}.nii.gz")]
+    if native:
+        if study is None:
+            raise ValueError("native output needs the study")
+        written.append(write_nifti(to_native(recon, study), out / f"recon_{recon.method}_native.nii.gz"))
+    summary = {"method": recon.method, "factor": recon.factor, "frames": recon.frames,
+               "seconds_per_frame": recon.seconds_per_frame, "peak_memory_mb": recon.peak_memory_mb,
+               "lax_views": recon.lax_views, "notes": recon.notes, "centre_from": recon.grid.centre_source}
+    if recon.lag:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        summary["lax_agreement"] = {str(t): {"before": r.agreement_before, "after": r.agreement_after,
+                                             "iterations": r.iterations} for t, r in recon.lag.items()}
+        rows = [{"frame": t, **h} for t, r in recon.lag.items() for h in r.history]
+
+        def write_csv(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+                w.writeheader()
+                w.writerows(rows)
+
+        written.append(atomic_write(out / "lag_loss.csv", write_csv, suffix=".csv"))
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for t, r in recon.lag.items():
+            ax.plot([h["loss"] for h in r.history], label=f"frame {t}")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("loss")
+        ax.set_yscale("log")
+        ax.set_title("LAG-DiffAE loss")
+        if len(recon.lag) <= 10:
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        written.append(atomic_write(out / "lag_loss.png", lambda tmp: fig.savefig(tmp, dpi=100), suffix=".png"))
+        plt.close(fig)
+    text = json.dumps(summary, indent=2, default=float)
+    written.append(atomic_write(out / f"recon_{recon.method}.json", lambda tmp: tmp.write_text(text), suffix=".json"))
+    return written
+
+
+__all__ = ["FAST_LAG", "METHODS", "ReconConfig", "Reconstruction", "reconstruct", "to_native",
+           "write_reconstruction"]
