@@ -116,7 +116,7 @@ def resolve_factor(study: Study, factor: int | None, spacing_mm: float | None) -
     return int(factor)
 
 
-def _lax_frame(view: Volume, t: int, num_frames: int) -> np.ndarray:
+def lax_frame(view: Volume, t: int, num_frames: int) -> np.ndarray:
     """The LAX frame nearest in cardiac phase to SAX frame t of num_frames."""
     tl = int(round(t * view.num_frames / num_frames)) % view.num_frames
     return view.data[:, :, 0, tl] if view.data.ndim == 4 else view.data[:, :, 0]
@@ -190,7 +190,7 @@ def reconstruct(study: Study, method: str, factor: int | None = None, spacing_mm
                 acquired, codes = diffae_codes(model, stack, f, lc.invert_steps)
                 images = {}
                 for n in operators:
-                    lax_img = _lax_frame(study.lax[n], t, study.num_frames)
+                    lax_img = lax_frame(study.lax[n], t, study.num_frames)
                     images[n] = torch.from_numpy(intensity_map(lax_img).forward(lax_img))
                 step_bar = tqdm(total=lc.max_iterations, desc=f"  lag frame {t}", unit="it", leave=False,
                                 disable=not progress)

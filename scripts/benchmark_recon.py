@@ -1,0 +1,109 @@
+"""Benchmark of the reconstruction methods on phantom subjects with the truth known (issue 5).
+
+For every subject and frame (ED, ES): reconstruct the 10 mm stack at factor 5 with each method;
+score the new slices against truth_sa (on the model grid, intensities mapped like the input, data
+range 2): SSIM and PSNR; sample the reconstruction on every LAX plane and score masked NCC against
+the LAX image; record seconds per frame and peak memory. All methods on the same cases, one run.
+
+    python scripts/benchmark_recon.py DATA_DIR... --out OUT_DIR [--methods ...] [--lag-seed-frames N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cardiorecon.geometry import resample
+from cardiorecon.io import read_study
+from cardiorecon.metrics import psnr, ssim
+from cardiorecon.models.pretrained import load_diffae
+from cardiorecon.recon import FAST_LAG, ReconConfig, reconstruct
+from cardiorecon.recon.lag import SEED_SETTINGS
+from cardiorecon.recon.lax import LaxOperator, masked_ncc
+from cardiorecon.recon.pipeline import lax_frame
+from cardiorecon.training.data import subject_folders
+
+
+def score(study, truth, rec, i: int, t: int) -> dict:
+    dense = rec.normalised.data[..., i]
+    shape = dense.shape
+    ref = resample(truth.frame(t), rec.normalised.affine, shape, order=1).data
+    ref = rec.grid.intensity.forward(ref)
+    new = [k for k in range(shape[2]) if k % rec.factor]
+    row = {"ssim_new": ssim(dense[:, :, new], ref[:, :, new], 2.0), "psnr_new": psnr(dense[:, :, new], ref[:, :, new], 2.0)}
+    for name, view in study.lax.items():
+        op = LaxOperator.for_view(rec.normalised.affine, shape, view)
+        sampled = op.sample(torch.from_numpy(dense)).numpy()
+        row[f"ncc_{name}"] = masked_ncc(sampled, lax_frame(view, t, study.num_frames), op.valid.numpy())
+    row["ncc_lax_mean"] = float(np.mean([row[f"ncc_{n}"] for n in study.lax]))
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("data", nargs="+")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--weights", default=None)
+    ap.add_argument("--methods", nargs="+", default=["nearest", "linear", "cubic", "diffae", "lag"])
+    ap.add_argument("--factor", type=int, default=5)
+    ap.add_argument("--invert-steps", type=int, default=20)
+    ap.add_argument("--decode-steps", type=int, default=20)
+    ap.add_argument("--lag-seed-frames", type=int, default=0,
+                    help="also run lag with the seed's settings on this many (subject, frame) cases")
+    ap.add_argument("--lag-seed-max-minutes", type=float, default=30.0)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    model = load_diffae(args.weights) if {"diffae", "lag"} & set(args.methods) or args.lag_seed_frames else None
+    base = ReconConfig(invert_steps=args.invert_steps, decode_steps=args.decode_steps, lag=FAST_LAG)
+    runs = [(m, m, base) for m in args.methods]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, seed_cases = [], 0
+    for folder in subject_folders(args.data):
+        study = read_study(folder)
+        truth = read_study(folder / "truth_sa.nii.gz").sax
+        frames = [study.ed_frame, study.es_frame]
+        todo = list(runs)
+        if seed_cases < args.lag_seed_frames:
+            todo.append(("lag-seed", "lag", dataclasses.replace(base, lag=SEED_SETTINGS)))
+        for label, method, cfg in todo:
+            fr = frames if label != "lag-seed" else frames[: args.lag_seed_frames - seed_cases]
+            t0 = time.perf_counter()
+            rec = reconstruct(study, method, factor=args.factor, frames=fr, model=model if method in ("diffae", "lag") else None,
+                              config=cfg)
+            if label == "lag-seed":
+                seed_cases += len(fr)
+            for i, t in enumerate(fr):
+                row = {"subject": folder.name, "method": label, "frame": "ED" if t == study.ed_frame else "ES",
+                       "seconds_per_frame": rec.seconds_per_frame[i], "peak_memory_mb": rec.peak_memory_mb,
+                       **score(study, truth, rec, i, t)}
+                if method == "lag" and t in rec.lag:
+                    row["lag_iterations"] = rec.lag[t].iterations
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+            print(f"{folder.name} {label}: {time.perf_counter() - t0:.1f} s", flush=True)
+    keys = sorted({k for r in rows for k in r}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99)
+    with open(out / "benchmark.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    metrics = ["ssim_new", "psnr_new", "ncc_lax_mean", "seconds_per_frame", "peak_memory_mb"]
+    lines = ["| method | n | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+    for label in dict.fromkeys(r["method"] for r in rows):
+        sel = [r for r in rows if r["method"] == label]
+        cells = [f"{np.mean([r[m] for r in sel]):.4g} ± {np.std([r[m] for r in sel]):.2g}" for m in metrics]
+        lines.append(f"| {label} | {len(sel)} | " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+    (out / "benchmark.md").write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
