@@ -26,7 +26,8 @@ from cardiorecon.metrics import psnr, ssim
 from cardiorecon.models.pretrained import load_diffae
 from cardiorecon.recon import FAST_LAG, ReconConfig, reconstruct
 from cardiorecon.recon.lag import SEED_SETTINGS
-from cardiorecon.recon.lax import LaxOperator, masked_ncc
+from cardiorecon.metrics.image import masked_ncc
+from cardiorecon.recon.lax import LaxOperator
 from cardiorecon.recon.pipeline import lax_frame
 from cardiorecon.training.data import subject_folders
 

@@ -7,6 +7,7 @@ from scipy import ndimage
 
 from cardiorecon.geometry import plane_intersection, point_line_distance, resample, slice_plane
 from cardiorecon.io import read_study
+from cardiorecon.metrics import ventricular_function, volume_ml
 from cardiorecon.phantom import AcquisitionConfig, Anatomy, generate, sample_params, write_subject
 from cardiorecon.phantom.acquire import grid_points, profile_offsets, sax_geometry
 
@@ -19,10 +20,6 @@ def subject(request, tmp_path_factory):
     return subj, folder
 
 
-def _volume_ml(labels, label, spacing):
-    return (labels == label).sum() * np.prod(spacing) / 1000.0
-
-
 def test_true_ef_and_volumes_match_truth_labels(subject):
     subj, folder = subject
     info = json.loads((folder / "subject.json").read_text())
@@ -30,15 +27,15 @@ def test_true_ef_and_volumes_match_truth_labels(subject):
     truth = read_study(folder / "truth_label_sa.nii.gz")  # any NIfTI reads as a Study
     spacing = truth.sax.spacing
     lab = truth.sax.data
-    for name, label in (("lv", 1), ("rv", 3)):
-        edv, esv = _volume_ml(lab[..., 0], label, spacing), _volume_ml(lab[..., 1], label, spacing)
-        assert edv == pytest.approx(info[f"{name}_edv_ml"], rel=0.02)
-        assert esv == pytest.approx(info[f"{name}_esv_ml"], rel=0.02)
-        assert (edv - esv) / edv == pytest.approx(info[f"{name}_ef"], abs=0.01)
+    fn = ventricular_function(lab[..., 0], lab[..., 1], spacing)
+    for name in ("lv", "rv"):
+        assert fn[f"{name}_edv_ml"] == pytest.approx(info[f"{name}_edv_ml"], rel=0.02)
+        assert fn[f"{name}_esv_ml"] == pytest.approx(info[f"{name}_esv_ml"], rel=0.02)
+        assert fn[f"{name}_ef"] == pytest.approx(100 * info[f"{name}_ef"], abs=1.0)  # EF in %, within 1 %
     lo, hi = (0.55, 0.70) if info["cohort"] == "healthy" else (0.20, 0.40)
     assert lo <= info["lv_ef"] <= hi
     # Myocardial volume is conserved between ED and ES (walls thicken).
-    myo = [_volume_ml(lab[..., i], 2, spacing) for i in (0, 1)]
+    myo = [volume_ml(lab[..., i], 2, spacing) for i in (0, 1)]
     assert myo[1] == pytest.approx(myo[0], rel=0.02)
     assert study.ed_frame == 0 and study.es_frame == info["es_frame"]
 

@@ -23,3 +23,15 @@ def ssim(pred: np.ndarray, ref: np.ndarray, data_range: float) -> float:
     p, r = p.reshape(p.shape[0], p.shape[1], -1), r.reshape(r.shape[0], r.shape[1], -1)
     return float(np.mean([structural_similarity(p[..., i], r[..., i], data_range=data_range)
                           for i in range(p.shape[-1])]))
+
+
+def masked_ncc(a, b, mask) -> float:
+    """Normalised cross-correlation of a and b inside mask (nan-free: 0 where undefined)."""
+    a, b, m = (np.asarray(x.detach().cpu() if hasattr(x, "detach") else x) for x in (a, b, mask))
+    m = m.astype(bool)
+    if m.sum() < 2:
+        return 0.0
+    x, y = a[m].astype(np.float64), b[m].astype(np.float64)
+    x, y = x - x.mean(), y - y.mean()
+    denom = np.sqrt((x * x).sum() * (y * y).sum())
+    return float((x * y).sum() / denom) if denom > 0 else 0.0

@@ -19,7 +19,8 @@ import torch
 
 from cardiorecon.diffusion import NoiseSchedule, ddim_sample
 from cardiorecon.models.diffae import DiffAE
-from cardiorecon.recon.lax import LaxOperator, lax_loss, masked_ncc, match_intensity
+from cardiorecon.metrics.image import masked_ncc
+from cardiorecon.recon.lax import LaxOperator, lax_loss, match_intensity
 from cardiorecon.recon.latent_interp import GapCodes, assemble
 
 

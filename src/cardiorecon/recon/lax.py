@@ -100,15 +100,3 @@ def lax_loss(operator: LaxOperator, volume: torch.Tensor, lax_image: torch.Tenso
     mask = operator.valid.to(pred.device)
     ref = match_intensity(lax_image.to(pred.device), pred, mask)
     return (pred - ref)[mask].square().mean()
-
-
-def masked_ncc(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray, mask) -> float:
-    """Normalised cross-correlation of a and b inside mask (nan-free: 0 where undefined)."""
-    a, b, m = (np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x) for x in (a, b, mask))
-    m = m.astype(bool)
-    if m.sum() < 2:
-        return 0.0
-    x, y = a[m].astype(np.float64), b[m].astype(np.float64)
-    x, y = x - x.mean(), y - y.mean()
-    denom = np.sqrt((x * x).sum() * (y * y).sum())
-    return float((x * y).sum() / denom) if denom > 0 else 0.0

@@ -72,10 +72,7 @@ def build_bank(paths: list[str | Path], spacing_mm: float, size: int, cache: Pat
     return bank
 
 
-def augment(x: torch.Tensor, generator: torch.Generator, max_rotation_deg: float = 10.0, flip_prob: float = 0.25,
-            gamma_range: tuple[float, float] = (0.8, 1.25)) -> torch.Tensor:
-    """Random small rotations, flips and intensity gamma of a batch (B, 1, H, W) in [-1, 1]."""
-    B = x.shape[0]
+def _random_theta(B: int, generator: torch.Generator, max_rotation_deg: float, flip_prob: float) -> torch.Tensor:
     angle = (torch.rand(B, generator=generator) * 2 - 1) * math.radians(max_rotation_deg)
     cos, sin = torch.cos(angle), torch.sin(angle)
     theta = torch.zeros(B, 2, 3)
@@ -83,8 +80,33 @@ def augment(x: torch.Tensor, generator: torch.Generator, max_rotation_deg: float
     flip = torch.rand(B, 2, generator=generator) < flip_prob
     theta[:, 0, :2] *= torch.where(flip[:, :1], -1.0, 1.0)
     theta[:, 1, :2] *= torch.where(flip[:, 1:], -1.0, 1.0)
+    return theta
+
+
+def _gamma(x: torch.Tensor, generator: torch.Generator, gamma_range: tuple[float, float]) -> torch.Tensor:
+    log_gamma = torch.empty(x.shape[0]).uniform_(math.log(gamma_range[0]), math.log(gamma_range[1]),
+                                                 generator=generator)
+    u = ((x + 1) / 2).clamp(0, 1) ** log_gamma.exp().view(-1, 1, 1, 1)
+    return u * 2 - 1
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, max_rotation_deg: float = 10.0, flip_prob: float = 0.25,
+            gamma_range: tuple[float, float] = (0.8, 1.25)) -> torch.Tensor:
+    """Random small rotations, flips and intensity gamma of a batch (B, 1, H, W) in [-1, 1]."""
+    theta = _random_theta(x.shape[0], generator, max_rotation_deg, flip_prob)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    log_gamma = torch.empty(B).uniform_(math.log(gamma_range[0]), math.log(gamma_range[1]), generator=generator)
-    u = ((out + 1) / 2).clamp(0, 1) ** log_gamma.exp().view(B, 1, 1, 1)
-    return u * 2 - 1
+    return _gamma(out, generator, gamma_range)
+
+
+def augment_pair(x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator, max_rotation_deg: float = 10.0,
+                 flip_prob: float = 0.25, gamma_range: tuple[float, float] = (0.8, 1.25)
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`augment` for images (B, 1, H, W) with their label maps (B, H, W): the same rotation and
+    flip for both (labels by nearest neighbour), gamma on the images only."""
+    theta = _random_theta(x.shape[0], generator, max_rotation_deg, flip_prob)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    lab = F.grid_sample(labels.unsqueeze(1).float(), grid, mode="nearest", padding_mode="border",
+                        align_corners=False)
+    return _gamma(out, generator, gamma_range), lab.squeeze(1).round().long()

@@ -1,0 +1,214 @@
+"""Training the SAX segmentation network on phantom slices and partially labelled real slices.
+
+Each slice carries the set of classes its annotation delineates. A pixel labelled c (c > 0, c
+annotated) is class c; a pixel labelled 0 is "one of the classes not annotated on this slice",
+background included. The loss is the cross-entropy of that event: -log sum_{k in U} p_k, with U =
+{background} for fully labelled slices (the ordinary cross-entropy) and U = {background, RV
+cavity} on Sunnybrook slices, whose contours delineate the LV only. Nothing is learned from slices
+without contours.
+
+Every random choice of step s comes from a generator seeded by (seed, s): a run resumed from its
+last checkpoint continues as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from cardiorecon.autoencoder import prepare_study
+from cardiorecon.io import read_study
+from cardiorecon.io.nifti import atomic_write
+from cardiorecon.metrics.seg import STRUCTURES, dice
+from cardiorecon.models.config import config_to_json, save_weights
+from cardiorecon.models.segnet import SegConfig, SegNet
+from cardiorecon.training.checkpoint import load_state, save_state
+from cardiorecon.training.data import augment_pair, subject_folders
+from cardiorecon.training.diffae import step_generator
+from cardiorecon.volume import LABELS, Study
+
+ALL_CLASSES = tuple(v for v in LABELS.values() if v)
+
+
+@dataclass(frozen=True)
+class SegTrainConfig:
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    max_steps: int = 3000
+    real_fraction: float = 0.25  # share of each batch drawn from partially labelled (real) slices
+    seed: int = 0
+    checkpoint_every: int = 250
+    frame_stride: int = 2  # phantom cines: every 2nd frame is enough
+    max_rotation_deg: float = 15.0
+    flip_prob: float = 0.0  # flips would swap the RV to the wrong side of the septum
+
+
+@dataclass
+class SegBank:
+    images: np.ndarray  # (N, H, W) float16 in [-1, 1]
+    labels: np.ndarray  # (N, H, W) uint8
+    known: np.ndarray  # (N, C) bool: class k delineated on this slice (background: implied)
+    source: list[str]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def partial(self) -> np.ndarray:
+        return ~self.known[:, 1:].all(axis=1)
+
+
+def labelled_slices(study: Study) -> list[tuple[int, int, tuple[int, ...]]]:
+    """(slice, frame, annotated classes) of every labelled SAX slice of a study."""
+    if study.sax_labels is None:
+        return []
+    if "annotated" in study.meta:  # contours (Sunnybrook): per slice and frame
+        return [(a["slice"], a["frame"], tuple(a["classes"])) for a in study.meta["annotated"]]
+    frames = study.meta.get("labelled_frames") or list(range(study.num_frames))
+    return [(z, t, ALL_CLASSES) for t in frames for z in range(study.sax.spatial_shape[2])]
+
+
+def build_seg_bank(paths: list[str | Path], config: SegConfig, frame_stride: int = 1,
+                   exclude: list[str] = (), progress: bool = True) -> SegBank:
+    images, labels, known, source = [], [], [], []
+    for folder in subject_folders(paths):
+        if folder.name in set(exclude):
+            continue
+        study = read_study(folder)
+        grid = prepare_study(study, config.pixel_spacing_mm, config.image_size)
+        picks = labelled_slices(study)
+        if "annotated" not in study.meta:
+            picks = [p for p in picks if p[1] % frame_stride == 0 or p[1] in (study.ed_frame, study.es_frame)]
+        for z, t, classes in picks:
+            images.append(grid.image.data[:, :, z, t].astype(np.float16))
+            labels.append(grid.labels.data[:, :, z, t].astype(np.uint8))
+            k = np.zeros(config.num_classes, bool)
+            k[list(classes)] = True
+            known.append(k)
+        source += [folder.name] * len(picks)
+        if progress:
+            print(f"  seg data {folder}: {len(picks)} labelled slices", flush=True)
+    if not images:
+        raise ValueError(f"no labelled slices under {paths}")
+    return SegBank(np.stack(images), np.stack(labels), np.stack(known), source)
+
+
+def partial_label_loss(logits: torch.Tensor, labels: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy where label 0 means 'any class not annotated on this slice' (see module)."""
+    logp = F.log_softmax(logits.float(), dim=1)  # (B, C, H, W)
+    unknown = ~known.clone()
+    unknown[:, 0] = True
+    masked = logp.masked_fill(~unknown[:, :, None, None], float("-inf"))
+    nll_zero = -torch.logsumexp(masked, dim=1)
+    nll_class = -logp.gather(1, labels.unsqueeze(1)).squeeze(1)
+    return torch.where(labels == 0, nll_zero, nll_class).mean()
+
+
+def soft_dice_loss(logits: torch.Tensor, labels: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+    """1 - mean soft Dice of the foreground classes over fully labelled slices (0 if none)."""
+    if not full.any():
+        return logits.sum() * 0
+    p = torch.softmax(logits[full].float(), 1)[:, 1:]
+    onehot = F.one_hot(labels[full], logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].float()
+    inter = (p * onehot).sum((0, 2, 3))
+    denom = p.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
+    return 1 - ((2 * inter + 1) / (denom + 1)).mean()
+
+
+def _batch(bank: SegBank, tc: SegTrainConfig, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = step_generator(tc.seed, step)
+    partial = np.flatnonzero(bank.partial)
+    full = np.flatnonzero(~bank.partial)
+    n_real = int(round(tc.batch_size * tc.real_fraction)) if len(partial) else 0
+    pick_full = full[torch.randint(len(full), (tc.batch_size - n_real,), generator=g).numpy()]
+    pick_real = partial[torch.randint(len(partial), (n_real,), generator=g).numpy()] if n_real else []
+    idx = np.concatenate([pick_full, pick_real]).astype(int)
+    x = torch.from_numpy(bank.images[idx].astype(np.float32)).unsqueeze(1)
+    y = torch.from_numpy(bank.labels[idx].astype(np.int64))
+    x, y = augment_pair(x, y, g, tc.max_rotation_deg, tc.flip_prob)
+    return x, y, torch.from_numpy(bank.known[idx])
+
+
+def evaluate_bank(net: SegNet, bank: SegBank) -> dict[str, float]:
+    """Mean Dice per structure over the slices of `bank` where the structure is annotated and
+    present in the reference or the prediction (2D Dice of slices where both are empty is skipped)."""
+    from cardiorecon.segment import predict_slices
+
+    pred = predict_slices(net, torch.from_numpy(bank.images.astype(np.float32)).unsqueeze(1)).argmax(1).numpy()
+    out = {}
+    for name, v in STRUCTURES.items():
+        scores = [dice(pred[i] == v, bank.labels[i] == v) for i in range(len(bank))
+                  if bank.known[i, v] and ((pred[i] == v).any() or (bank.labels[i] == v).any())]
+        out[name] = float(np.mean(scores)) if scores else float("nan")
+    return out
+
+
+def train_segnet(config: SegConfig, data: list[str | Path], out: str | Path, tc: SegTrainConfig = SegTrainConfig(),
+                 exclude: list[str] = (), progress: bool = True) -> Path:
+    """Train (or resume) the segmentation network; EMA-free, checkpoint every `checkpoint_every`
+    steps; the final weights go to OUT/weights/model.safetensors with their config."""
+    run = Path(out)
+    run.mkdir(parents=True, exist_ok=True)
+    settings = json.loads(json.dumps({"model": config_to_json(config), "train": config_to_json(tc),
+                                      "data": [str(d) for d in data], "exclude": list(exclude)}))
+    (run / "run.json").write_text(json.dumps(settings, indent=2))
+    bank = build_seg_bank(list(data), config, tc.frame_stride, exclude, progress)
+    print(f"training on {len(bank)} slices ({int(bank.partial.sum())} partially labelled)", flush=True)
+    torch.manual_seed(tc.seed)
+    net = SegNet(config)
+    opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, tc.max_steps)
+    ckpt, start = run / "checkpoints" / "last", 0
+    if ckpt.with_suffix(".safetensors").is_file():
+        state = load_state(ckpt)
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start = int(state["step"])
+        print(f"resumed at step {start}", flush=True)
+    log_path = run / "log.csv"
+    new_log = not log_path.is_file()
+    with open(log_path, "a", newline="") as fh:
+        log = csv.writer(fh)
+        if new_log:
+            log.writerow(["step", "loss", "steps_per_s", "time"])
+        bar = tqdm(range(start, tc.max_steps), initial=start, total=tc.max_steps, desc="segnet", disable=not progress)
+        t0, done = time.perf_counter(), 0
+        net.train()
+        for step in bar:
+            x, y, known = _batch(bank, tc, step)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                logits = net(x)
+            loss = partial_label_loss(logits, y, known) + soft_dice_loss(logits, y, known[:, 1:].all(1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            done += 1
+            rate = done / (time.perf_counter() - t0)
+            bar.set_postfix(loss=f"{loss.item():.4f}", it_s=f"{rate:.2f}")
+            s = step + 1
+            if s % 25 == 0:
+                log.writerow([s, float(loss), round(rate, 3), time.strftime("%Y-%m-%dT%H:%M:%S")])
+                fh.flush()
+            if s % tc.checkpoint_every == 0 or s == tc.max_steps:
+                save_state({"model": net.state_dict(), "optimizer": opt.state_dict(),
+                            "scheduler": sched.state_dict(), "step": s}, ckpt)
+    net.eval()
+    save_weights(net, config, run / "weights" / "model", extra={"steps": tc.max_steps, "data": settings["data"]})
+    return run
+
+
+def write_scores(path: Path, scores: dict) -> None:
+    text = json.dumps(scores, indent=2)
+    atomic_write(path, lambda tmp: tmp.write_text(text), suffix=".json")

@@ -1,0 +1,87 @@
+import csv
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cardiorecon.cli import app
+from cardiorecon.evaluate import Evaluator, drop_slices, lax_holdout_protocol, slice_drop_protocol
+from cardiorecon.geometry import voxel_to_world
+from cardiorecon.io import read_study
+from cardiorecon.models.config import save_weights
+from cardiorecon.models.segnet import SegConfig, SegNet
+from cardiorecon.segment import load_segnet
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def phantom_subject(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    res = runner.invoke(app, ["phantom", "--out", str(root), "--seed", "7", "--frames", "4",
+                              "--cohort", "heart-failure"])
+    assert res.exit_code == 0, res.output
+    return root / "hf_0007"
+
+
+@pytest.fixture(scope="module")
+def seg_weights(tmp_path_factory):
+    import torch
+
+    torch.manual_seed(0)
+    cfg = SegConfig(name="seg_micro", features=(4, 4, 8, 8, 16, 4))
+    return save_weights(SegNet(cfg), cfg, tmp_path_factory.mktemp("seg") / "model").with_suffix("")
+
+
+def test_evaluate_command_writes_csv_markdown_figures_html(phantom_subject, seg_weights, tmp_path):
+    out = tmp_path / "ev"
+    res = runner.invoke(app, ["evaluate", str(phantom_subject), "--protocol", "phantom", "--methods", "linear",
+                              "--seg-weights", str(seg_weights), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    for name in ("results.csv", "summary.md", "report.html", "figures/montage.png", "figures/lax_overlay.png",
+                 "figures/dice_hd95.png", "figures/ef_scatter.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 100, name
+    text = (out / "results.csv").read_text()
+    assert "nan" not in text.lower() and "inf" not in text.lower()
+    rows = list(csv.DictReader(text.splitlines()))
+    kinds = {}
+    for r in rows:
+        kinds.setdefault((r["method"], r["structure"]), []).append(r)
+    assert len(kinds[("linear", "image")]) == 2  # ED and ES
+    for v in ("2ch", "3ch", "4ch"):
+        assert len(kinds[("linear", f"lax_{v}")]) == 2
+    for method in ("linear", "truth-image"):
+        for s in ("lv_cavity", "lv_myocardium", "rv_cavity"):
+            assert len(kinds[(method, s)]) == 2
+            assert all(0 <= float(r["dice"]) <= 1 and float(r["hd95"]) >= 0 for r in kinds[(method, s)])
+        for s in ("lv", "rv"):
+            (r,) = kinds[(method, s)]
+            assert 20 <= float(r["true_ef"]) <= 60 and r["frame"] == "ed-es"
+    image = kinds[("linear", "image")][0]
+    assert 0 < float(image["ssim"]) <= 1 and float(image["psnr"]) > 10 and float(image["ncc"]) > 0.5
+    assert "| linear |" in (out / "summary.md").read_text()
+    assert "data:image/png;base64" in (out / "report.html").read_text()
+
+
+def test_drop_slices_keeps_world_positions(phantom_subject):
+    study = read_study(phantom_subject)
+    sub = drop_slices(study, 2)
+    Z = study.sax.spatial_shape[2]
+    assert sub.sax.spatial_shape[2] == (Z + 1) // 2
+    for k in range(sub.sax.spatial_shape[2]):
+        np.testing.assert_allclose(voxel_to_world(sub.sax.affine, [3, 4, k]),
+                                   voxel_to_world(study.sax.affine, [3, 4, 2 * k]), atol=1e-9)
+        np.testing.assert_array_equal(sub.sax.data[:, :, k], study.sax.data[:, :, 2 * k])
+
+
+def test_slice_drop_and_lax_holdout_protocols(phantom_subject, seg_weights):
+    ev = Evaluator(["linear", "nearest"], segnet=load_segnet(seg_weights), progress=False, echo=lambda s: None)
+    rows = slice_drop_protocol(ev, [phantom_subject])
+    image = [r for r in rows if r["structure"] == "image"]
+    assert len(image) == 4 and all(0 < r["ssim"] <= 1 for r in image)
+    assert {r["structure"] for r in rows} >= {"lv_cavity", "lv_myocardium", "rv_cavity"}
+    rows = lax_holdout_protocol(ev, [phantom_subject])
+    views = [r for r in rows if r["structure"].startswith("lax_")]
+    assert len(views) == 2 * 3 * 2  # methods x views x frames
+    assert all(np.isfinite(r["ncc"]) and r["ncc"] > 0.3 for r in views)
+    assert any(r["structure"] == "lv_cavity@4ch" for r in rows)

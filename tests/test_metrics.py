@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+import torch
+
+from cardiorecon.metrics import SegmentationMetric, dice, ejection_fraction, hd95, masked_ncc, volume_ml
+from cardiorecon.metrics.seg import surface_distances
+
+
+def _square(shape=(40, 40), lo=(10, 10), hi=(20, 20)):
+    m = np.zeros(shape, bool)
+    m[lo[0]:hi[0], lo[1]:hi[1]] = True
+    return m
+
+
+def test_identical_masks():
+    m = _square()
+    assert dice(m, m) == 1.0
+    assert hd95(m, m, (1.0, 1.0)) == 0.0
+
+
+def test_disjoint_masks():
+    a, b = _square(lo=(0, 0), hi=(5, 5)), _square(lo=(30, 30), hi=(35, 35))
+    assert dice(a, b) == 0.0
+    # nearest surface points (4, 4) and (30, 30): 26 * sqrt(2); the farthest ones are 34 * sqrt(2) away
+    assert 26 * np.sqrt(2) <= hd95(a, b, 1.0) <= 34 * np.sqrt(2)
+
+
+def test_empty_masks_have_defined_results():
+    a, empty = _square(), np.zeros((40, 40), bool)
+    assert dice(a, empty) == 0.0 and dice(empty, empty) == 1.0
+    assert hd95(empty, empty, (1.0, 2.0)) == 0.0
+    worst = hd95(a, empty, (1.0, 2.0))
+    assert worst == pytest.approx(np.hypot(39 * 1.0, 39 * 2.0)) and np.isfinite(worst)
+    assert hd95(empty, a, (1.0, 2.0)) == worst
+
+
+def test_anisotropic_spacing_scales_hd95_as_by_hand():
+    # Two parallel one-voxel-thick lines 3 voxels apart along axis 0: every surface point of
+    # one is exactly 3 voxels from the other, so HD95 = 3 * spacing along axis 0.
+    a, b = np.zeros((20, 30), bool), np.zeros((20, 30), bool)
+    a[5, 5:25], b[8, 5:25] = True, True
+    assert hd95(a, b, (1.0, 1.0)) == pytest.approx(3.0)
+    assert hd95(a, b, (2.0, 1.0)) == pytest.approx(6.0)
+    assert hd95(a, b, (1.0, 2.0)) == pytest.approx(3.0)
+    assert dice(a, b) == 0.0
+
+
+def test_hd95_agrees_with_monai():
+    from monai.metrics import compute_hausdorff_distance
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    a = ndimage.gaussian_filter(rng.random((24, 28, 12)), 2.5) > 0.5
+    b = ndimage.gaussian_filter(rng.random((24, 28, 12)), 2.5) > 0.5
+    a[:, :, 0], b[:, :, -1] = False, False
+    assert a.any() and b.any()
+    spacing = (1.8, 1.8, 10.0)
+    ours = hd95(a, b, spacing)
+    t = lambda m: torch.from_numpy(m)[None, None].float()  # noqa: E731
+    theirs = float(compute_hausdorff_distance(t(a), t(b), percentile=95, spacing=spacing)[0, 0])
+    assert ours == pytest.approx(theirs, rel=1e-5)
+    da, db = surface_distances(a, b, spacing)
+    assert len(da) and len(db)
+
+
+def test_volumes_ef_and_accumulator():
+    lab = np.zeros((10, 10, 4), np.uint8)
+    lab[2:7, 2:7, 1:3] = 1  # 50 voxels
+    assert volume_ml(lab, 1, (2.0, 2.0, 5.0)) == pytest.approx(50 * 20 / 1000)
+    assert ejection_fraction(100.0, 40.0) == pytest.approx(60.0)
+    assert np.isnan(ejection_fraction(0.0, 0.0))
+    acc = SegmentationMetric()
+    acc.update(lab, lab, (1.0, 1.0, 1.0))
+    other = lab.copy()
+    other[other == 1] = 0
+    acc.update(other, lab, (1.0, 1.0, 1.0))
+    s = acc.summary()
+    assert s["lv_cavity"]["dice"] == pytest.approx((0.5, 0.5))
+    assert s["rv_cavity"]["dice"] == (1.0, 0.0)  # absent in both: agreement
+
+
+def test_masked_ncc_is_nan_free():
+    a = np.arange(16.0).reshape(4, 4)
+    assert masked_ncc(a, 2 * a + 1, np.ones((4, 4), bool)) == pytest.approx(1.0)
+    assert masked_ncc(a, a, np.zeros((4, 4), bool)) == 0.0
+    assert masked_ncc(np.ones((4, 4)), a, np.ones((4, 4), bool)) == 0.0
