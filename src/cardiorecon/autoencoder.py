@@ -41,7 +41,7 @@ def _batches(n: int, batch_size: int):
 
 
 def encode(model: DiffAE, x0: torch.Tensor, invert_steps: int, batch_size: int = 64,
-           progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+           progress: bool = False, depth: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """z_sem (N, z_dim) and x_T (N, 1, H, W) of clean slices x0 (N, 1, H, W) in [-1, 1]."""
     schedule = NoiseSchedule.linear(model.config.num_timesteps)
     zs, xs = [], []
@@ -49,7 +49,7 @@ def encode(model: DiffAE, x0: torch.Tensor, invert_steps: int, batch_size: int =
         bar = tqdm(total=len(x0) * invert_steps, desc="encode (DDIM inversion)", unit="slice-step", disable=not progress)
         for sl in _batches(len(x0), batch_size):
             z = model.encode(x0[sl])
-            xs.append(ddim_invert(model.eps, x0[sl], schedule, invert_steps, cond=z,
+            xs.append(ddim_invert(model.eps, x0[sl], schedule, invert_steps, cond=z, depth=depth,
                                   callback=lambda i, _x, n=sl.stop - sl.start: bar.update(n)))
             zs.append(z)
         bar.close()
@@ -57,14 +57,14 @@ def encode(model: DiffAE, x0: torch.Tensor, invert_steps: int, batch_size: int =
 
 
 def decode(model: DiffAE, z_sem: torch.Tensor, x_T: torch.Tensor, decode_steps: int, batch_size: int = 64,
-           progress: bool = False) -> torch.Tensor:
+           progress: bool = False, depth: float = 1.0) -> torch.Tensor:
     """Deterministic DDIM decoding of codes (N, z_dim), (N, 1, H, W) -> x0 (N, 1, H, W)."""
     schedule = NoiseSchedule.linear(model.config.num_timesteps)
     out = []
     with torch.no_grad():
         bar = tqdm(total=len(x_T) * decode_steps, desc="decode (DDIM)", unit="slice-step", disable=not progress)
         for sl in _batches(len(x_T), batch_size):
-            out.append(ddim_sample(model.eps, x_T[sl], schedule, decode_steps, cond=z_sem[sl],
+            out.append(ddim_sample(model.eps, x_T[sl], schedule, decode_steps, cond=z_sem[sl], depth=depth,
                                    callback=lambda i, _x, n=sl.stop - sl.start: bar.update(n)))
         bar.close()
     return torch.cat(out)

@@ -49,9 +49,10 @@ def _levels(schedule: NoiseSchedule, timesteps: list[int]) -> list[float]:
 
 def ddim_sample(model: EpsModel, x_T: torch.Tensor, schedule: NoiseSchedule, num_steps: int, cond: Any = None,
                 clip_x0: bool = True, checkpoint: bool = False,
-                callback: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
-    """Decode x_T (B, C, H, W) to x0 in `num_steps` deterministic DDIM steps (differentiable)."""
-    timesteps = spaced_timesteps(schedule.num_timesteps, num_steps)
+                callback: Callable[[int, torch.Tensor], None] | None = None, depth: float = 1.0) -> torch.Tensor:
+    """Decode x_T (B, C, H, W) to x0 in `num_steps` deterministic DDIM steps (differentiable);
+    `depth` < 1: x_T is a code at timestep ~depth * T (as written by `ddim_invert` with that depth)."""
+    timesteps = spaced_timesteps(schedule.num_timesteps, num_steps, depth)
     levels = _levels(schedule, timesteps)
     x = x_T
     for i in reversed(range(num_steps)):
@@ -68,9 +69,10 @@ def ddim_sample(model: EpsModel, x_T: torch.Tensor, schedule: NoiseSchedule, num
 
 def ddim_invert(model: EpsModel, x0: torch.Tensor, schedule: NoiseSchedule, num_steps: int, cond: Any = None,
                 clip_x0: bool = True, checkpoint: bool = False,
-                callback: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
-    """Encode a clean x0 (B, C, H, W) to the stochastic code x_T by running DDIM backwards."""
-    timesteps = spaced_timesteps(schedule.num_timesteps, num_steps)
+                callback: Callable[[int, torch.Tensor], None] | None = None, depth: float = 1.0) -> torch.Tensor:
+    """Encode a clean x0 (B, C, H, W) to the stochastic code x_T by running DDIM backwards
+    (up to timestep ~depth * T; 1 = all the way to noise, as DiffAE)."""
+    timesteps = spaced_timesteps(schedule.num_timesteps, num_steps, depth)
     levels = _levels(schedule, timesteps)
     x = x0
     for i in range(num_steps):

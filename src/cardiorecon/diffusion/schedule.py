@@ -37,11 +37,15 @@ class NoiseSchedule:
         return a.sqrt() * x0 + (1 - a).sqrt() * eps
 
 
-def spaced_timesteps(num_timesteps: int, num_steps: int) -> list[int]:
-    """DiffAE's uniform spacing: [0, T/n, 2T/n, ...] (ascending, n values, first is 0)."""
-    if not 1 <= num_steps <= num_timesteps:
-        raise ValueError(f"num_steps must be in 1..{num_timesteps}, got {num_steps}")
-    return [int(i * num_timesteps / num_steps) for i in range(num_steps)]
+def spaced_timesteps(num_timesteps: int, num_steps: int, depth: float = 1.0) -> list[int]:
+    """DiffAE's uniform spacing: [0, D/n, 2D/n, ...] with D = depth * T (ascending, n values,
+    first is 0). depth < 1 stops short of pure noise: the code keeps part of the image."""
+    if not 0.0 < depth <= 1.0:
+        raise ValueError(f"depth must be in (0, 1], got {depth}")
+    span = depth * num_timesteps
+    if not 1 <= num_steps <= span:
+        raise ValueError(f"num_steps must be in 1..{int(span)}, got {num_steps}")
+    return [int(i * span / num_steps) for i in range(num_steps)]
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, alpha: float | torch.Tensor) -> torch.Tensor:

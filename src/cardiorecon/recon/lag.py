@@ -21,7 +21,7 @@ from cardiorecon.diffusion import NoiseSchedule, ddim_sample
 from cardiorecon.models.diffae import DiffAE
 from cardiorecon.metrics.image import masked_ncc
 from cardiorecon.recon.lax import LaxOperator, lax_loss, match_intensity
-from cardiorecon.recon.latent_interp import GapCodes, assemble
+from cardiorecon.recon.latent_interp import GapCodes, assemble, residual_offsets
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class LagConfig:
     invert_steps: int = 30
     final_decode_steps: int | None = None  # decode the optimised codes with more steps at the end
     checkpoint: bool = True
+    residual: bool = False  # add the acquired slices' interpolated autoencoding residual (see latent_interp)
 
 
 SEED_SETTINGS = LagConfig()
@@ -90,8 +91,10 @@ def optimise(model: DiffAE, acquired: torch.Tensor, codes: GapCodes, factor: int
     t0 = time.perf_counter()
     history, best, best_loss, since_best = [], None, float("inf"), 0
     agreement_before = None
+    acquired_slices = acquired.permute(2, 0, 1)[:, None]
+    offsets = residual_offsets(model, acquired_slices, codes, config.ddim_steps) if config.residual else 0.0
     for it in range(config.max_iterations):
-        new = ddim_sample(model.eps, x_T, schedule, config.ddim_steps, cond=z, checkpoint=config.checkpoint)
+        new = ddim_sample(model.eps, x_T, schedule, config.ddim_steps, cond=z, checkpoint=config.checkpoint) + offsets
         dense = assemble(acquired, new, codes, factor)
         l_lax = sum((lax_loss(op, dense, images[n]) for n, op in operators.items()), dense.sum() * 0.0)
         l_cont = continuity_loss(dense, codes.out_index)
@@ -120,6 +123,8 @@ def optimise(model: DiffAE, acquired: torch.Tensor, codes: GapCodes, factor: int
     if config.final_decode_steps and config.final_decode_steps != config.ddim_steps:
         with torch.no_grad():
             new = ddim_sample(model.eps, x_best, schedule, config.final_decode_steps, cond=z_best)
+            if config.residual:
+                new = (new + residual_offsets(model, acquired_slices, codes, config.final_decode_steps)).clamp(-1, 1)
         dense_best = assemble(acquired, new, codes, factor)
     return LagResult(dense=dense_best.numpy(), history=history, agreement_before=agreement_before or {},
                      agreement_after=lax_agreement(dense_best, operators, images), iterations=len(history),

@@ -27,6 +27,8 @@ class GapCodes:
     left: np.ndarray  # acquired slice index on the left of each new slice
     alpha: np.ndarray  # position in its gap, in (0, 1)
     out_index: np.ndarray  # slice index in the dense stack
+    acquired_z: torch.Tensor | None = None  # the acquired slices' own codes (Z, ...)
+    acquired_x: torch.Tensor | None = None
 
 
 def interpolate_codes(z_sem: torch.Tensor, x_T: torch.Tensor, factor: int) -> GapCodes:
@@ -36,7 +38,22 @@ def interpolate_codes(z_sem: torch.Tensor, x_T: torch.Tensor, factor: int) -> Ga
     a = torch.from_numpy(alphas).float()
     z = (1 - a)[:, None] * z_sem[k] + a[:, None] * z_sem[k + 1]
     x = slerp(x_T[k], x_T[k + 1], a)
-    return GapCodes(z, x, ks, alphas, idx)
+    return GapCodes(z, x, ks, alphas, idx, z_sem, x_T)
+
+
+def residual_offsets(model: DiffAE, acquired: torch.Tensor, codes: GapCodes, decode_steps: int) -> torch.Tensor:
+    """Autoencoding residual correction (N, 1, H, W) of the new slices.
+
+    Each acquired slice is decoded from its own codes; what the decoder misses there
+    (x_k - decode(codes_k)) is interpolated linearly across the gap and added to the new slices,
+    so that a systematic autoencoding error (intensity bias, lost texture) does not show up only
+    in the new slices. acquired: (Z, 1, H, W) in [-1, 1].
+    """
+    own = decode(model, codes.acquired_z, codes.acquired_x, decode_steps)
+    r = acquired - own
+    k = torch.from_numpy(codes.left)
+    a = torch.from_numpy(codes.alpha).float().view(-1, 1, 1, 1)
+    return (1 - a) * r[k] + a * r[k + 1]
 
 
 def assemble(acquired: torch.Tensor, new: torch.Tensor, codes: GapCodes, factor: int) -> torch.Tensor:
@@ -59,9 +76,12 @@ def diffae_codes(model: DiffAE, stack: np.ndarray, factor: int, invert_steps: in
 
 
 def reconstruct_diffae(model: DiffAE, stack: np.ndarray, factor: int, invert_steps: int = 20, decode_steps: int = 20,
-                       progress: bool = False) -> tuple[np.ndarray, GapCodes]:
-    """(X, Y, Z) in [-1, 1] -> (X, Y, (Z-1)f+1): acquired slices kept, new ones decoded."""
-    _, codes = diffae_codes(model, stack, factor, invert_steps, progress)
+                       progress: bool = False, residual: bool = False) -> tuple[np.ndarray, GapCodes]:
+    """(X, Y, Z) in [-1, 1] -> (X, Y, (Z-1)f+1): acquired slices kept, new ones decoded
+    (with `residual`, plus the interpolated autoencoding residual of the acquired slices)."""
+    x0, codes = diffae_codes(model, stack, factor, invert_steps, progress)
     new = decode(model, codes.z_sem, codes.x_T, decode_steps, progress=progress)
+    if residual:
+        new = (new + residual_offsets(model, x0, codes, decode_steps)).clamp(-1, 1)
     dense = assemble(torch.from_numpy(stack).float(), new, codes, factor)
     return dense.numpy(), codes

@@ -48,6 +48,7 @@ class ReconConfig:
     decode_steps: int = 20
     lag: LagConfig = FAST_LAG
     lax_samples: int = 3
+    residual: bool = False  # diffae: add the interpolated autoencoding residual of the acquired slices
     grid_spacing_mm: float | None = None  # classical methods without weights: the tiny model grid
     grid_size: int | None = None
 
@@ -184,7 +185,8 @@ def reconstruct(study: Study, method: str, factor: int | None = None, spacing_mm
             if method in CLASSICAL:
                 dense[..., i] = interpolate_stack(stack, f, method)  # type: ignore[arg-type]
             elif method == "diffae" or not operators:
-                dense[..., i] = reconstruct_diffae(model, stack, f, config.invert_steps, config.decode_steps)[0]
+                dense[..., i] = reconstruct_diffae(model, stack, f, config.invert_steps, config.decode_steps,
+                                                     residual=config.residual)[0]
             else:
                 lc = config.lag
                 acquired, codes = diffae_codes(model, stack, f, lc.invert_steps)

@@ -210,5 +210,6 @@ def train_segnet(config: SegConfig, data: list[str | Path], out: str | Path, tc:
 
 
 def write_scores(path: Path, scores: dict) -> None:
-    text = json.dumps(scores, indent=2)
+    clean = {k: {m: (v if np.isfinite(v) else None) for m, v in s.items()} for k, s in scores.items()}
+    text = json.dumps(clean, indent=2)  # null: the structure is not annotated there
     atomic_write(path, lambda tmp: tmp.write_text(text), suffix=".json")
