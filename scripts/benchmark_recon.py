@@ -54,15 +54,16 @@ def main() -> None:
     ap.add_argument("--weights", default=None)
     ap.add_argument("--methods", nargs="+", default=["nearest", "linear", "cubic", "diffae", "lag"])
     ap.add_argument("--factor", type=int, default=5)
-    ap.add_argument("--invert-steps", type=int, default=20)
-    ap.add_argument("--decode-steps", type=int, default=20)
+    ap.add_argument("--invert-steps", type=int, default=ReconConfig.invert_steps)
+    ap.add_argument("--decode-steps", type=int, default=ReconConfig.decode_steps)
+    ap.add_argument("--depth", type=float, default=ReconConfig.depth)
     ap.add_argument("--lag-seed-frames", type=int, default=0,
                     help="also run lag with the seed's settings on this many (subject, frame) cases")
     ap.add_argument("--lag-seed-max-minutes", type=float, default=30.0)
     args = ap.parse_args()
     torch.manual_seed(0)
     model = load_diffae(args.weights) if {"diffae", "lag"} & set(args.methods) or args.lag_seed_frames else None
-    base = ReconConfig(invert_steps=args.invert_steps, decode_steps=args.decode_steps, lag=FAST_LAG)
+    base = ReconConfig(invert_steps=args.invert_steps, decode_steps=args.decode_steps, depth=args.depth, lag=FAST_LAG)
     runs = [(m, m, base) for m in args.methods]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -73,7 +74,8 @@ def main() -> None:
         frames = [study.ed_frame, study.es_frame]
         todo = list(runs)
         if seed_cases < args.lag_seed_frames:
-            todo.append(("lag-seed", "lag", dataclasses.replace(base, lag=SEED_SETTINGS)))
+            seed_lag = dataclasses.replace(SEED_SETTINGS, max_seconds=60 * args.lag_seed_max_minutes)
+            todo.append(("lag-seed", "lag", dataclasses.replace(base, lag=seed_lag)))
         for label, method, cfg in todo:
             fr = frames if label != "lag-seed" else frames[: args.lag_seed_frames - seed_cases]
             t0 = time.perf_counter()
@@ -87,6 +89,7 @@ def main() -> None:
                        **score(study, truth, rec, i, t)}
                 if method == "lag" and t in rec.lag:
                     row["lag_iterations"] = rec.lag[t].iterations
+                    row["lag_seconds_per_iteration"] = rec.lag[t].seconds / max(rec.lag[t].iterations, 1)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             print(f"{folder.name} {label}: {time.perf_counter() - t0:.1f} s", flush=True)
@@ -101,6 +104,23 @@ def main() -> None:
         sel = [r for r in rows if r["method"] == label]
         cells = [f"{np.mean([r[m] for r in sel]):.4g} ± {np.std([r[m] for r in sel]):.2g}" for m in metrics]
         lines.append(f"| {label} | {len(sel)} | " + " | ".join(cells) + " |")
+    seeded = [(r["subject"], r["frame"]) for r in rows if r["method"] == "lag-seed"]
+    if seeded:
+        for label in ("lag", "lag-seed"):
+            sel = [r for r in rows if r["method"] == label and (r["subject"], r["frame"]) in seeded]
+            if sel:
+                lines.append(f"\nOn the {len(sel)} frame(s) run with the seed's settings, `{label}`: SSIM "
+                             f"{np.mean([r['ssim_new'] for r in sel]):.4f}, PSNR {np.mean([r['psnr_new'] for r in sel]):.2f}, "
+                             f"LAX NCC {np.mean([r['ncc_lax_mean'] for r in sel]):.4f}, "
+                             f"{np.mean([r['seconds_per_frame'] for r in sel]):.1f} s/frame, "
+                             f"{np.mean([r.get('lag_iterations', 0) for r in sel]):.0f} iterations")
+    views = sorted({k for r in rows for k in r if k.startswith("ncc_") and k != "ncc_lax_mean"})
+    if views:
+        lines.append("\n| method | " + " | ".join(views) + " |")
+        lines.append("|---|" + "---|" * len(views))
+        for label in dict.fromkeys(r["method"] for r in rows):
+            sel = [r for r in rows if r["method"] == label]
+            lines.append(f"| {label} | " + " | ".join(f"{np.mean([r[v] for r in sel]):.4f}" for v in views) + " |")
     table = "\n".join(lines)
     (out / "benchmark.md").write_text(table + "\n")
     print(table)

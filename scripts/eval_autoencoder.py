@@ -2,7 +2,8 @@
 
 On N held-out phantom slices and on every slice of one held-out Sunnybrook frame: encode (z_sem by
 the encoder, x_T by DDIM inversion with --invert-steps), decode with 20, 10 and 5 DDIM steps, and
-report PSNR / SSIM on the model grid in [-1, 1] (data range 2).
+report PSNR / SSIM on the model grid in [-1, 1] (data range 2). Also with the shallower codes the
+reconstruction methods use (ReconConfig: depth 0.4 T, 8 steps).
 
     python scripts/eval_autoencoder.py --weights W --phantom DIR... --sunnybrook DIR --frame F --out OUT.json
 """
@@ -17,21 +18,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cardiorecon.autoencoder import decode, encode, prepare_study, volume_to_slices
+from cardiorecon.autoencoder import encode, prepare_study, volume_to_slices
+from cardiorecon.diffusion import NoiseSchedule, ddim_sample
+from cardiorecon.diffusion.schedule import spaced_timesteps
+from cardiorecon.recon import ReconConfig
 from cardiorecon.io import read_study
 from cardiorecon.metrics import psnr, ssim
 from cardiorecon.models.pretrained import load_diffae
 from cardiorecon.training.data import subject_folders
 
 
-def scores(model, x0: torch.Tensor, invert_steps: int, decode_steps: list[int]) -> dict:
+def scores(model, x0: torch.Tensor, invert_steps: int, decode_steps: list[int], depth: float = 1.0) -> dict:
     t0 = time.perf_counter()
-    z, x_T = encode(model, x0, invert_steps, progress=True)
+    z, x_T = encode(model, x0, invert_steps, progress=True, depth=depth)
     t_enc = time.perf_counter() - t0
-    out = {"num_slices": len(x0), "invert_steps": invert_steps, "encode_s_per_slice": t_enc / len(x0)}
+    out = {"num_slices": len(x0), "invert_steps": invert_steps, "depth": depth, "encode_s_per_slice": t_enc / len(x0)}
+    top = spaced_timesteps(model.config.num_timesteps, invert_steps, depth)[-1]
     for k in decode_steps:
         t0 = time.perf_counter()
-        rec = decode(model, z, x_T, k, progress=True)
+        with torch.no_grad():
+            rec = ddim_sample(model.eps, x_T, NoiseSchedule.linear(model.config.num_timesteps), k, cond=z, top=top)
         a, b = rec[:, 0].numpy().transpose(1, 2, 0), x0[:, 0].numpy().transpose(1, 2, 0)
         out[f"decode_{k}"] = {"psnr_db": psnr(a, b, 2.0), "ssim": ssim(a, b, 2.0),
                               "decode_s_per_slice": (time.perf_counter() - t0) / len(x0)}
@@ -62,11 +68,14 @@ def main() -> None:
     x0 = pool[np.sort(rng.choice(len(pool), size=min(args.num_slices, len(pool)), replace=False))]
     result = {"weights": str(args.weights or "shipped"), "config": cfg.name,
               "phantom": scores(model, x0, args.invert_steps, args.decode_steps)}
+    rc = ReconConfig()  # the codes the reconstruction methods use
+    result["phantom_recon_codes"] = scores(model, x0, rc.invert_steps, [rc.decode_steps], rc.depth)
     if args.sunnybrook:
         grid = prepare_study(read_study(args.sunnybrook), cfg.pixel_spacing_mm, cfg.image_size)
         x_sb = volume_to_slices(grid.image.data[..., args.frame])
         result["sunnybrook"] = {"folder": args.sunnybrook, "frame": args.frame,
                                 **scores(model, x_sb, args.invert_steps, args.decode_steps)}
+        result["sunnybrook_recon_codes"] = scores(model, x_sb, rc.invert_steps, [rc.decode_steps], rc.depth)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

@@ -90,3 +90,27 @@ def test_slerp_endpoints_and_norm():
     # Per-sample alphas; parallel vectors fall back to lerp without NaN
     out = slerp(a.repeat(2, 1), a.repeat(2, 1) * 2, torch.tensor([0.25, 0.75]))
     assert torch.isfinite(out).all()
+
+
+def test_partial_depth_inversion_round_trip_and_k_step_decoding_from_the_same_level():
+    from cardiorecon.diffusion.schedule import timesteps_to
+
+    assert spaced_timesteps(1000, 8, depth=0.4) == [0, 50, 100, 150, 200, 250, 300, 350]
+    assert timesteps_to(350, 8) == spaced_timesteps(1000, 8, depth=0.4)
+    assert timesteps_to(350, 2) == [0, 350] and timesteps_to(350, 1) == [350]
+    with pytest.raises(ValueError):
+        spaced_timesteps(1000, 8, depth=0.0)
+    torch.manual_seed(1)
+    model = gaussian_eps_model(0.2, 0.3)
+    x0 = 0.2 + 0.3 * torch.randn(4, 1, 8, 8)
+    code = ddim_invert(model, x0, SCHEDULE, 100, clip_x0=False, depth=0.4)
+    a = SCHEDULE.alphas_cumprod[spaced_timesteps(1000, 100, 0.4)[-1]].item()
+    # a partial code keeps sqrt(alpha_bar) of the image: its mean is sqrt(a) * mu, not 0
+    assert code.mean().item() == pytest.approx(math.sqrt(a) * 0.2, abs=0.05)
+    back = ddim_sample(model, code, SCHEDULE, 100, clip_x0=False, depth=0.4)
+    assert (back - x0).square().mean().sqrt().item() < 0.01
+    # decoding the same code in fewer steps starts from the same timestep (top): still close
+    top = spaced_timesteps(1000, 100, 0.4)[-1]
+    few = ddim_sample(model, code, SCHEDULE, 10, clip_x0=False, top=top)
+    err = (few - x0).square().mean().sqrt().item()
+    assert err < 0.08

@@ -197,8 +197,10 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
                                                         help="Comma-separated LAX views guiding lag (default: all)"),
                 weights: Optional[Path] = typer.Option(None, "--weights", help="DiffAE weights (default: shipped)"),
                 native: bool = typer.Option(False, "--native", help="Also write the volume on the input grid"),
-                invert_steps: int = typer.Option(20, "--invert-steps", min=1),
-                decode_steps: int = typer.Option(20, "--decode-steps", min=1),
+                invert_steps: int = typer.Option(8, "--invert-steps", min=1),
+                decode_steps: int = typer.Option(8, "--decode-steps", min=1),
+                depth: float = typer.Option(0.4, "--depth", min=0.01, max=1.0,
+                                            help="DDIM inversion depth (fraction of T; 1 = pure noise, as DiffAE)"),
                 lag_iterations: Optional[int] = typer.Option(None, "--lag-iterations", min=1),
                 lag_steps: Optional[int] = typer.Option(None, "--lag-ddim-steps", min=1),
                 out: Path = typer.Option(..., "--out", help="Output folder")) -> None:
@@ -226,7 +228,7 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
             lag = dataclasses.replace(lag, max_iterations=lag_iterations)
         if lag_steps:
             lag = dataclasses.replace(lag, ddim_steps=lag_steps)
-        cfg = ReconConfig(invert_steps=invert_steps, decode_steps=decode_steps, lag=lag)
+        cfg = ReconConfig(invert_steps=invert_steps, decode_steps=decode_steps, depth=depth, lag=lag)
         views = [v.strip() for v in lax_views.split(",")] if lax_views else None
         rec = run(s, method, factor=factor, spacing_mm=spacing if factor is None else None, frames=_frames(frames),
                   lax_views=views, model=model, config=cfg, progress=True)

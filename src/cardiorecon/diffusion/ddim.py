@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
-from cardiorecon.diffusion.schedule import NoiseSchedule, spaced_timesteps
+from cardiorecon.diffusion.schedule import NoiseSchedule, spaced_timesteps, timesteps_to
 
 EpsModel = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
 
@@ -49,10 +49,14 @@ def _levels(schedule: NoiseSchedule, timesteps: list[int]) -> list[float]:
 
 def ddim_sample(model: EpsModel, x_T: torch.Tensor, schedule: NoiseSchedule, num_steps: int, cond: Any = None,
                 clip_x0: bool = True, checkpoint: bool = False,
-                callback: Callable[[int, torch.Tensor], None] | None = None, depth: float = 1.0) -> torch.Tensor:
+                callback: Callable[[int, torch.Tensor], None] | None = None, depth: float = 1.0,
+                top: int | None = None) -> torch.Tensor:
     """Decode x_T (B, C, H, W) to x0 in `num_steps` deterministic DDIM steps (differentiable);
-    `depth` < 1: x_T is a code at timestep ~depth * T (as written by `ddim_invert` with that depth)."""
-    timesteps = spaced_timesteps(schedule.num_timesteps, num_steps, depth)
+    `depth` < 1: x_T is a code at timestep ~depth * T (as written by `ddim_invert` with that depth).
+    `top`: the code's timestep when it was inverted with another number of steps (then the
+    num_steps timesteps run evenly from `top` down to 0)."""
+    timesteps = spaced_timesteps(schedule.num_timesteps, num_steps, depth) if top is None else \
+        timesteps_to(top, num_steps)
     levels = _levels(schedule, timesteps)
     x = x_T
     for i in reversed(range(num_steps)):

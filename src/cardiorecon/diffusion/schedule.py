@@ -48,6 +48,16 @@ def spaced_timesteps(num_timesteps: int, num_steps: int, depth: float = 1.0) -> 
     return [int(i * span / num_steps) for i in range(num_steps)]
 
 
+def timesteps_to(top: int, num_steps: int) -> list[int]:
+    """num_steps timesteps from 0 to `top` inclusive, evenly spaced: decoding a code that
+    `ddim_invert` left at timestep `top` with a different number of steps (K-step decoding in LAG)."""
+    if num_steps < 1 or top < 0:
+        raise ValueError(f"need num_steps >= 1 and top >= 0, got {num_steps}, {top}")
+    if num_steps == 1:
+        return [top]
+    return [int(round(i * top / (num_steps - 1))) for i in range(num_steps)]
+
+
 def slerp(a: torch.Tensor, b: torch.Tensor, alpha: float | torch.Tensor) -> torch.Tensor:
     """Spherical interpolation of the flattened tensors a and b (B, ...) at alpha in [0, 1].
 

@@ -18,10 +18,11 @@ import numpy as np
 import torch
 
 from cardiorecon.diffusion import NoiseSchedule, ddim_sample
+from cardiorecon.diffusion.schedule import spaced_timesteps
 from cardiorecon.models.diffae import DiffAE
 from cardiorecon.metrics.image import masked_ncc
 from cardiorecon.recon.lax import LaxOperator, lax_loss, match_intensity
-from cardiorecon.recon.latent_interp import GapCodes, assemble, residual_offsets
+from cardiorecon.recon.latent_interp import GapCodes, assemble
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,8 @@ class LagConfig:
     invert_steps: int = 30
     final_decode_steps: int | None = None  # decode the optimised codes with more steps at the end
     checkpoint: bool = True
-    residual: bool = False  # add the acquired slices' interpolated autoencoding residual (see latent_interp)
+    depth: float = 1.0  # DDIM inversion depth of the codes (1: to pure noise, the seed)
+    max_seconds: float | None = None  # stop optimising after this long (benchmarks of slow settings)
 
 
 SEED_SETTINGS = LagConfig()
@@ -91,10 +93,10 @@ def optimise(model: DiffAE, acquired: torch.Tensor, codes: GapCodes, factor: int
     t0 = time.perf_counter()
     history, best, best_loss, since_best = [], None, float("inf"), 0
     agreement_before = None
-    acquired_slices = acquired.permute(2, 0, 1)[:, None]
-    offsets = residual_offsets(model, acquired_slices, codes, config.ddim_steps) if config.residual else 0.0
+    # The codes sit at the last inversion timestep; K-step decoding starts from exactly there.
+    top = spaced_timesteps(schedule.num_timesteps, config.invert_steps, config.depth)[-1]
     for it in range(config.max_iterations):
-        new = ddim_sample(model.eps, x_T, schedule, config.ddim_steps, cond=z, checkpoint=config.checkpoint) + offsets
+        new = ddim_sample(model.eps, x_T, schedule, config.ddim_steps, cond=z, checkpoint=config.checkpoint, top=top)
         dense = assemble(acquired, new, codes, factor)
         l_lax = sum((lax_loss(op, dense, images[n]) for n, op in operators.items()), dense.sum() * 0.0)
         l_cont = continuity_loss(dense, codes.out_index)
@@ -103,8 +105,8 @@ def optimise(model: DiffAE, acquired: torch.Tensor, codes: GapCodes, factor: int
         if agreement_before is None:
             agreement_before = lax_agreement(dense.detach(), operators, images)
         value = float(loss.detach())
-        history.append({"iteration": it, "loss": value, "lax": float(l_lax), "continuity": float(l_cont),
-                        "seed": float(l_seed), "lr": opt.param_groups[0]["lr"],
+        history.append({"iteration": it, "loss": value, "lax": float(l_lax.detach()), "continuity": float(l_cont.detach()),
+                        "seed": float(l_seed.detach()), "lr": opt.param_groups[0]["lr"],
                         "seconds": time.perf_counter() - t0})
         if value < best_loss - 1e-7:
             best_loss, since_best = value, 0
@@ -115,6 +117,8 @@ def optimise(model: DiffAE, acquired: torch.Tensor, codes: GapCodes, factor: int
                 break
         if progress is not None:
             progress(it + 1, config.max_iterations, value)
+        if config.max_seconds is not None and time.perf_counter() - t0 > config.max_seconds:
+            break
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -122,9 +126,7 @@ def optimise(model: DiffAE, acquired: torch.Tensor, codes: GapCodes, factor: int
     z_best, x_best, dense_best = best
     if config.final_decode_steps and config.final_decode_steps != config.ddim_steps:
         with torch.no_grad():
-            new = ddim_sample(model.eps, x_best, schedule, config.final_decode_steps, cond=z_best)
-            if config.residual:
-                new = (new + residual_offsets(model, acquired_slices, codes, config.final_decode_steps)).clamp(-1, 1)
+            new = ddim_sample(model.eps, x_best, schedule, config.final_decode_steps, cond=z_best, top=top)
         dense_best = assemble(acquired, new, codes, factor)
     return LagResult(dense=dense_best.numpy(), history=history, agreement_before=agreement_before or {},
                      agreement_after=lax_agreement(dense_best, operators, images), iterations=len(history),

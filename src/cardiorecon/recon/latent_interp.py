@@ -27,8 +27,6 @@ class GapCodes:
     left: np.ndarray  # acquired slice index on the left of each new slice
     alpha: np.ndarray  # position in its gap, in (0, 1)
     out_index: np.ndarray  # slice index in the dense stack
-    acquired_z: torch.Tensor | None = None  # the acquired slices' own codes (Z, ...)
-    acquired_x: torch.Tensor | None = None
 
 
 def interpolate_codes(z_sem: torch.Tensor, x_T: torch.Tensor, factor: int) -> GapCodes:
@@ -38,22 +36,8 @@ def interpolate_codes(z_sem: torch.Tensor, x_T: torch.Tensor, factor: int) -> Ga
     a = torch.from_numpy(alphas).float()
     z = (1 - a)[:, None] * z_sem[k] + a[:, None] * z_sem[k + 1]
     x = slerp(x_T[k], x_T[k + 1], a)
-    return GapCodes(z, x, ks, alphas, idx, z_sem, x_T)
+    return GapCodes(z, x, ks, alphas, idx)
 
-
-def residual_offsets(model: DiffAE, acquired: torch.Tensor, codes: GapCodes, decode_steps: int) -> torch.Tensor:
-    """Autoencoding residual correction (N, 1, H, W) of the new slices.
-
-    Each acquired slice is decoded from its own codes; what the decoder misses there
-    (x_k - decode(codes_k)) is interpolated linearly across the gap and added to the new slices,
-    so that a systematic autoencoding error (intensity bias, lost texture) does not show up only
-    in the new slices. acquired: (Z, 1, H, W) in [-1, 1].
-    """
-    own = decode(model, codes.acquired_z, codes.acquired_x, decode_steps)
-    r = acquired - own
-    k = torch.from_numpy(codes.left)
-    a = torch.from_numpy(codes.alpha).float().view(-1, 1, 1, 1)
-    return (1 - a) * r[k] + a * r[k + 1]
 
 
 def assemble(acquired: torch.Tensor, new: torch.Tensor, codes: GapCodes, factor: int) -> torch.Tensor:
@@ -68,20 +52,19 @@ def assemble(acquired: torch.Tensor, new: torch.Tensor, codes: GapCodes, factor:
 
 
 def diffae_codes(model: DiffAE, stack: np.ndarray, factor: int, invert_steps: int,
-                 progress: bool = False) -> tuple[torch.Tensor, GapCodes]:
+                 progress: bool = False, depth: float = 1.0) -> tuple[torch.Tensor, GapCodes]:
     """Encode the acquired slices of one frame (X, Y, Z) and interpolate the gap codes."""
     x0 = torch.from_numpy(np.ascontiguousarray(np.moveaxis(stack, 2, 0)))[:, None].float()
-    z, x_T = encode(model, x0, invert_steps, progress=progress)
+    z, x_T = encode(model, x0, invert_steps, progress=progress, depth=depth)
     return x0, interpolate_codes(z, x_T, factor)
 
 
 def reconstruct_diffae(model: DiffAE, stack: np.ndarray, factor: int, invert_steps: int = 20, decode_steps: int = 20,
-                       progress: bool = False, residual: bool = False) -> tuple[np.ndarray, GapCodes]:
-    """(X, Y, Z) in [-1, 1] -> (X, Y, (Z-1)f+1): acquired slices kept, new ones decoded
-    (with `residual`, plus the interpolated autoencoding residual of the acquired slices)."""
-    x0, codes = diffae_codes(model, stack, factor, invert_steps, progress)
-    new = decode(model, codes.z_sem, codes.x_T, decode_steps, progress=progress)
-    if residual:
-        new = (new + residual_offsets(model, x0, codes, decode_steps)).clamp(-1, 1)
+                       progress: bool = False, depth: float = 1.0) -> tuple[np.ndarray, GapCodes]:
+    """(X, Y, Z) in [-1, 1] -> (X, Y, (Z-1)f+1): acquired slices kept, new ones decoded.
+
+    depth: how far DDIM inversion goes (1 = to pure noise, as the DiffAE paper; see ReconConfig)."""
+    _, codes = diffae_codes(model, stack, factor, invert_steps, progress, depth)
+    new = decode(model, codes.z_sem, codes.x_T, decode_steps, progress=progress, depth=depth)
     dense = assemble(torch.from_numpy(stack).float(), new, codes, factor)
     return dense.numpy(), codes

@@ -44,11 +44,16 @@ FAST_LAG = LagConfig(ddim_steps=2, invert_steps=20, max_iterations=20, lr=2e-2, 
 
 @dataclass(frozen=True)
 class ReconConfig:
-    invert_steps: int = 20
-    decode_steps: int = 20
+    invert_steps: int = 8
+    decode_steps: int = 8
     lag: LagConfig = FAST_LAG
     lax_samples: int = 3
-    residual: bool = False  # diffae: add the interpolated autoencoding residual of the acquired slices
+    # diffae: how far DDIM inversion goes, as a fraction of T. 1.0 is the DiffAE paper (x_T pure
+    # noise). Measured on hf_2000 (ED+ES, factor 5): adjacent slices' full-depth x_T are nearly
+    # orthogonal (cosine ~0.05: they encode each slice's own noise), so their slerp decodes to a new
+    # random image: SSIM of the new slices 0.565 (linear 0.685). Codes at 0.4 T keep the anatomy:
+    # SSIM 0.755, PSNR 20.6 dB (linear 20.35), and 8 steps instead of 20.
+    depth: float = 0.4
     grid_spacing_mm: float | None = None  # classical methods without weights: the tiny model grid
     grid_size: int | None = None
 
@@ -186,10 +191,10 @@ def reconstruct(study: Study, method: str, factor: int | None = None, spacing_mm
                 dense[..., i] = interpolate_stack(stack, f, method)  # type: ignore[arg-type]
             elif method == "diffae" or not operators:
                 dense[..., i] = reconstruct_diffae(model, stack, f, config.invert_steps, config.decode_steps,
-                                                     residual=config.residual)[0]
+                                                     depth=config.depth)[0]
             else:
                 lc = config.lag
-                acquired, codes = diffae_codes(model, stack, f, lc.invert_steps)
+                acquired, codes = diffae_codes(model, stack, f, lc.invert_steps, depth=lc.depth)
                 images = {}
                 for n in operators:
                     lax_img = lax_frame(study.lax[n], t, study.num_frames)
