@@ -95,12 +95,23 @@ All {sb['num_slices']} slices of held-out frame {sb['frame']} of {Path(sb['folde
 
 {table(sb)}
 """
+    for key, label in (("phantom_recon_codes", "the same phantom slices"),
+                       ("sunnybrook_recon_codes", "the same Sunnybrook frame")):
+        if key in ev:
+            r = ev[key]
+            card += f"""
+With the shallower codes the reconstruction methods use (inversion to {r['depth']} T in {r['invert_steps']}
+steps, decoded from that timestep), {label}:
+
+{table(r)}
+"""
     card += """
 Target of issue 4: PSNR >= 30 dB on phantom slices with 20 decoding steps. See the table for whether
 it is met; training resumes from the run folders' checkpoints (`cardiorecon train ... --out RUN`).
 
 `autoencoding.png`: held-out slices (top), autoencoded (middle), decoded from random x_T with the
-same z_sem (bottom), at the end of fine-tuning.
+same z_sem (bottom), at the end of fine-tuning. The bottom row shows that z_sem alone does not yet
+fix the image (x_T carries much of it): the reason `diffae`/`lag` use codes inverted to 0.4 T.
 """
     (dest / "MODEL_CARD.md").write_text(card)
     print(card)

@@ -85,3 +85,17 @@ def test_slice_drop_and_lax_holdout_protocols(phantom_subject, seg_weights):
     assert len(views) == 2 * 3 * 2  # methods x views x frames
     assert all(np.isfinite(r["ncc"]) and r["ncc"] > 0.3 for r in views)
     assert any(r["structure"] == "lv_cavity@4ch" for r in rows)
+
+
+def test_segment_command_overlays_the_input(phantom_subject, seg_weights, tmp_path):
+    import nibabel as nib
+
+    res = runner.invoke(app, ["segment", str(phantom_subject), "--weights", str(seg_weights), "--frames", "all",
+                              "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    seg, sa = nib.load(tmp_path / "seg_sa.nii.gz"), nib.load(phantom_subject / "sa.nii.gz")
+    np.testing.assert_allclose(seg.affine, sa.affine, atol=1e-5)
+    assert seg.shape == sa.shape and set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2, 3}
+    assert "lv_ef" in res.output
+    res = runner.invoke(app, ["segment", str(tmp_path / "missing"), "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "missing" in res.output
