@@ -25,7 +25,9 @@ def run_summary(run: Path) -> dict:
     t = [datetime.fromisoformat(r["time"]) for r in rows]
     rates = [float(r["steps_per_s"]) for r in rows if float(r["steps_per_s"]) > 0]
     return {"run": str(run), "steps": int(rows[-1]["step"]), "final_loss": float(rows[-1]["loss"]),
-            "wall_hours": round((t[-1] - t[0]).total_seconds() / 3600, 2),
+            # training time: log rows are 25 steps apart; gaps over 5 minutes are stops between sessions
+            "wall_hours": round(sum(d for d in ((b - a).total_seconds() for a, b in zip(t, t[1:])) if 0 < d < 300)
+                                / 3600, 2),
             "median_steps_per_s": float(np.median(rates)), "data": settings["data"],
             "exclude_frames": settings.get("exclude_frames", {}), "init_from": settings.get("init_from"),
             "train": settings["train"], "num_slices": int(np.load(run / "data" / "train.npy", mmap_mode="r").shape[0])}
@@ -73,10 +75,10 @@ epsilon prediction; EMA weights. Files: `model.safetensors` + `model.json` (conf
 ## Training (2 CPU cores, bf16 autocast)
 - Pre-training: {pre['steps']} steps, batch {pre['train']['batch_size']}, AdamW {pre['train']['lr']}, on
   {pre['num_slices']} slices of {len(pre['data'])} data path(s): {', '.join(pre['data'])} (phantom, healthy);
-  {pre['wall_hours']} h wall, median {pre['median_steps_per_s']:.2f} steps/s.
+  {pre['wall_hours']} h of training (resumed across sessions), median {pre['median_steps_per_s']:.2f} steps/s.
 - Fine-tuning from the pre-trained EMA weights: {fine['steps']} steps on {fine['num_slices']} slices of
   {', '.join(fine['data'])} (phantom heart failure + the three Sunnybrook patients), frames held out:
-  {fine['exclude_frames']}; {fine['wall_hours']} h wall, median {fine['median_steps_per_s']:.2f} steps/s.
+  {fine['exclude_frames']}; {fine['wall_hours']} h of training, median {fine['median_steps_per_s']:.2f} steps/s.
 - Final training loss (one batch): {fine['final_loss']:.4f}.
 
 ## Autoencoding fidelity (`scripts/eval_autoencoder.py`)

@@ -99,3 +99,20 @@ def test_segment_command_overlays_the_input(phantom_subject, seg_weights, tmp_pa
     assert "lv_ef" in res.output
     res = runner.invoke(app, ["segment", str(tmp_path / "missing"), "--out", str(tmp_path)])
     assert res.exit_code == 2 and "missing" in res.output
+
+
+def test_report_merges_results(phantom_subject, tmp_path):
+    for name in ("a", "b"):
+        res = runner.invoke(app, ["evaluate", str(phantom_subject), "--methods", "linear,nearest",
+                                  "--no-segmentation", "--out", str(tmp_path / name)])
+        assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["report", str(tmp_path / "a" / "results.csv"), str(tmp_path / "b" / "results.csv"),
+                              "--out", str(tmp_path / "m")])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader((tmp_path / "m" / "results.csv").read_text().splitlines()))
+    assert len(rows) == 2 * len(list(csv.DictReader((tmp_path / "a" / "results.csv").read_text().splitlines())))
+    assert "| linear |" in (tmp_path / "m" / "summary.md").read_text()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,y\n1,2\n")
+    res = runner.invoke(app, ["report", str(bad), "--out", str(tmp_path / "n")])
+    assert res.exit_code == 2 and "bad.csv" in res.output

@@ -294,6 +294,29 @@ def evaluate(data: list[Path] = typer.Argument(..., help="Subject folders, or fo
 
 
 @app.command()
+def report(results: list[Path] = typer.Argument(..., help="results.csv files of `cardiorecon evaluate` runs"),
+           title: str = typer.Option("cardiorecon evaluation", "--title"),
+           out: Path = typer.Option(..., "--out", help="Output folder")) -> None:
+    """Merge evaluation runs (e.g. split across machines) into one CSV, summary, box/EF figures and HTML."""
+    from cardiorecon.errors import CardioReconError
+    from cardiorecon.report.evaluation import markdown, read_csv, write_report
+
+    try:
+        for p in results:
+            if not p.is_file():
+                raise typer.BadParameter(f"{p}: no such file")
+        rows = read_csv(list(results))
+        methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m != "truth-image"]
+        cases = len({r["case"] for r in rows})
+        written = write_report(rows, {}, methods, out, title,
+                               f"{cases} case(s) merged from {len(results)} run(s): {', '.join(map(str, results))}")
+    except CardioReconError as exc:
+        _fail(exc)
+    typer.echo("\n" + markdown(written["summary"]))
+    typer.echo(f"report: {written['html']}")
+
+
+@app.command()
 def encode(study: Path = typer.Argument(..., help="Subject folder or NIfTI"),
            out: Path = typer.Option(..., "--out", help="Codes file (.safetensors or .npz)"),
            frames: str = typer.Option("all", "--frames", help="ed, es, all or a frame index"),

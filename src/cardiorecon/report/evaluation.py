@@ -28,6 +28,23 @@ def write_csv(rows: list[dict], path: Path) -> Path:
     return atomic_write(path, write, suffix=".csv")
 
 
+def read_csv(paths: list[Path]) -> list[dict]:
+    """Rows of one or more results.csv files (numbers back as floats, empty cells as '')."""
+    rows = []
+    for path in paths:
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames != COLUMNS:
+                from cardiorecon.errors import InputError
+
+                raise InputError(path, f"not a cardiorecon results.csv (columns {reader.fieldnames})")
+            for r in reader:
+                for k in COLUMNS[5:-1]:
+                    r[k] = float(r[k]) if r[k] != "" else ""
+                rows.append(r)
+    return rows
+
+
 def _values(rows, method, column, structure=None, prefix=None) -> np.ndarray:
     out = []
     for r in rows:
