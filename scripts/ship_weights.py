@@ -107,9 +107,12 @@ steps, decoded from that timestep), {label}:
 
 {table(r)}
 """
-    card += """
-Target of issue 4: PSNR >= 30 dB on phantom slices with 20 decoding steps. See the table for whether
-it is met; training resumes from the run folders' checkpoints (`cardiorecon train ... --out RUN`).
+    psnr20 = ev["phantom"].get("decode_20", {}).get("psnr_db")
+    verdict = ("not measured" if psnr20 is None
+               else f"{'met' if psnr20 >= 30.0 else 'NOT met'} ({psnr20:.2f} dB)")
+    card += f"""
+Target of issue 4: PSNR >= 30 dB on held-out phantom slices with 20 decoding steps: {verdict}.
+Training resumes from the run folders' checkpoints (`cardiorecon train ... --out RUN`).
 
 `autoencoding.png`: held-out slices (top), autoencoded (middle), decoded from random x_T with the
 same z_sem (bottom), at the end of fine-tuning. The bottom row shows that z_sem alone does not yet
