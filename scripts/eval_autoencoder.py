@@ -1,4 +1,4 @@
-"""Autoencoding fidelity of DiffAE weights (the model card's numbers).
+"""Autoencoding fidelity of DiffAE (or, with --dmcvr, DMCVR) weights (the model cards' numbers).
 
 On N held-out phantom slices and on every slice of one held-out Sunnybrook frame: encode (z_sem by
 the encoder, x_T by DDIM inversion with --invert-steps), decode with 20, 10 and 5 DDIM steps, and
@@ -24,20 +24,22 @@ from cardiorecon.diffusion.schedule import spaced_timesteps
 from cardiorecon.recon import ReconConfig
 from cardiorecon.io import read_study
 from cardiorecon.metrics import psnr, ssim
-from cardiorecon.models.pretrained import load_diffae
+from cardiorecon.models.pretrained import load_diffae, load_dmcvr
 from cardiorecon.training.data import subject_folders
 
 
 def scores(model, x0: torch.Tensor, invert_steps: int, decode_steps: list[int], depth: float = 1.0) -> dict:
     t0 = time.perf_counter()
-    z, x_T = encode(model, x0, invert_steps, progress=True, depth=depth)
+    morph = model.morphology(x0) if hasattr(model, "morphology") else None  # DMCVR: the slices' own morphology
+    z, x_T = encode(model, x0, invert_steps, progress=True, depth=depth, morph=morph)
     t_enc = time.perf_counter() - t0
     out = {"num_slices": len(x0), "invert_steps": invert_steps, "depth": depth, "encode_s_per_slice": t_enc / len(x0)}
     top = spaced_timesteps(model.config.num_timesteps, invert_steps, depth)[-1]
     for k in decode_steps:
         t0 = time.perf_counter()
         with torch.no_grad():
-            rec = ddim_sample(model.eps, x_T, NoiseSchedule.linear(model.config.num_timesteps), k, cond=z, top=top)
+            rec = ddim_sample(model.eps, x_T, NoiseSchedule.linear(model.config.num_timesteps), k,
+                              cond=z if morph is None else (z, morph), top=top)
         a, b = rec[:, 0].numpy().transpose(1, 2, 0), x0[:, 0].numpy().transpose(1, 2, 0)
         out[f"decode_{k}"] = {"psnr_db": psnr(a, b, 2.0), "ssim": ssim(a, b, 2.0),
                               "decode_s_per_slice": (time.perf_counter() - t0) / len(x0)}
@@ -54,10 +56,11 @@ def main() -> None:
     ap.add_argument("--frame", type=int, default=0, help="the held-out Sunnybrook frame")
     ap.add_argument("--invert-steps", type=int, default=100)
     ap.add_argument("--decode-steps", type=int, nargs="+", default=[20, 10, 5])
+    ap.add_argument("--dmcvr", action="store_true", help="the weights are DMCVR weights")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
-    model = load_diffae(args.weights)
+    model = load_dmcvr(args.weights) if args.dmcvr else load_diffae(args.weights)
     cfg = model.config
     rng = np.random.default_rng(0)
     slices = []

@@ -33,6 +33,15 @@ def run_summary(run: Path) -> dict:
             "train": settings["train"], "num_slices": int(np.load(run / "data" / "train.npy", mmap_mode="r").shape[0])}
 
 
+def fidelity_table(block: dict) -> str:
+    """Markdown table of one block of an eval_autoencoder JSON."""
+    lines = ["| decode steps | PSNR (dB) | SSIM | decode s/slice |", "|---|---|---|---|"]
+    for k in sorted((k for k in block if k.startswith("decode_")), key=lambda k: -int(k.split("_")[1])):
+        r = block[k]
+        lines.append(f"| {k.split('_')[1]} | {r['psnr_db']:.2f} | {r['ssim']:.4f} | {r['decode_s_per_slice']:.3f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pretrain", required=True, type=Path)
@@ -57,13 +66,7 @@ def main() -> None:
     cfg = model.config
     n_params = sum(p.numel() for p in model.parameters())
 
-    def table(block: dict) -> str:
-        lines = ["| decode steps | PSNR (dB) | SSIM | decode s/slice |", "|---|---|---|---|"]
-        for k in sorted((k for k in block if k.startswith("decode_")), key=lambda k: -int(k.split("_")[1])):
-            r = block[k]
-            lines.append(f"| {k.split('_')[1]} | {r['psnr_db']:.2f} | {r['ssim']:.4f} | {r['decode_s_per_slice']:.3f} |")
-        return "\n".join(lines)
-
+    table = fidelity_table
     card = f"""# DiffAE `{cfg.name}`: model card
 
 Diffusion autoencoder (semantic encoder + AdaGN decoder UNet, {n_params / 1e6:.2f} M parameters) for

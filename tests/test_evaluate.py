@@ -116,3 +116,30 @@ def test_report_merges_results(phantom_subject, tmp_path):
     bad.write_text("x,y\n1,2\n")
     res = runner.invoke(app, ["report", str(bad), "--out", str(tmp_path / "n")])
     assert res.exit_code == 2 and "bad.csv" in res.output
+
+
+@pytest.mark.slow
+def test_golden_phantom_case_with_the_shipped_weights(tmp_path):
+    """End to end on one new heart-failure phantom (25 frames), ED and ES, factor 5, the shipped
+    weights: the ordering the benchmark found must hold (lag above linear on SSIM of the new
+    slices and on LAX NCC; every learned method's Dice within reach of the segmentation network's
+    own). Several minutes on 2 CPU cores: `make test-slow`."""
+    from cardiorecon.evaluate import phantom_protocol
+    from cardiorecon.phantom import generate_cohort
+    from cardiorecon.recon.pipeline import METHODS
+
+    folders = generate_cohort(tmp_path / "subjects", 1, "heart-failure", seed=1500, progress=False)
+    ev = Evaluator(list(METHODS), progress=False, echo=lambda s: None).load()
+    rows = phantom_protocol(ev, folders, factor=5)
+
+    def mean(method, structure, col):
+        v = [float(r[col]) for r in rows if r["method"] == method and r["structure"] == structure and r[col] != ""]
+        assert v, (method, structure, col)
+        return float(np.mean(v))
+
+    for col in ("ssim", "ncc"):
+        assert mean("lag", "image", col) > mean("linear", "image", col) + 0.005, col
+        assert mean("lag", "image", col) > mean("cubic", "image", col) + 0.005, col
+    for method in METHODS:
+        for s in ("lv_cavity", "lv_myocardium", "rv_cavity"):
+            assert mean(method, s, "dice") > mean("truth-image", s, "dice") - 0.15, (method, s)

@@ -40,16 +40,23 @@ def _batches(n: int, batch_size: int):
         yield slice(i, min(i + batch_size, n))
 
 
+def _cond(z: torch.Tensor, morph: torch.Tensor | None, sl: slice):
+    return z if morph is None else (z, morph[sl])
+
+
 def encode(model: DiffAE, x0: torch.Tensor, invert_steps: int, batch_size: int = 64,
-           progress: bool = False, depth: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """z_sem (N, z_dim) and x_T (N, 1, H, W) of clean slices x0 (N, 1, H, W) in [-1, 1]."""
+           progress: bool = False, depth: float = 1.0, morph: torch.Tensor | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """z_sem (N, z_dim) and x_T (N, 1, H, W) of clean slices x0 (N, 1, H, W) in [-1, 1].
+
+    `morph`: the slices' morphology features, for a DMCVR decoder (inversion under that condition)."""
     schedule = NoiseSchedule.linear(model.config.num_timesteps)
     zs, xs = [], []
     with torch.no_grad():
         bar = tqdm(total=len(x0) * invert_steps, desc="encode (DDIM inversion)", unit="slice-step", disable=not progress)
         for sl in _batches(len(x0), batch_size):
             z = model.encode(x0[sl])
-            xs.append(ddim_invert(model.eps, x0[sl], schedule, invert_steps, cond=z, depth=depth,
+            xs.append(ddim_invert(model.eps, x0[sl], schedule, invert_steps, cond=_cond(z, morph, sl), depth=depth,
                                   callback=lambda i, _x, n=sl.stop - sl.start: bar.update(n)))
             zs.append(z)
         bar.close()
@@ -57,14 +64,15 @@ def encode(model: DiffAE, x0: torch.Tensor, invert_steps: int, batch_size: int =
 
 
 def decode(model: DiffAE, z_sem: torch.Tensor, x_T: torch.Tensor, decode_steps: int, batch_size: int = 64,
-           progress: bool = False, depth: float = 1.0) -> torch.Tensor:
-    """Deterministic DDIM decoding of codes (N, z_dim), (N, 1, H, W) -> x0 (N, 1, H, W)."""
+           progress: bool = False, depth: float = 1.0, morph: torch.Tensor | None = None) -> torch.Tensor:
+    """Deterministic DDIM decoding of codes (N, z_dim), (N, 1, H, W) [, morphology] -> x0 (N, 1, H, W)."""
     schedule = NoiseSchedule.linear(model.config.num_timesteps)
     out = []
     with torch.no_grad():
         bar = tqdm(total=len(x_T) * decode_steps, desc="decode (DDIM)", unit="slice-step", disable=not progress)
         for sl in _batches(len(x_T), batch_size):
-            out.append(ddim_sample(model.eps, x_T[sl], schedule, decode_steps, cond=z_sem[sl], depth=depth,
+            out.append(ddim_sample(model.eps, x_T[sl], schedule, decode_steps, cond=_cond(z_sem[sl], morph, sl),
+                                   depth=depth,
                                    callback=lambda i, _x, n=sl.stop - sl.start: bar.update(n)))
         bar.close()
     return torch.cat(out)

@@ -84,7 +84,8 @@ def overlay(study: Path = typer.Argument(..., help="Subject folder or DICOM fold
 
 
 @app.command()
-def train(config: str = typer.Option("tiny", "--config", help="tiny, base, or a YAML file of DiffAEConfig fields"),
+def train(config: str = typer.Option("tiny", "--config",
+                                     help="tiny, base, dmcvr_tiny, or a YAML file of DiffAEConfig fields"),
           data: list[Path] = typer.Option(..., "--data", help="Subject folders, or folders of them (repeatable)"),
           out: Path = typer.Option(..., "--out", help="Run folder (resumes if it holds a checkpoint)"),
           init_from: Optional[Path] = typer.Option(None, "--init-from", help="Run folder or weights to start from"),
@@ -99,9 +100,11 @@ def train(config: str = typer.Option("tiny", "--config", help="tiny, base, or a 
           checkpoint_every: int = typer.Option(250, "--checkpoint-every", min=1),
           figure_every: int = typer.Option(1000, "--figure-every", min=1),
           seed: int = typer.Option(0, "--seed"),
+          seg_weights: Optional[Path] = typer.Option(
+              None, "--seg-weights", help="Segmentation network for a DMCVR config's morphology (default: shipped)"),
           exclude_frame: Optional[list[str]] = typer.Option(
               None, "--exclude-frame", help="SUBJECT:FRAME left out of training (held out), repeatable")) -> None:
-    """Train the diffusion autoencoder (resumable; --init-from to fine-tune)."""
+    """Train the diffusion autoencoder, or DMCVR's morphology-conditioned one (resumable; --init-from to fine-tune)."""
     from cardiorecon.errors import CardioReconError
     from cardiorecon.training.diffae import TrainConfig, resolve_config
     from cardiorecon.training.diffae import train as train_diffae
@@ -118,7 +121,7 @@ def train(config: str = typer.Option("tiny", "--config", help="tiny, base, or a 
                 raise typer.BadParameter(f"--exclude-frame expects SUBJECT:FRAME, got {item!r}")
             excluded.setdefault(name, []).append(int(frame))
         run = train_diffae(cfg, list(data), out, tc, init_from=init_from, holdout=list(holdout) if holdout else None,
-                           exclude_frames=excluded)
+                           exclude_frames=excluded, seg_weights=seg_weights)
     except CardioReconError as exc:
         _fail(exc)
     typer.echo(f"run folder: {run} (EMA weights in {run / 'weights'})")
@@ -189,13 +192,14 @@ def _frames(frames: str):
 
 @app.command()
 def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layout) or NIfTI"),
-                method: str = typer.Option("lag", "--method", help="nearest, linear, cubic, diffae or lag"),
+                method: str = typer.Option("lag", "--method", help="nearest, linear, cubic, diffae, lag or dmcvr"),
                 factor: Optional[int] = typer.Option(None, "--factor", min=1, help="Through-plane upsampling factor"),
                 spacing: Optional[float] = typer.Option(None, "--spacing", help="Target slice spacing (mm)"),
                 frames: str = typer.Option("ed", "--frames", help="ed, es, all or a frame index"),
                 lax_views: Optional[str] = typer.Option(None, "--lax-views",
                                                         help="Comma-separated LAX views guiding lag (default: all)"),
-                weights: Optional[Path] = typer.Option(None, "--weights", help="DiffAE weights (default: shipped)"),
+                weights: Optional[Path] = typer.Option(
+                    None, "--weights", help="DiffAE weights, or DMCVR weights for dmcvr (default: shipped)"),
                 native: bool = typer.Option(False, "--native", help="Also write the volume on the input grid"),
                 invert_steps: int = typer.Option(8, "--invert-steps", min=1),
                 decode_steps: int = typer.Option(8, "--decode-steps", min=1),
@@ -223,6 +227,10 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
             from cardiorecon.models.pretrained import load_diffae
 
             model = load_diffae(weights)
+        elif method == "dmcvr":
+            from cardiorecon.models.pretrained import load_dmcvr
+
+            model = load_dmcvr(weights)
         lag = ReconConfig().lag
         if lag_iterations:
             lag = dataclasses.replace(lag, max_iterations=lag_iterations)
@@ -253,6 +261,8 @@ def evaluate(data: list[Path] = typer.Argument(..., help="Subject folders, or fo
              weights: Optional[Path] = typer.Option(None, "--weights", help="DiffAE weights (default: shipped)"),
              seg_weights: Optional[Path] = typer.Option(None, "--seg-weights",
                                                         help="Segmentation weights (default: shipped)"),
+             dmcvr_weights: Optional[Path] = typer.Option(None, "--dmcvr-weights",
+                                                          help="DMCVR weights for dmcvr (default: shipped)"),
              no_segmentation: bool = typer.Option(False, "--no-segmentation", help="Skip Dice/HD95/EF"),
              max_subjects: Optional[int] = typer.Option(None, "--max-subjects", min=1),
              out: Path = typer.Option(..., "--out", help="Output folder for the CSV, summary, figures and HTML")) -> None:
@@ -271,15 +281,7 @@ def evaluate(data: list[Path] = typer.Argument(..., help="Subject folders, or fo
         _fail(ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}"))
     try:
         folders = subject_folders(list(data))[:max_subjects]
-        ev = Evaluator(method_list)
-        if set(method_list) - {"nearest", "linear", "cubic"}:
-            from cardiorecon.models.pretrained import load_diffae
-
-            ev.model = load_diffae(weights)
-        if not no_segmentation:
-            from cardiorecon.segment import load_segnet
-
-            ev.segnet = load_segnet(seg_weights)
+        ev = Evaluator(method_list).load(weights, dmcvr_weights, seg_weights, segmentation=not no_segmentation)
         kwargs = {"factor": factor} if protocol != "slice-drop" else {"frames": frames}
         if protocol == "lax-holdout":
             kwargs["frames"] = frames
@@ -378,7 +380,7 @@ def sample(out: Path = typer.Option(..., "--out", help="PNG grid to write (and N
 
 @app.command()
 def demo(out: Path = typer.Option(Path("out/demo"), "--out", help="Output folder"),
-         methods: str = typer.Option("nearest,linear,cubic,diffae,lag", "--methods", help="Comma-separated methods"),
+         methods: str = typer.Option("nearest,linear,cubic,diffae,lag,dmcvr", "--methods", help="Comma-separated methods"),
          subjects: int = typer.Option(2, "--subjects", min=1, help="Phantom subjects to generate and score")) -> None:
     """The main job on the built-in default: the phantom protocol end to end. Generates heart-failure
     phantom subjects, reconstructs their ED and ES 10 mm SAX stacks at 2 mm with each method

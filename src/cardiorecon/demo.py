@@ -28,14 +28,7 @@ def run_demo(out: str | Path, methods: list[str], subjects: int = 2, echo: Calla
     study = read_study(folders[0])
     echo(format_description(describe_study(study)))
     echo(f"overlay figure: {overlay_figure(study, out / 'overlay.png', 0)}")
-    ev = Evaluator(methods, echo=echo, save_to=out / "recon")
-    if set(methods) - {"nearest", "linear", "cubic"}:
-        from cardiorecon.models.pretrained import load_diffae
-
-        ev.model = load_diffae()
-    from cardiorecon.segment import load_segnet
-
-    ev.segnet = load_segnet()
+    ev = Evaluator(methods, echo=echo, save_to=out / "recon").load()
     rows = phantom_protocol(ev, folders, factor=5)
     written = write_report(rows, ev.figures, methods, out, "cardiorecon demo: phantom protocol",
                            f"{subjects} heart-failure phantom subject(s) (seeds {DEMO_SEED}..), factor 5, ED and ES, "

@@ -49,19 +49,37 @@ class Evaluator:
     reconstruction settings, and where to report progress."""
 
     methods: list[str]
-    model: object | None = None
+    model: object | None = None  # the DiffAE (diffae, lag)
     segnet: object | None = None
+    dmcvr: object | None = None  # the DMCVR model (dmcvr)
     config: ReconConfig = ReconConfig()
     progress: bool = True
     echo: Callable[[str], None] = print
     save_to: Path | None = None  # write every reconstruction (NIfTI, model and input grid) under here
     figures: dict = field(default_factory=dict)  # material kept for the report figures
 
+    def load(self, weights=None, dmcvr_weights=None, seg_weights=None, segmentation: bool = True) -> "Evaluator":
+        """Load what the methods need (None: the shipped weights) and the segmentation network."""
+        if set(self.methods) & {"diffae", "lag"}:
+            from cardiorecon.models.pretrained import load_diffae
+
+            self.model = load_diffae(weights)
+        if "dmcvr" in self.methods:
+            from cardiorecon.models.pretrained import load_dmcvr
+
+            self.dmcvr = load_dmcvr(dmcvr_weights)
+        if segmentation:
+            from cardiorecon.segment import load_segnet
+
+            self.segnet = load_segnet(seg_weights)
+        return self
+
     def run(self, study: Study, method: str, factor: int, frames: list[int], lax_views: list[str] | None = None
             ) -> Reconstruction:
-        needs_model = method not in ("nearest", "linear", "cubic")
-        rec = reconstruct(study, method, factor=factor, frames=frames, lax_views=lax_views,
-                          model=self.model if needs_model or self.model is not None else None,
+        model = self.dmcvr if method == "dmcvr" else self.model
+        if method in ("nearest", "linear", "cubic"):  # on the same model grid as the others
+            model = self.model if self.model is not None else self.dmcvr
+        rec = reconstruct(study, method, factor=factor, frames=frames, lax_views=lax_views, model=model,
                           config=self.config, progress=self.progress)
         if self.save_to is not None:
             write_reconstruction(rec, Path(self.save_to) / str(study.meta.get("subject", "case")), study, native=True)

@@ -47,6 +47,10 @@ NAMED_CONFIGS: dict[str, DiffAEConfig] = {
                          channel_mult=(1, 1, 2, 3, 4), num_res_blocks=2, attention_levels=(3,),
                          encoder_channels=64, encoder_res_blocks=2, z_dim=512, dropout=0.1),
 }
+# DMCVR: the same decoders with the morphology input (3 structures x 32 channels of the seg_tiny
+# encoder at 1/4 resolution; see models/dmcvr.py).
+NAMED_CONFIGS["dmcvr_tiny"] = dataclasses.replace(NAMED_CONFIGS["tiny"], name="dmcvr_tiny", morph_channels=96,
+                                                  morph_level=2)
 
 
 def config_to_json(config: Any) -> dict[str, Any]:

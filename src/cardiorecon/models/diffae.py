@@ -29,6 +29,8 @@ class DiffAE(nn.Module):
             return self.decoder(x_t, t, cond[0], cond[1])
         return self.decoder(x_t, t, cond)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-        """Training forward: eps prediction with z_sem encoded from the clean image."""
-        return self.decoder(x_t, t, self.encoder(x0))
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor,
+                morph: torch.Tensor | None = None) -> torch.Tensor:
+        """Training forward: eps prediction with z_sem encoded from the clean image (and, for
+        DMCVR, the morphology features of the clean image)."""
+        return self.decoder(x_t, t, self.encoder(x0), morph)

@@ -11,12 +11,13 @@ from cardiorecon.models.latent import LatentConfig, LatentMLP
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_DIFFAE = WEIGHTS_DIR / "diffae_tiny"
+DEFAULT_DMCVR = WEIGHTS_DIR / "dmcvr_tiny"
 
 
-def resolve_weights(path: str | Path | None, name: str = "model") -> Path:
-    """The weights stem (without suffix) for: None (the shipped DiffAE), a folder holding
+def resolve_weights(path: str | Path | None, name: str = "model", default: Path = DEFAULT_DIFFAE) -> Path:
+    """The weights stem (without suffix) for: None (the shipped weights `default`), a folder holding
     NAME.safetensors, a run folder (its weights/ema), or a path to NAME(.safetensors|.json)."""
-    p = DEFAULT_DIFFAE if path is None else Path(path)
+    p = default if path is None else Path(path)
     candidates = [p / name, p / "weights" / "ema", p.with_suffix("")] if p.is_dir() else [p.with_suffix("")]
     for stem in candidates:
         if stem.with_suffix(".safetensors").is_file():
@@ -33,12 +34,37 @@ def load_diffae(path: str | Path | None = None, expected: DiffAEConfig | None = 
     """
     stem = resolve_weights(path)
     config = read_config(stem, DiffAEConfig)
+    if config.morph_channels:
+        raise ConfigMismatchError(f"{stem}.json: these are DMCVR weights (config {config.name!r}, a decoder with "
+                                  f"the morphology input); use them with method dmcvr (load_dmcvr)")
     if expected is not None and config != expected:
         raise ConfigMismatchError(f"{stem}.json: weights are for config {config.name!r} ({config}), "
                                   f"not the requested {expected.name!r}")
     model = load_weights(DiffAE(config), config, stem)
     model.eval()
     return model
+
+
+def load_dmcvr(path: str | Path | None = None, expected: DiffAEConfig | None = None):
+    """DMCVR: the morphology-conditioned DiffAE (NAME 'model' or a run's weights/ema) and the frozen
+    segmentation network beside it (`segnet`.safetensors in the same folder). Refuses plain DiffAE
+    weights and a segmentation network whose features do not fit the decoder's morphology input."""
+    from cardiorecon.models.dmcvr import DMCVR
+    from cardiorecon.models.segnet import SegConfig
+
+    stem = resolve_weights(path, default=DEFAULT_DMCVR)
+    config = read_config(stem, DiffAEConfig)
+    if not config.morph_channels:
+        raise ConfigMismatchError(f"{stem}.json: config {config.name!r} has no morphology input: these are plain "
+                                  f"DiffAE weights, not DMCVR weights")
+    if expected is not None and config != expected:
+        raise ConfigMismatchError(f"{stem}.json: weights are for config {config.name!r}, not {expected.name!r}")
+    seg_stem = stem.parent / "segnet"
+    seg_config = read_config(seg_stem, SegConfig)
+    model = DMCVR(config, seg_config)  # refuses a pair that does not fit
+    load_weights(model.diffae, config, stem)
+    load_weights(model.morphology.segnet, seg_config, seg_stem)
+    return model.eval()
 
 
 def load_latent(path: str | Path | None = None) -> LatentMLP:

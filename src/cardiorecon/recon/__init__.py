@@ -1,4 +1,4 @@
-"""Reconstruction methods behind one interface: nearest, linear, cubic, diffae, lag."""
+"""Reconstruction methods behind one interface: nearest, linear, cubic, diffae, lag, dmcvr."""
 
 from cardiorecon.recon.pipeline import (FAST_LAG, METHODS, ReconConfig, Reconstruction, reconstruct, to_native,
                                         write_reconstruction)

@@ -1,8 +1,12 @@
-"""DiffAE latent interpolation between adjacent acquired slices (the `diffae` method).
+"""Latent interpolation between adjacent acquired slices (the `diffae` and `dmcvr` methods).
 
 Encode every acquired slice (z_sem by the encoder, x_T by DDIM inversion); for each gap place f-1
 new slices at alpha = j/f, j = 1..f-1 (never alpha = 0: no copy of the left slice), lerp z_sem,
 slerp x_T, and decode all new slices of all gaps as one batch.
+
+`dmcvr` is the same with a morphology-conditioned decoder (models/dmcvr.py): the acquired slices'
+morphology features (from the segmentation network's view of each slice) condition the inversion
+and are lerped like z_sem; nothing is optimised at test time.
 """
 
 from __future__ import annotations
@@ -27,16 +31,25 @@ class GapCodes:
     left: np.ndarray  # acquired slice index on the left of each new slice
     alpha: np.ndarray  # position in its gap, in (0, 1)
     out_index: np.ndarray  # slice index in the dense stack
+    morph: torch.Tensor | None = None  # DMCVR's morphology features (N, C, h, w)
 
 
-def interpolate_codes(z_sem: torch.Tensor, x_T: torch.Tensor, factor: int) -> GapCodes:
+def lerp(a: torch.Tensor, b: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """(1 - alpha) a + alpha b per row (alpha (N,)); exactly a at alpha = 0 and b at alpha = 1."""
+    w = alpha.to(a.dtype).reshape(-1, *([1] * (a.ndim - 1)))
+    return (1 - w) * a + w * b
+
+
+def interpolate_codes(z_sem: torch.Tensor, x_T: torch.Tensor, factor: int,
+                      morph: torch.Tensor | None = None) -> GapCodes:
     """Codes of the f-1 new slices in every gap from the acquired slices' codes (Z, ...)."""
     ks, alphas, idx = new_slice_positions(len(z_sem), factor)
     k = torch.from_numpy(ks)
     a = torch.from_numpy(alphas).float()
-    z = (1 - a)[:, None] * z_sem[k] + a[:, None] * z_sem[k + 1]
+    z = lerp(z_sem[k], z_sem[k + 1], a)
     x = slerp(x_T[k], x_T[k + 1], a)
-    return GapCodes(z, x, ks, alphas, idx)
+    m = None if morph is None else lerp(morph[k], morph[k + 1], a)
+    return GapCodes(z, x, ks, alphas, idx, m)
 
 
 
@@ -53,10 +66,12 @@ def assemble(acquired: torch.Tensor, new: torch.Tensor, codes: GapCodes, factor:
 
 def diffae_codes(model: DiffAE, stack: np.ndarray, factor: int, invert_steps: int,
                  progress: bool = False, depth: float = 1.0) -> tuple[torch.Tensor, GapCodes]:
-    """Encode the acquired slices of one frame (X, Y, Z) and interpolate the gap codes."""
+    """Encode the acquired slices of one frame (X, Y, Z) and interpolate the gap codes (with a
+    DMCVR model, also the morphology features)."""
     x0 = torch.from_numpy(np.ascontiguousarray(np.moveaxis(stack, 2, 0)))[:, None].float()
-    z, x_T = encode(model, x0, invert_steps, progress=progress, depth=depth)
-    return x0, interpolate_codes(z, x_T, factor)
+    morph = model.morphology(x0) if hasattr(model, "morphology") else None
+    z, x_T = encode(model, x0, invert_steps, progress=progress, depth=depth, morph=morph)
+    return x0, interpolate_codes(z, x_T, factor, morph)
 
 
 def reconstruct_diffae(model: DiffAE, stack: np.ndarray, factor: int, invert_steps: int = 20, decode_steps: int = 20,
@@ -65,6 +80,6 @@ def reconstruct_diffae(model: DiffAE, stack: np.ndarray, factor: int, invert_ste
 
     depth: how far DDIM inversion goes (1 = to pure noise, as the DiffAE paper; see ReconConfig)."""
     _, codes = diffae_codes(model, stack, factor, invert_steps, progress, depth)
-    new = decode(model, codes.z_sem, codes.x_T, decode_steps, progress=progress, depth=depth)
+    new = decode(model, codes.z_sem, codes.x_T, decode_steps, progress=progress, depth=depth, morph=codes.morph)
     dense = assemble(torch.from_numpy(stack).float(), new, codes, factor)
     return dense.numpy(), codes

@@ -33,8 +33,8 @@ from cardiorecon.recon.latent_interp import diffae_codes, reconstruct_diffae
 from cardiorecon.recon.lax import LaxOperator
 from cardiorecon.volume import Study, Volume
 
-Method = Literal["nearest", "linear", "cubic", "diffae", "lag"]
-METHODS: tuple[str, ...] = ("nearest", "linear", "cubic", "diffae", "lag")
+Method = Literal["nearest", "linear", "cubic", "diffae", "lag", "dmcvr"]
+METHODS: tuple[str, ...] = ("nearest", "linear", "cubic", "diffae", "lag", "dmcvr")
 CLASSICAL = ("nearest", "linear", "cubic")
 
 #: This project's CPU default for `lag`. Measured on hf_2000 (ED+ES, factor 5, pretrained tiny
@@ -160,7 +160,8 @@ def reconstruct(study: Study, method: str, factor: int | None = None, spacing_mm
     """Reconstruct the dense SAX of `study` with `method` (see METHODS).
 
     factor (or spacing_mm) sets the through-plane upsampling: Z' = (Z - 1) f + 1, acquired slices
-    unchanged at their world positions. `model` is a DiffAE (needed by diffae and lag).
+    unchanged at their world positions. `model` is a DiffAE (needed by diffae and lag) or a DMCVR
+    (models.dmcvr, needed by dmcvr).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
@@ -172,7 +173,13 @@ def reconstruct(study: Study, method: str, factor: int | None = None, spacing_mm
         spacing, size = config.grid_spacing_mm or tiny.pixel_spacing_mm, config.grid_size or tiny.image_size
     else:
         if model is None:
-            raise ValueError(f"method {method!r} needs a DiffAE model")
+            raise ValueError(f"method {method!r} needs a {'DMCVR' if method == 'dmcvr' else 'DiffAE'} model")
+        is_dmcvr = hasattr(model, "morphology")
+        if method == "dmcvr" and not is_dmcvr:
+            raise ValueError("method 'dmcvr' needs DMCVR weights (a decoder with the morphology input), "
+                             "not plain DiffAE weights")
+        if method in ("diffae", "lag") and is_dmcvr:
+            raise ValueError(f"method {method!r} needs plain DiffAE weights, not DMCVR weights")
         spacing, size = model.config.pixel_spacing_mm, model.config.image_size
     grid = prepare_study(study, spacing, size)
     operators: dict[str, LaxOperator] = {}
@@ -192,7 +199,7 @@ def reconstruct(study: Study, method: str, factor: int | None = None, spacing_mm
             stack = grid.image.data[..., t]
             if method in CLASSICAL:
                 dense[..., i] = interpolate_stack(stack, f, method)  # type: ignore[arg-type]
-            elif method == "diffae" or not operators:
+            elif method in ("diffae", "dmcvr") or not operators:
                 dense[..., i] = reconstruct_diffae(model, stack, f, config.invert_steps, config.decode_steps,
                                                      depth=config.depth)[0]
             else:

@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from cardiorecon.diffusion import NoiseSchedule, ddim_invert, ddim_sample
 from cardiorecon.errors import InputError
 from cardiorecon.models.config import (NAMED_CONFIGS, DiffAEConfig, config_from_json, config_to_json, load_weights,
-                                       save_weights)
+                                       read_config, save_weights)
 from cardiorecon.models.diffae import DiffAE
+from cardiorecon.models.dmcvr import MorphologyEncoder, check_pair, init_from_diffae
 from cardiorecon.training.checkpoint import SafetensorsCheckpointIO
 from cardiorecon.training.data import augment, build_bank
 
@@ -59,10 +60,14 @@ def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
 
 
 class DiffAEModule(L.LightningModule):
-    def __init__(self, config: DiffAEConfig, train: TrainConfig, bank: np.ndarray | None = None):
+    """The DiffAE (or, with `morphology`, DMCVR's morphology-conditioned decoder) being trained."""
+
+    def __init__(self, config: DiffAEConfig, train: TrainConfig, bank: np.ndarray | None = None,
+                 morphology: MorphologyEncoder | None = None):
         super().__init__()
         self.config, self.train_config = config, train
         self.model = DiffAE(config)
+        self.morphology = morphology  # frozen, not optimised
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
         self.schedule = NoiseSchedule.linear(config.num_timesteps)
         self.bank = None if bank is None else torch.from_numpy(bank)
@@ -81,7 +86,8 @@ class DiffAEModule(L.LightningModule):
         eps = torch.randn(x0.shape, generator=g)
         x0, t, eps = x0.to(self.device), t.to(self.device), eps.to(self.device)
         x_t = self.schedule.add_noise(x0, eps, t)
-        loss = F.mse_loss(self.model(x_t, t, x0).float(), eps)
+        morph = None if self.morphology is None else self.morphology(x0)
+        loss = F.mse_loss(self.model(x_t, t, x0, morph).float(), eps)
         self.log("loss", loss, prog_bar=True, on_step=True)
         return loss
 
@@ -120,11 +126,13 @@ class _StepLoader(torch.utils.data.DataLoader):
 
 @torch.no_grad()
 def autoencode(model: DiffAE, schedule: NoiseSchedule, x0: torch.Tensor, invert_steps: int,
-               decode_steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """encode (z_sem, then x_T by DDIM inversion) and decode: returns (reconstruction, z_sem, x_T)."""
+               decode_steps: int, morph: torch.Tensor | None = None) -> tuple[torch.Tensor, object, torch.Tensor]:
+    """encode (z_sem, then x_T by DDIM inversion) and decode: returns (reconstruction, cond, x_T);
+    cond is z_sem, or (z_sem, morph) for a morphology-conditioned decoder."""
     z = model.encode(x0)
-    x_T = ddim_invert(model.eps, x0, schedule, invert_steps, cond=z)
-    return ddim_sample(model.eps, x_T, schedule, decode_steps, cond=z), z, x_T
+    cond = z if morph is None else (z, morph)
+    x_T = ddim_invert(model.eps, x0, schedule, invert_steps, cond=cond)
+    return ddim_sample(model.eps, x_T, schedule, decode_steps, cond=cond), cond, x_T
 
 
 class RunLogger(L.Callback):
@@ -154,12 +162,13 @@ class RunLogger(L.Callback):
             save_weights(module.ema, module.config, self.run / "weights" / "ema",
                          extra={"step": step, "train": config_to_json(tc)})
         if step % tc.figure_every == 0 or step == tc.max_steps:
+            morph = None if module.morphology is None else module.morphology(self.holdout.to(module.device))
             autoencode_figure(module.ema, module.schedule, self.holdout, self.run / "figures" / f"step_{step:07d}.png",
-                              tc.figure_invert_steps, tc.figure_decode_steps)
+                              tc.figure_invert_steps, tc.figure_decode_steps, morph)
 
 
 def autoencode_figure(model: DiffAE, schedule: NoiseSchedule, x0: torch.Tensor, out: Path,
-                      invert_steps: int = 50, decode_steps: int = 20) -> Path:
+                      invert_steps: int = 50, decode_steps: int = 20, morph: torch.Tensor | None = None) -> Path:
     """Rows: input, autoencoded (invert, decode), decoded from random x_T with the input's z_sem."""
     import matplotlib
 
@@ -168,12 +177,13 @@ def autoencode_figure(model: DiffAE, schedule: NoiseSchedule, x0: torch.Tensor, 
 
     was_training = model.training
     model.eval()
-    rec, z, _ = autoencode(model, schedule, x0, invert_steps, decode_steps)
+    rec, z, _ = autoencode(model, schedule, x0, invert_steps, decode_steps, morph)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         samples = ddim_sample(model.eps, torch.randn(x0.shape, generator=g), schedule, decode_steps, cond=z)
     model.train(was_training)
-    rows = [("input", x0), (f"autoencoded ({invert_steps}/{decode_steps})", rec), ("random x_T, same z_sem", samples)]
+    same = "same z_sem" if morph is None else "same z_sem + morphology"
+    rows = [("input", x0), (f"autoencoded ({invert_steps}/{decode_steps})", rec), (f"random x_T, {same}", samples)]
     n = x0.shape[0]
     fig, axes = plt.subplots(3, n, figsize=(1.6 * n, 5.2))
     for r, (title, imgs) in enumerate(rows):
@@ -204,13 +214,30 @@ def resolve_config(name_or_file: str) -> DiffAEConfig:
 
 def train(config: DiffAEConfig, data: list[str | Path], out: str | Path, train_config: TrainConfig = TrainConfig(),
           init_from: str | Path | None = None, holdout: list[str | Path] | None = None,
-          exclude_frames: dict[str, list[int]] | None = None) -> Path:
+          exclude_frames: dict[str, list[int]] | None = None, seg_weights: str | Path | None = None) -> Path:
     """Train (or resume, when `out` holds a checkpoint) a DiffAE; returns the run folder.
 
-    `init_from` (a run folder or weights path) starts from those EMA weights: fine-tuning.
+    `init_from` (a run folder or weights path) starts from those EMA weights: fine-tuning. A
+    config with a morphology input (DMCVR) trains with the frozen segmentation network of
+    `seg_weights` (default: the shipped one, copied into RUN/weights/segnet) and may start from a
+    plain DiffAE's weights (the new input channels start at zero).
     """
     run = Path(out)
     run.mkdir(parents=True, exist_ok=True)
+    morphology = None
+    if config.morph_channels:
+        from cardiorecon.segment import load_segnet
+
+        kept = run / "weights" / "segnet"
+        if kept.with_suffix(".safetensors").is_file():  # a resumed run keeps its own segmentation network
+            if seg_weights is not None:
+                print(f"resuming: using the run's own {kept}.safetensors, not {seg_weights}", flush=True)
+            segnet = load_segnet(kept)
+        else:
+            segnet = load_segnet(seg_weights)
+            save_weights(segnet, segnet.config, kept)
+        check_pair(config, segnet.config)
+        morphology = MorphologyEncoder(segnet, config.morph_level)
     settings = {"model": config_to_json(config), "train": config_to_json(train_config),
                 "data": [str(d) for d in data], "init_from": None if init_from is None else str(init_from),
                 "exclude_frames": exclude_frames or {}}
@@ -231,14 +258,20 @@ def train(config: DiffAEConfig, data: list[str | Path], out: str | Path, train_c
     print(f"training on {len(bank)} slices of {config.image_size}x{config.image_size} at {config.pixel_spacing_mm} mm",
           flush=True)
     torch.manual_seed(train_config.seed)  # the initial weights depend on the seed alone
-    module = DiffAEModule(config, train_config, bank)
+    module = DiffAEModule(config, train_config, bank, morphology)
     ckpt = run / "checkpoints" / "last.safetensors"
     if not ckpt.is_file() and init_from is not None:
         src = Path(init_from)
         weights = src / "weights" / "ema" if src.is_dir() else src.with_suffix("")
-        load_weights(module.model, config, weights)
+        src_config = read_config(weights, DiffAEConfig)
+        if config.morph_channels and not src_config.morph_channels:
+            padded = init_from_diffae(module.model, load_weights(DiffAE(src_config), src_config, weights))
+            print(f"initialised from the plain DiffAE {weights}.safetensors (morphology inputs zero in {padded})",
+                  flush=True)
+        else:
+            load_weights(module.model, config, weights)
+            print(f"initialised from {weights}.safetensors", flush=True)
         module.ema.load_state_dict(module.model.state_dict())
-        print(f"initialised from {weights}.safetensors", flush=True)
     logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector").setLevel(logging.WARNING)
     trainer = L.Trainer(
         max_steps=train_config.max_steps, accelerator=train_config.accelerator, devices=train_config.devices,

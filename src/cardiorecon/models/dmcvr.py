@@ -1,0 +1,125 @@
+"""DMCVR (arXiv 2308.09223): the DiffAE decoder conditioned, besides z_sem by adaptive group norm,
+on regional morphology features concatenated into the UNet at one resolution.
+
+The regional morphology encoder is the frozen segmentation network: its encoder features at
+`morph_level` (16 x 16 for the 64 px `tiny` grid, 32 channels) weighted by its own predicted
+probability of each structure (LV cavity, LV myocardium, RV cavity), averaged down to that
+resolution: 3 x 32 = 96 channels that say, region by region, what the heart looks like there.
+The decoder takes them through a 3x3 conv and concatenates them at the same resolution
+(DecoderUNet's extra input).
+
+Why the segmentation network's features and not a small encoder of our own over the predicted
+label map: they are trained already (on the same phantom + Sunnybrook slices), carry texture as well
+as shape, and cost nothing to train on these 2 CPU cores; a second encoder was not trained and
+compared (see the DMCVR model card).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cardiorecon.errors import ConfigMismatchError
+from cardiorecon.models.config import DiffAEConfig
+from cardiorecon.models.diffae import DiffAE
+from cardiorecon.models.segnet import SegConfig, SegNet
+
+#: label values of the structures whose regions the morphology code describes
+MORPH_CLASSES = (1, 2, 3)
+
+
+def morph_channels(seg_config: SegConfig, level: int) -> int:
+    return len(MORPH_CLASSES) * seg_config.features[level]
+
+
+class MorphologyEncoder(nn.Module):
+    """Frozen: slices (B, 1, H, W) in [-1, 1] -> regional features (B, 3 C, H / 2**level, W / 2**level)."""
+
+    def __init__(self, segnet: SegNet, level: int = 2):
+        super().__init__()
+        self.segnet = segnet.eval().requires_grad_(False)
+        self.level = level
+
+    @property
+    def channels(self) -> int:
+        return morph_channels(self.segnet.config, self.level)
+
+    def train(self, mode: bool = True):  # always in eval mode: a fixed feature extractor
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        feats = self.segnet.encoder_features(x0)[self.level].float()
+        probs = torch.softmax(self.segnet(x0).float(), dim=1)
+        probs = F.adaptive_avg_pool2d(probs, feats.shape[-2:])
+        return torch.cat([feats * probs[:, c:c + 1] for c in MORPH_CLASSES], dim=1)
+
+
+class DMCVR(nn.Module):
+    """The morphology-conditioned DiffAE and its (frozen) morphology encoder, on one model grid."""
+
+    def __init__(self, config: DiffAEConfig, seg_config: SegConfig):
+        super().__init__()
+        check_pair(config, seg_config)
+        self.config, self.seg_config = config, seg_config
+        self.diffae = DiffAE(config)
+        self.morphology = MorphologyEncoder(SegNet(seg_config), config.morph_level)
+
+    def encode(self, x0: torch.Tensor) -> torch.Tensor:
+        return self.diffae.encode(x0)
+
+    def eps(self, x_t: torch.Tensor, t: torch.Tensor, cond) -> torch.Tensor:
+        """cond = (z_sem, morphology features)."""
+        return self.diffae.eps(x_t, t, cond)
+
+
+def check_pair(config: DiffAEConfig, seg_config: SegConfig) -> None:
+    """Refuse a decoder and a segmentation network that do not fit together."""
+    if config.morph_channels <= 0:
+        raise ConfigMismatchError(f"DiffAE config {config.name!r} has no morphology input (morph_channels = 0)")
+    want = morph_channels(seg_config, config.morph_level)
+    if config.morph_channels != want:
+        raise ConfigMismatchError(
+            f"DiffAE config {config.name!r} expects {config.morph_channels} morphology channels at level "
+            f"{config.morph_level}, segmentation config {seg_config.name!r} gives {want}")
+    if (config.image_size, config.pixel_spacing_mm) != (seg_config.image_size, seg_config.pixel_spacing_mm):
+        raise ConfigMismatchError(
+            f"DiffAE grid {config.image_size} px at {config.pixel_spacing_mm} mm differs from the segmentation "
+            f"grid {seg_config.image_size} px at {seg_config.pixel_spacing_mm} mm")
+
+
+def init_from_diffae(target: DiffAE, source: DiffAE) -> list[str]:
+    """Copy a plain DiffAE's weights into a morphology-conditioned one of the same architecture.
+
+    Tensors that gained input channels for the morphology features (the first residual block at
+    morph_level: its first norm, conv and skip) get the old weights in their first channels and
+    zeros for the new inputs, so the morphology starts with no effect; the new 3x3 conv keeps its
+    random init. Returns the names of the tensors that were padded.
+    """
+    a = dataclasses.replace(target.config, morph_channels=0, name="")
+    b = dataclasses.replace(source.config, morph_channels=0, name="")
+    if a != b:
+        raise ConfigMismatchError(f"cannot initialise {target.config.name!r} from {source.config.name!r}: "
+                                  f"the architectures differ beyond the morphology input")
+    own, src = target.state_dict(), source.state_dict()
+    padded = []
+    with torch.no_grad():
+        for k, v in own.items():
+            if k not in src:
+                continue  # the morphology conv
+            s = src[k]
+            if v.shape == s.shape:
+                v.copy_(s)
+                continue
+            if v.ndim != s.ndim or v.shape[0] != s.shape[0] and v.ndim > 1:
+                raise ConfigMismatchError(f"{k}: cannot pad {tuple(s.shape)} into {tuple(v.shape)}")
+            if v.ndim == 1:  # group-norm scale/bias over the widened input
+                v[: s.shape[0]].copy_(s)
+            else:
+                v.zero_()
+                v[:, : s.shape[1]].copy_(s)
+            padded.append(k)
+    return padded
