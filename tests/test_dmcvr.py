@@ -22,6 +22,8 @@ from cardiorecon.volume import Study
 MICRO_SEG = SegConfig(name="seg_micro", image_size=32, pixel_spacing_mm=4.0, features=(8, 8, 8, 8, 8, 8))
 MICRO = DiffAEConfig(name="dmcvr_micro", image_size=32, pixel_spacing_mm=4.0, base_channels=8, channel_mult=(1, 2),
                      attention_levels=(), encoder_channels=8, z_dim=16, morph_channels=24, morph_level=1)
+#: the alternative morphology encoder: the predicted label map through a small trained conv encoder
+MICRO_LABELS = dataclasses.replace(MICRO, name="dmcvr_labels_micro", morph_channels=3, morph_source="labels")
 FAST = ReconConfig(invert_steps=2, decode_steps=2)
 
 
@@ -76,6 +78,30 @@ def test_dmcvr_runs_without_labels_from_predicted_segmentations(study, micro):
     a = decode(micro, codes.z_sem, codes.x_T, 2, depth=FAST.depth, morph=codes.morph)
     b = decode(micro, codes.z_sem, codes.x_T, 2, depth=FAST.depth, morph=codes.morph.flip(0))
     assert (a - b).abs().max() > 1e-4
+
+
+def test_label_map_morphology_encoder(study, tmp_path):
+    model = _perturbed(DMCVR(MICRO_LABELS, MICRO_SEG), seed=2)
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    m = model.morphology(x)
+    assert m.shape == (2, 3, 32, 32)  # LV cavity, myocardium, RV cavity probabilities at full resolution
+    probs = torch.softmax(model.morphology.segnet(x), dim=1)
+    torch.testing.assert_close(m, probs[:, 1:4])
+    # the small label-map encoder is part of the decoder: trained (and EMA'd) with it
+    assert any(k.startswith("decoder.extra.") and v.requires_grad for k, v in model.diffae.named_parameters())
+    rec = reconstruct(study, "dmcvr", factor=2, frames="ed", model=model, config=FAST)
+    dense, acquired = rec.normalised.data[..., 0], rec.grid.image.data[..., 0]
+    np.testing.assert_array_equal(dense[:, :, ::2], acquired)
+    assert np.isfinite(dense).all()
+    folder = _save(model, tmp_path / "labels")
+    assert load_dmcvr(folder).config == MICRO_LABELS
+    with pytest.raises(ConfigMismatchError, match="morphology channels"):
+        check_pair(dataclasses.replace(MICRO_LABELS, morph_channels=24), MICRO_SEG)
+    with pytest.raises(ConfigMismatchError, match="morph_source"):
+        check_pair(dataclasses.replace(MICRO, morph_source="contours"), MICRO_SEG)
+    # initialised from a plain DiffAE like the features variant: only the widened block is padded
+    padded = init_from_diffae(DiffAE(MICRO_LABELS), DiffAE(dataclasses.replace(MICRO, morph_channels=0)))
+    assert padded and all(k.startswith("decoder.down.") for k in padded)
 
 
 def test_method_and_weights_must_match(study, micro):

@@ -85,7 +85,7 @@ def overlay(study: Path = typer.Argument(..., help="Subject folder or DICOM fold
 
 @app.command()
 def train(config: str = typer.Option("tiny", "--config",
-                                     help="tiny, base, dmcvr_tiny, or a YAML file of DiffAEConfig fields"),
+                                     help="tiny, base, dmcvr_tiny, dmcvr_labels_tiny, or a YAML file of DiffAEConfig fields"),
           data: list[Path] = typer.Option(..., "--data", help="Subject folders, or folders of them (repeatable)"),
           out: Path = typer.Option(..., "--out", help="Run folder (resumes if it holds a checkpoint)"),
           init_from: Optional[Path] = typer.Option(None, "--init-from", help="Run folder or weights to start from"),

@@ -37,6 +37,10 @@ class DiffAEConfig:
     num_timesteps: int = 1000
     morph_channels: int = 0  # > 0: DMCVR's morphology input to the decoder
     morph_level: int = 2
+    # where the morphology comes from (models/dmcvr.py): "features", the frozen segmentation network's
+    # encoder features per structure at morph_level; "labels", its predicted label map (class
+    # probabilities at full resolution) through a small conv encoder trained with the decoder
+    morph_source: str = "features"
 
 
 NAMED_CONFIGS: dict[str, DiffAEConfig] = {
@@ -51,6 +55,10 @@ NAMED_CONFIGS: dict[str, DiffAEConfig] = {
 # encoder at 1/4 resolution; see models/dmcvr.py).
 NAMED_CONFIGS["dmcvr_tiny"] = dataclasses.replace(NAMED_CONFIGS["tiny"], name="dmcvr_tiny", morph_channels=96,
                                                   morph_level=2)
+# The alternative morphology encoder compared against it (the DMCVR model card): the predicted label map
+# of LV cavity, myocardium and RV cavity (3 channels, 64 x 64) through a small trained conv encoder.
+NAMED_CONFIGS["dmcvr_labels_tiny"] = dataclasses.replace(NAMED_CONFIGS["dmcvr_tiny"], name="dmcvr_labels_tiny",
+                                                         morph_channels=3, morph_source="labels")
 
 
 def config_to_json(config: Any) -> dict[str, Any]:
@@ -120,7 +128,14 @@ def load_weights(module: nn.Module, config: Any, path: str | Path) -> nn.Module:
         raise ConfigMismatchError(f"{path.with_suffix('.json')}: config does not match (saved, expected): {diff}")
     with safe_open(str(st), framework="pt") as fh:
         inner = (fh.metadata() or {}).get("config")
-    if inner is None or json.loads(inner) != expected:
+    # both sides through the dataclass, so that weights saved before a field with a default existed
+    # (e.g. morph_source) still load when that default describes them
+    try:
+        inner = None if inner is None else json.loads(json.dumps(config_to_json(config_from_json(type(config),
+                                                                                                 json.loads(inner)))))
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise ConfigMismatchError(f"{st}: the config stored in the weights is unreadable ({exc})") from exc
+    if inner is None or inner != expected:
         raise ConfigMismatchError(f"{st}: the config stored in the weights differs from {path.with_suffix('.json')}")
     state = load_file(str(st))
     own = module.state_dict()

@@ -1,17 +1,17 @@
 """DMCVR (arXiv 2308.09223): the DiffAE decoder conditioned, besides z_sem by adaptive group norm,
 on regional morphology features concatenated into the UNet at one resolution.
 
-The regional morphology encoder is the frozen segmentation network: its encoder features at
-`morph_level` (16 x 16 for the 64 px `tiny` grid, 32 channels) weighted by its own predicted
-probability of each structure (LV cavity, LV myocardium, RV cavity), averaged down to that
-resolution: 3 x 32 = 96 channels that say, region by region, what the heart looks like there.
-The decoder takes them through a 3x3 conv and concatenates them at the same resolution
-(DecoderUNet's extra input).
-
-Why the segmentation network's features and not a small encoder of our own over the predicted
-label map: they are trained already (on the same phantom + Sunnybrook slices), carry texture as well
-as shape, and cost nothing to train on these 2 CPU cores; a second encoder was not trained and
-compared (see the DMCVR model card).
+Two regional morphology encoders (config field `morph_source`), both fed by the frozen
+segmentation network:
+- "features" (`dmcvr_tiny`, shipped): its encoder features at `morph_level` (16 x 16 for the 64 px
+  `tiny` grid, 32 channels) weighted by its own predicted probability of each structure (LV cavity,
+  LV myocardium, RV cavity), averaged down to that resolution: 3 x 32 = 96 channels that say, region
+  by region, what the heart looks like there;
+- "labels" (`dmcvr_labels_tiny`): its predicted label map (the three class probabilities at full
+  resolution) through a small conv encoder of our own, trained with the decoder.
+Either way the decoder takes them through a 3x3 conv and concatenates them at 1 / 2**morph_level
+resolution (DecoderUNet's extra input) while z_sem conditions every block by adaptive group norm.
+Which one ships was decided by an equal-budget comparison: see the DMCVR model card.
 """
 
 from __future__ import annotations
@@ -31,29 +31,39 @@ from cardiorecon.models.segnet import SegConfig, SegNet
 MORPH_CLASSES = (1, 2, 3)
 
 
-def morph_channels(seg_config: SegConfig, level: int) -> int:
-    return len(MORPH_CLASSES) * seg_config.features[level]
+MORPH_SOURCES = ("features", "labels")
+
+
+def morph_channels(seg_config: SegConfig, level: int, source: str = "features") -> int:
+    if source not in MORPH_SOURCES:
+        raise ConfigMismatchError(f"morph_source {source!r} is not one of {MORPH_SOURCES}")
+    return len(MORPH_CLASSES) * (seg_config.features[level] if source == "features" else 1)
 
 
 class MorphologyEncoder(nn.Module):
-    """Frozen: slices (B, 1, H, W) in [-1, 1] -> regional features (B, 3 C, H / 2**level, W / 2**level)."""
+    """Frozen: slices (B, 1, H, W) in [-1, 1] -> regional features (B, 3 C, H / 2**level, W / 2**level)
+    ("features"), or the predicted probability maps of the three structures (B, 3, H, W) ("labels")."""
 
-    def __init__(self, segnet: SegNet, level: int = 2):
+    def __init__(self, segnet: SegNet, level: int = 2, source: str = "features"):
         super().__init__()
         self.segnet = segnet.eval().requires_grad_(False)
         self.level = level
+        self.source = source
+        morph_channels(segnet.config, level, source)  # refuses an unknown source
 
     @property
     def channels(self) -> int:
-        return morph_channels(self.segnet.config, self.level)
+        return morph_channels(self.segnet.config, self.level, self.source)
 
     def train(self, mode: bool = True):  # always in eval mode: a fixed feature extractor
         return super().train(False)
 
     @torch.no_grad()
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
-        feats = self.segnet.encoder_features(x0)[self.level].float()
         probs = torch.softmax(self.segnet(x0).float(), dim=1)
+        if self.source == "labels":
+            return probs[:, list(MORPH_CLASSES)].contiguous()
+        feats = self.segnet.encoder_features(x0)[self.level].float()
         probs = F.adaptive_avg_pool2d(probs, feats.shape[-2:])
         return torch.cat([feats * probs[:, c:c + 1] for c in MORPH_CLASSES], dim=1)
 
@@ -66,7 +76,7 @@ class DMCVR(nn.Module):
         check_pair(config, seg_config)
         self.config, self.seg_config = config, seg_config
         self.diffae = DiffAE(config)
-        self.morphology = MorphologyEncoder(SegNet(seg_config), config.morph_level)
+        self.morphology = MorphologyEncoder(SegNet(seg_config), config.morph_level, config.morph_source)
 
     def encode(self, x0: torch.Tensor) -> torch.Tensor:
         return self.diffae.encode(x0)
@@ -80,11 +90,11 @@ def check_pair(config: DiffAEConfig, seg_config: SegConfig) -> None:
     """Refuse a decoder and a segmentation network that do not fit together."""
     if config.morph_channels <= 0:
         raise ConfigMismatchError(f"DiffAE config {config.name!r} has no morphology input (morph_channels = 0)")
-    want = morph_channels(seg_config, config.morph_level)
+    want = morph_channels(seg_config, config.morph_level, config.morph_source)
     if config.morph_channels != want:
         raise ConfigMismatchError(
-            f"DiffAE config {config.name!r} expects {config.morph_channels} morphology channels at level "
-            f"{config.morph_level}, segmentation config {seg_config.name!r} gives {want}")
+            f"DiffAE config {config.name!r} expects {config.morph_channels} morphology channels ({config.morph_source} "
+            f"at level {config.morph_level}), segmentation config {seg_config.name!r} gives {want}")
     if (config.image_size, config.pixel_spacing_mm) != (seg_config.image_size, seg_config.pixel_spacing_mm):
         raise ConfigMismatchError(
             f"DiffAE grid {config.image_size} px at {config.pixel_spacing_mm} mm differs from the segmentation "
@@ -99,8 +109,8 @@ def init_from_diffae(target: DiffAE, source: DiffAE) -> list[str]:
     zeros for the new inputs, so the morphology starts with no effect; the new 3x3 conv keeps its
     random init. Returns the names of the tensors that were padded.
     """
-    a = dataclasses.replace(target.config, morph_channels=0, name="")
-    b = dataclasses.replace(source.config, morph_channels=0, name="")
+    a = dataclasses.replace(target.config, morph_channels=0, morph_source="features", name="")
+    b = dataclasses.replace(source.config, morph_channels=0, morph_source="features", name="")
     if a != b:
         raise ConfigMismatchError(f"cannot initialise {target.config.name!r} from {source.config.name!r}: "
                                   f"the architectures differ beyond the morphology input")
@@ -109,7 +119,7 @@ def init_from_diffae(target: DiffAE, source: DiffAE) -> list[str]:
     with torch.no_grad():
         for k, v in own.items():
             if k not in src:
-                continue  # the morphology conv
+                continue  # the morphology conv (and the label-map encoder)
             s = src[k]
             if v.shape == s.shape:
                 v.copy_(s)

@@ -105,12 +105,14 @@ class DecoderUNet(nn.Module):
     """eps_theta(x_t, t, z_sem[, extra]) for images (B, C, H, W).
 
     `extra_channels` > 0 adds an input of that many channels, concatenated (after a 3x3 conv) to the
-    features at resolution H / 2**extra_level on the way down (DMCVR's morphology code).
+    features at resolution H / 2**extra_level on the way down (DMCVR's morphology code). With
+    `extra_full_res` the extra input comes at full resolution (DMCVR's predicted label map) and a small
+    conv encoder (stride-2 convs down to H / 2**extra_level, then the 3x3 conv) is trained with the decoder.
     """
 
     def __init__(self, in_channels: int = 1, base_channels: int = 32, channel_mult: tuple[int, ...] = (1, 2, 4, 4),
                  num_res_blocks: int = 2, attention_levels: tuple[int, ...] = (2, 3), z_dim: int = 256,
-                 dropout: float = 0.0, extra_channels: int = 0, extra_level: int = 2):
+                 dropout: float = 0.0, extra_channels: int = 0, extra_level: int = 2, extra_full_res: bool = False):
         super().__init__()
         ch = base_channels
         emb_dim = 4 * ch
@@ -118,13 +120,23 @@ class DecoderUNet(nn.Module):
         self.base_channels = ch
         self.input = nn.Conv2d(in_channels, ch, 3, padding=1)
         self.extra_level = extra_level
-        self.extra = nn.Conv2d(extra_channels, ch * channel_mult[extra_level], 3, padding=1) if extra_channels else None
+        self.extra = None
+        extra_out = ch * channel_mult[extra_level] if extra_channels else 0
+        if extra_channels:
+            out = extra_out
+            if extra_full_res:
+                layers: list[nn.Module] = [nn.Conv2d(extra_channels, ch, 3, padding=1), nn.SiLU()]
+                for _ in range(extra_level):
+                    layers += [nn.Conv2d(ch, ch, 3, stride=2, padding=1), nn.SiLU()]
+                self.extra = nn.Sequential(*layers, nn.Conv2d(ch, out, 3, padding=1))
+            else:
+                self.extra = nn.Conv2d(extra_channels, out, 3, padding=1)
         self.down = nn.ModuleList()
         skips = [ch]
         cur = ch
         for level, mult in enumerate(channel_mult):
             for b in range(num_res_blocks):
-                cin = cur + (self.extra.out_channels if self.extra is not None and level == extra_level and b == 0 else 0)
+                cin = cur + (extra_out if level == extra_level and b == 0 else 0)
                 blocks = [ResBlock(cin, ch * mult, emb_dim, z_dim, dropout)]
                 cur = ch * mult
                 if level in attention_levels:
