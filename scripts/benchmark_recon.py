@@ -5,7 +5,7 @@ score the new slices against truth_sa (on the model grid, intensities mapped lik
 range 2): SSIM and PSNR; sample the reconstruction on every LAX plane and score masked NCC against
 the LAX image; record seconds per frame and peak memory. All methods on the same cases, one run.
 
-    python scripts/benchmark_recon.py DATA_DIR... --out OUT_DIR [--methods ...] [--lag-seed-frames N]
+    python scripts/benchmark_recon.py DATA_DIR... --out OUT_DIR [--methods ... dmcvr lag-dmcvr] [--lag-seed-frames N]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 from cardiorecon.geometry import resample
 from cardiorecon.io import read_study
 from cardiorecon.metrics import psnr, ssim
-from cardiorecon.models.pretrained import load_diffae
+from cardiorecon.models.pretrained import load_diffae, load_dmcvr
 from cardiorecon.recon import FAST_LAG, ReconConfig, reconstruct
 from cardiorecon.recon.lag import SEED_SETTINGS
 from cardiorecon.metrics.image import masked_ncc
@@ -60,11 +60,14 @@ def main() -> None:
     ap.add_argument("--lag-seed-frames", type=int, default=0,
                     help="also run lag with the seed's settings on this many (subject, frame) cases")
     ap.add_argument("--lag-seed-max-minutes", type=float, default=30.0)
+    ap.add_argument("--dmcvr-weights", default=None, help="DMCVR weights for dmcvr and lag-dmcvr (default: shipped)")
     args = ap.parse_args()
     torch.manual_seed(0)
     model = load_diffae(args.weights) if {"diffae", "lag"} & set(args.methods) or args.lag_seed_frames else None
+    dmcvr = load_dmcvr(args.dmcvr_weights) if {"dmcvr", "lag-dmcvr"} & set(args.methods) else None
     base = ReconConfig(invert_steps=args.invert_steps, decode_steps=args.decode_steps, depth=args.depth, lag=FAST_LAG)
-    runs = [(m, m, base) for m in args.methods]
+    # "lag-dmcvr": lag started from the dmcvr codes (reconstruct --method lag --init dmcvr)
+    runs = [(m, "lag" if m == "lag-dmcvr" else m, base) for m in args.methods]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows, seed_cases = [], 0
@@ -79,8 +82,8 @@ def main() -> None:
         for label, method, cfg in todo:
             fr = frames if label != "lag-seed" else frames[: args.lag_seed_frames - seed_cases]
             t0 = time.perf_counter()
-            rec = reconstruct(study, method, factor=args.factor, frames=fr, model=model if method in ("diffae", "lag") else None,
-                              config=cfg)
+            use = dmcvr if label in ("dmcvr", "lag-dmcvr") else model if method in ("diffae", "lag") else None
+            rec = reconstruct(study, method, factor=args.factor, frames=fr, model=use, config=cfg)
             if label == "lag-seed":
                 seed_cases += len(fr)
             for i, t in enumerate(fr):

@@ -96,3 +96,10 @@ def test_reconstruct_rejects_unknown_views_and_methods(tmp_path):
     res = runner.invoke(app, ["reconstruct", str(subject), "--method", "lag", "--lax-views", "5ch",
                               "--weights", str(_micro_weights(tmp_path)), "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "5ch" in res.output
+
+
+def test_reconstruct_init_dmcvr_only_for_lag(tmp_path):
+    res = runner.invoke(app, ["reconstruct", str(tmp_path / "missing"), "--method", "linear", "--init", "dmcvr",
+                              "--out", str(tmp_path / "o")])
+    assert res.exit_code != 0 and "--init dmcvr applies to --method lag" in res.output
+    assert not (tmp_path / "o").exists()

@@ -112,6 +112,21 @@ def test_method_and_weights_must_match(study, micro):
         reconstruct(study, "diffae", factor=2, frames="ed", model=micro, config=FAST)
 
 
+def test_lag_starts_from_the_dmcvr_codes(study, micro):
+    from cardiorecon.recon.lag import LagConfig
+
+    lag = LagConfig(max_iterations=3, ddim_steps=2, invert_steps=2, depth=0.4)
+    cfg = dataclasses.replace(FAST, lag=lag)
+    assert study.lax
+    rec = reconstruct(study, "lag", factor=2, frames="ed", model=micro, config=cfg)
+    assert any("dmcvr codes" in n for n in rec.notes)
+    dense, acquired = rec.normalised.data[..., 0], rec.grid.image.data[..., 0]
+    np.testing.assert_array_equal(dense[:, :, ::2], acquired)
+    assert np.isfinite(dense).all()
+    res = rec.lag[study.ed_frame]
+    assert res.iterations >= 1 and set(res.agreement_after) == set(rec.lax_views)
+
+
 def test_weights_round_trip_and_mismatched_pairs_are_refused(micro, tmp_path):
     folder = _save(micro, tmp_path / "ok")
     loaded = load_dmcvr(folder)

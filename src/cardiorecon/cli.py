@@ -199,7 +199,7 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
                 lax_views: Optional[str] = typer.Option(None, "--lax-views",
                                                         help="Comma-separated LAX views guiding lag (default: all)"),
                 weights: Optional[Path] = typer.Option(
-                    None, "--weights", help="DiffAE weights, or DMCVR weights for dmcvr (default: shipped)"),
+                    None, "--weights", help="DiffAE weights, or DMCVR weights for dmcvr and --init dmcvr (default: shipped)"),
                 native: bool = typer.Option(False, "--native", help="Also write the volume on the input grid"),
                 invert_steps: int = typer.Option(8, "--invert-steps", min=1),
                 decode_steps: int = typer.Option(8, "--decode-steps", min=1),
@@ -207,6 +207,9 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
                                             help="DDIM inversion depth (fraction of T; 1 = pure noise, as DiffAE)"),
                 lag_iterations: Optional[int] = typer.Option(None, "--lag-iterations", min=1),
                 lag_steps: Optional[int] = typer.Option(None, "--lag-ddim-steps", min=1),
+                init: str = typer.Option("diffae", "--init",
+                                         help="lag only: start from the diffae codes, or from the dmcvr codes "
+                                              "(DMCVR weights, morphology fixed)"),
                 out: Path = typer.Option(..., "--out", help="Output folder")) -> None:
     """Reconstruct a dense SAX volume (model grid; --native also on the input grid)."""
     import dataclasses
@@ -218,16 +221,20 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
 
     if method not in METHODS:
         _fail(ValueError(f"--method must be one of {', '.join(METHODS)}"))
+    if init not in ("diffae", "dmcvr"):
+        _fail(ValueError(f"--init must be diffae or dmcvr, not {init!r}"))
+    if init == "dmcvr" and method != "lag":
+        _fail(ValueError(f"--init dmcvr applies to --method lag, not {method}"))
     if factor is None and spacing is None:
         factor = 5
     try:
         s = read_study(study)
         model = None
-        if method in ("diffae", "lag"):
+        if method in ("diffae", "lag") and init == "diffae":
             from cardiorecon.models.pretrained import load_diffae
 
             model = load_diffae(weights)
-        elif method == "dmcvr":
+        elif method == "dmcvr" or init == "dmcvr":
             from cardiorecon.models.pretrained import load_dmcvr
 
             model = load_dmcvr(weights)

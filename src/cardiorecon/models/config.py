@@ -55,8 +55,9 @@ NAMED_CONFIGS: dict[str, DiffAEConfig] = {
 # encoder at 1/4 resolution; see models/dmcvr.py).
 NAMED_CONFIGS["dmcvr_tiny"] = dataclasses.replace(NAMED_CONFIGS["tiny"], name="dmcvr_tiny", morph_channels=96,
                                                   morph_level=2)
-# The alternative morphology encoder compared against it (the DMCVR model card): the predicted label map
-# of LV cavity, myocardium and RV cavity (3 channels, 64 x 64) through a small trained conv encoder.
+# The other morphology encoder: the predicted label map of LV cavity, myocardium and RV cavity (3 channels,
+# 64 x 64) through a small conv encoder trained with the decoder. The shipped DMCVR: it beat dmcvr_tiny in an
+# equal-budget comparison on the phantom (weights/dmcvr_labels_tiny/MODEL_CARD.md).
 NAMED_CONFIGS["dmcvr_labels_tiny"] = dataclasses.replace(NAMED_CONFIGS["dmcvr_tiny"], name="dmcvr_labels_tiny",
                                                          morph_channels=3, morph_source="labels")
 

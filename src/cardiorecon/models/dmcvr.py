@@ -3,11 +3,11 @@ on regional morphology features concatenated into the UNet at one resolution.
 
 Two regional morphology encoders (config field `morph_source`), both fed by the frozen
 segmentation network:
-- "features" (`dmcvr_tiny`, shipped): its encoder features at `morph_level` (16 x 16 for the 64 px
+- "features" (`dmcvr_tiny`): its encoder features at `morph_level` (16 x 16 for the 64 px
   `tiny` grid, 32 channels) weighted by its own predicted probability of each structure (LV cavity,
   LV myocardium, RV cavity), averaged down to that resolution: 3 x 32 = 96 channels that say, region
   by region, what the heart looks like there;
-- "labels" (`dmcvr_labels_tiny`): its predicted label map (the three class probabilities at full
+- "labels" (`dmcvr_labels_tiny`, shipped): its predicted label map (the three class probabilities at full
   resolution) through a small conv encoder of our own, trained with the decoder.
 Either way the decoder takes them through a 3x3 conv and concatenates them at 1 / 2**morph_level
 resolution (DecoderUNet's extra input) while z_sem conditions every block by adaptive group norm.

@@ -11,7 +11,7 @@ from cardiorecon.models.latent import LatentConfig, LatentMLP
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_DIFFAE = WEIGHTS_DIR / "diffae_tiny"
-DEFAULT_DMCVR = WEIGHTS_DIR / "dmcvr_tiny"
+DEFAULT_DMCVR = WEIGHTS_DIR / "dmcvr_labels_tiny"
 
 
 def resolve_weights(path: str | Path | None, name: str = "model", default: Path = DEFAULT_DIFFAE) -> Path:

@@ -95,8 +95,12 @@ def optimise(model: DiffAE, acquired: torch.Tensor, codes: GapCodes, factor: int
     agreement_before = None
     # The codes sit at the last inversion timestep; K-step decoding starts from exactly there.
     top = spaced_timesteps(schedule.num_timesteps, config.invert_steps, config.depth)[-1]
+    def cond(z_sem):  # DMCVR codes carry the (fixed) interpolated morphology features
+        return z_sem if codes.morph is None else (z_sem, codes.morph)
+
     for it in range(config.max_iterations):
-        new = ddim_sample(model.eps, x_T, schedule, config.ddim_steps, cond=z, checkpoint=config.checkpoint, top=top)
+        new = ddim_sample(model.eps, x_T, schedule, config.ddim_steps, cond=cond(z), checkpoint=config.checkpoint,
+                          top=top)
         dense = assemble(acquired, new, codes, factor)
         l_lax = sum((lax_loss(op, dense, images[n]) for n, op in operators.items()), dense.sum() * 0.0)
         l_cont = continuity_loss(dense, codes.out_index)
@@ -126,7 +130,7 @@ def optimise(model: DiffAE, acquired: torch.Tensor, codes: GapCodes, factor: int
     z_best, x_best, dense_best = best
     if config.final_decode_steps and config.final_decode_steps != config.ddim_steps:
         with torch.no_grad():
-            new = ddim_sample(model.eps, x_best, schedule, config.final_decode_steps, cond=z_best, top=top)
+            new = ddim_sample(model.eps, x_best, schedule, config.final_decode_steps, cond=cond(z_best), top=top)
         dense_best = assemble(acquired, new, codes, factor)
     return LagResult(dense=dense_best.numpy(), history=history, agreement_before=agreement_before or {},
                      agreement_after=lax_agreement(dense_best, operators, images), iterations=len(history),

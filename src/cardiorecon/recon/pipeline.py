@@ -161,7 +161,8 @@ def reconstruct(study: Study, method: str, factor: int | None = None, spacing_mm
 
     factor (or spacing_mm) sets the through-plane upsampling: Z' = (Z - 1) f + 1, acquired slices
     unchanged at their world positions. `model` is a DiffAE (needed by diffae and lag) or a DMCVR
-    (models.dmcvr, needed by dmcvr).
+    (models.dmcvr, needed by dmcvr). `lag` with a DMCVR model starts from the `dmcvr` codes and
+    decodes through the DMCVR decoder, the interpolated morphology features held fixed (`--init dmcvr`).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
@@ -178,15 +179,17 @@ def reconstruct(study: Study, method: str, factor: int | None = None, spacing_mm
         if method == "dmcvr" and not is_dmcvr:
             raise ValueError("method 'dmcvr' needs DMCVR weights (a decoder with the morphology input), "
                              "not plain DiffAE weights")
-        if method in ("diffae", "lag") and is_dmcvr:
+        if method == "diffae" and is_dmcvr:
             raise ValueError(f"method {method!r} needs plain DiffAE weights, not DMCVR weights")
+        if method == "lag" and is_dmcvr:
+            notes.append("lag starts from the dmcvr codes (DMCVR decoder, morphology features fixed)")
         spacing, size = model.config.pixel_spacing_mm, model.config.image_size
     grid = prepare_study(study, spacing, size)
     operators: dict[str, LaxOperator] = {}
     if method == "lag":
         operators = guiding_views(study, grid, f, lax_views, config.lax_samples, notes)
         if not operators:
-            msg = "no LAX view guides this study: lag falls back to diffae"
+            msg = f"no LAX view guides this study: lag falls back to {'dmcvr' if is_dmcvr else 'diffae'}"
             warnings.warn(msg)
             notes.append(msg)
     X, Y, Z, _ = grid.image.shape
