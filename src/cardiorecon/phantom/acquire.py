@@ -116,12 +116,13 @@ class StackRenderer:
         self.points = flat
         self.background = anatomy.background(flat)
         self.heart = anatomy.heart_mask(flat)
+        self.static = anatomy.heart_static(flat[self.heart]) if self.heart.any() else None
         self.modulation = anatomy.modulation(flat)
         self.table = anatomy.intensity_table()
 
     def frame(self, t: int) -> tuple[np.ndarray, np.ndarray]:
         """Noise-free image averaged over the profile (Z, X, Y) and the majority label (Z, X, Y)."""
-        tissue = self.anatomy.tissue(self.points, t, self.background, self.heart)
+        tissue = self.anatomy.tissue(self.points, t, self.background, self.heart, self.static)
         image = (self.table[tissue] * self.modulation).reshape(self.shape).mean(axis=1)
         labels = TISSUE_TO_LABEL[tissue].reshape(self.shape)
         if self.shape[1] == 1:

@@ -258,11 +258,35 @@ class Anatomy:
     def _ellipsoid(self, s, p_, q, centre, semi) -> np.ndarray:
         return ((s - centre[0]) / semi[0]) ** 2 + ((p_ - centre[1]) / semi[1]) ** 2 + ((q - centre[2]) / semi[2]) ** 2
 
-    def _heart(self, xyz: np.ndarray, t: int, tissue: np.ndarray) -> None:
-        """Write heart tissues of frame t into `tissue` (in place) for points `xyz`."""
-        p, fs = self.p, self.frames[t]
+    def heart_static(self, xyz: np.ndarray) -> dict[str, np.ndarray]:
+        """What `_heart` needs at points `xyz` that does not change over frames (heart-frame coordinates,
+        the pericardial fat pattern, the atria and great vessels' normalised distances): computed once per
+        point set and reused for every frame; the same arithmetic as computing it per frame."""
+        r0 = self.p.lv_radius_ed
         s, pp, qq = self.local(xyz)
-        rho2 = pp * pp + qq * qq
+        ao_dir = (np.cos(np.radians(-45)), np.sin(np.radians(-45)))
+        ao_c = (0.45 * r0 * ao_dir[0], 0.45 * r0 * ao_dir[1])
+        pa_c = (1.1 * r0, -0.9 * r0)
+        wall = 2.5
+        return {
+            "s": s, "pp": pp, "qq": qq, "rho2": pp * pp + qq * qq,
+            "patch": self._waves(xyz, self.p.texture[:3]) > 0.0,
+            "la": self._ellipsoid(s, pp, qq, (-24.0, -0.35 * r0, -0.1 * r0), (24.0, 0.95 * r0, 1.05 * r0)),
+            "ra": self._ellipsoid(s, pp, qq, (-22.0, 1.35 * r0, 0.15 * r0), (22.0, 0.8 * r0, 0.95 * r0)),
+            "la_w": self._ellipsoid(s, pp, qq, (-24.0, -0.35 * r0, -0.1 * r0),
+                                    (24 + wall, 0.95 * r0 + wall, 1.05 * r0 + wall)),
+            "ra_w": self._ellipsoid(s, pp, qq, (-22.0, 1.35 * r0, 0.15 * r0),
+                                    (22 + wall, 0.8 * r0 + wall, 0.95 * r0 + wall)),
+            "aorta": ((pp - ao_c[0]) ** 2 + (qq - ao_c[1]) ** 2) / 12.0**2,
+            "pa": ((pp - pa_c[0]) ** 2 + (qq - pa_c[1]) ** 2) / 12.5**2,
+        }
+
+    def _heart(self, xyz: np.ndarray, t: int, tissue: np.ndarray, static: dict[str, np.ndarray] | None = None) -> None:
+        """Write heart tissues of frame t into `tissue` (in place) for points `xyz` (`static`: from
+        `heart_static(xyz)`, to reuse across frames)."""
+        p, fs = self.p, self.frames[t]
+        st = self.heart_static(xyz) if static is None else static
+        s, pp, qq, rho2 = st["s"], st["pp"], st["qq"], st["rho2"]
         below_base = s >= fs.d
         sl = s - fs.d
         endo = (sl / fs.L) ** 2 + rho2 / fs.r**2
@@ -270,22 +294,13 @@ class Anatomy:
         r0 = p.lv_radius_ed
         # Pericardial fat: patchy layer up to 3.5 mm outside the epicardium.
         peri = (sl / (fs.Le + 3.5)) ** 2 + rho2 / (fs.R + 3.5) ** 2
-        patch = self._waves(xyz, p.texture[:3]) > 0.0
-        tissue[(peri < 1) & below_base & patch] = PERI_FAT
+        tissue[(peri < 1) & below_base & st["patch"]] = PERI_FAT
         # Atria and great vessels above the base plane (static in the ED heart frame).
         above = s < fs.d
-        la = self._ellipsoid(s, pp, qq, (-24.0, -0.35 * r0, -0.1 * r0), (24.0, 0.95 * r0, 1.05 * r0))
-        ra = self._ellipsoid(s, pp, qq, (-22.0, 1.35 * r0, 0.15 * r0), (22.0, 0.8 * r0, 0.95 * r0))
-        ao_dir = (np.cos(np.radians(-45)), np.sin(np.radians(-45)))
-        ao_c = (0.45 * r0 * ao_dir[0], 0.45 * r0 * ao_dir[1])
-        aorta = ((pp - ao_c[0]) ** 2 + (qq - ao_c[1]) ** 2) / 12.0**2
+        la, ra, la_w, ra_w, aorta, pa = st["la"], st["ra"], st["la_w"], st["ra_w"], st["aorta"], st["pa"]
         aorta_tube = (aorta < 1) & (s > -55) & (s < fs.d + 4)
-        pa_c = (1.1 * r0, -0.9 * r0)
-        pa = ((pp - pa_c[0]) ** 2 + (qq - pa_c[1]) ** 2) / 12.5**2
         pa_tube = (pa < 1) & (s > -50) & (s < fs.d - 2)
         wall = 2.5
-        la_w = self._ellipsoid(s, pp, qq, (-24.0, -0.35 * r0, -0.1 * r0), (24 + wall, 0.95 * r0 + wall, 1.05 * r0 + wall))
-        ra_w = self._ellipsoid(s, pp, qq, (-22.0, 1.35 * r0, 0.15 * r0), (22 + wall, 0.8 * r0 + wall, 0.95 * r0 + wall))
         tissue[((la_w < 1) | (ra_w < 1)) & above] = VESSEL_WALL
         tissue[((aorta < (1 + wall / 12) ** 2) & (s > -55) & (s < fs.d + 4))] = VESSEL_WALL
         tissue[((pa < (1 + wall / 12.5) ** 2) & (s > -50) & (s < fs.d - 2))] = VESSEL_WALL
@@ -330,15 +345,16 @@ class Anatomy:
         return (s > lo) & (s < hi) & (pp * pp + qq * qq < self.heart_radius**2)
 
     def tissue(self, xyz: np.ndarray, t: int, background: np.ndarray | None = None,
-               heart: np.ndarray | None = None) -> np.ndarray:
-        """Tissue classes (N,) uint8 at points (N, 3) in frame t; `background` and `heart`
-        (from `background()` and `heart_mask()`) may be passed to reuse them across frames."""
+               heart: np.ndarray | None = None, static: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """Tissue classes (N,) uint8 at points (N, 3) in frame t; `background`, `heart` and `static`
+        (from `background()`, `heart_mask()` and `heart_static()` of the heart points) may be passed to
+        reuse them across frames."""
         xyz = np.asarray(xyz, dtype=np.float32)
         out = self.background(xyz) if background is None else background.copy()
         idx = np.flatnonzero(self.heart_mask(xyz) if heart is None else heart)
         if idx.size:
             sub = out[idx]
-            self._heart(xyz[idx], t, sub)
+            self._heart(xyz[idx], t, sub, static)
             out[idx] = sub
         return out
 
