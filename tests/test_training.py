@@ -83,3 +83,21 @@ def test_weights_with_another_config_are_refused(tmp_path):
     # No pickle anywhere: the weights file is safetensors (JSON header, raw tensors).
     head = (tmp_path / "w.safetensors").read_bytes()[:16]
     assert not head.startswith(b"PK") and not head.startswith(b"\x80")
+
+
+def test_config_stored_in_the_weights_old_or_corrupt(tmp_path):
+    from safetensors.torch import save_file
+
+    model = DiffAE(MICRO)
+    save_weights(model, MICRO, tmp_path / "w")
+    tensors = load_file(str(tmp_path / "w.safetensors"))
+    cfg = json.loads((tmp_path / "w.json").read_text())["config"]
+    # weights saved before morph_source existed (no such key): its default describes them, they load
+    old = {k: v for k, v in cfg.items() if k != "morph_source"}
+    save_file(tensors, str(tmp_path / "w.safetensors"), metadata={"config": json.dumps(old)})
+    load_weights(DiffAE(MICRO), MICRO, tmp_path / "w")
+    # a stored config that is not JSON, or names a field no config has: a clear error naming the file
+    for bad in ("{not json", json.dumps({**cfg, "colour": "red"})):
+        save_file(tensors, str(tmp_path / "w.safetensors"), metadata={"config": bad})
+        with pytest.raises(ConfigMismatchError, match=r"w\.safetensors: the config stored in the weights is unreadable"):
+            load_weights(DiffAE(MICRO), MICRO, tmp_path / "w")

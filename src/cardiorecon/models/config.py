@@ -129,14 +129,13 @@ def load_weights(module: nn.Module, config: Any, path: str | Path) -> nn.Module:
         raise ConfigMismatchError(f"{path.with_suffix('.json')}: config does not match (saved, expected): {diff}")
     with safe_open(str(st), framework="pt") as fh:
         inner = (fh.metadata() or {}).get("config")
-    # both sides through the dataclass, so that weights saved before a field with a default existed
-    # (e.g. morph_source) still load when that default describes them
+    # compared as dataclasses, so that weights saved before a field with a default existed (e.g.
+    # morph_source) still load when that default describes them
     try:
-        inner = None if inner is None else json.loads(json.dumps(config_to_json(config_from_json(type(config),
-                                                                                                 json.loads(inner)))))
-    except (json.JSONDecodeError, TypeError) as exc:
+        stored = None if inner is None else config_from_json(type(config), json.loads(inner))
+    except (json.JSONDecodeError, TypeError, ConfigMismatchError) as exc:
         raise ConfigMismatchError(f"{st}: the config stored in the weights is unreadable ({exc})") from exc
-    if inner is None or inner != expected:
+    if stored != config:
         raise ConfigMismatchError(f"{st}: the config stored in the weights differs from {path.with_suffix('.json')}")
     state = load_file(str(st))
     own = module.state_dict()
