@@ -24,6 +24,7 @@ Cohort = Literal["healthy", "heart-failure"]
 AIR, SOFT, FAT, MUSCLE, LUNG, LIVER, SPINE, DESC_AORTA, PERI_FAT = 0, 1, 2, 3, 4, 5, 6, 7, 8
 VESSEL_WALL, VESSEL_BLOOD, RV_WALL, RV_BLOOD, LV_MYO, LV_BLOOD, PAPILLARY = 9, 10, 11, 12, 13, 14, 15
 NUM_TISSUES = 16
+VESSEL_WALL_MM = 2.5  # wall thickness of the atria, aorta and pulmonary artery
 TISSUE_NAMES = ("air", "soft tissue", "fat", "muscle", "lung", "liver", "spine", "descending aorta",
                 "pericardial fat", "vessel wall", "atrial/vessel blood", "RV wall", "RV blood",
                 "LV myocardium", "LV blood", "papillary muscle")
@@ -260,26 +261,25 @@ class Anatomy:
 
     def heart_static(self, xyz: np.ndarray) -> dict[str, np.ndarray]:
         """What `_heart` needs at points `xyz` that does not change over frames (heart-frame coordinates,
-        the pericardial fat pattern, the atria and great vessels' normalised distances): computed once per
-        point set and reused for every frame; the same arithmetic as computing it per frame."""
-        r0 = self.p.lv_radius_ed
+        the pericardial fat pattern, the atria and great vessels' lumen and wall masks): computed once per
+        point set and reused for every frame."""
+        r0, wall = self.p.lv_radius_ed, VESSEL_WALL_MM
         s, pp, qq = self.local(xyz)
+        # Left and right atrium: ellipsoids (centre, semi-axes) in the ED heart frame.
+        atria = (((-24.0, -0.35 * r0, -0.1 * r0), (24.0, 0.95 * r0, 1.05 * r0)),
+                 ((-22.0, 1.35 * r0, 0.15 * r0), (22.0, 0.8 * r0, 0.95 * r0)))
+        lumen = [self._ellipsoid(s, pp, qq, c, semi) < 1 for c, semi in atria]
+        walled = [self._ellipsoid(s, pp, qq, c, tuple(v + wall for v in semi)) < 1 for c, semi in atria]
+        # Aorta and pulmonary artery: tubes along the long axis (centre in the short-axis plane, radius).
         ao_dir = (np.cos(np.radians(-45)), np.sin(np.radians(-45)))
-        ao_c = (0.45 * r0 * ao_dir[0], 0.45 * r0 * ao_dir[1])
-        pa_c = (1.1 * r0, -0.9 * r0)
-        wall = 2.5
-        return {
-            "s": s, "pp": pp, "qq": qq, "rho2": pp * pp + qq * qq,
-            "patch": self._waves(xyz, self.p.texture[:3]) > 0.0,
-            "la": self._ellipsoid(s, pp, qq, (-24.0, -0.35 * r0, -0.1 * r0), (24.0, 0.95 * r0, 1.05 * r0)),
-            "ra": self._ellipsoid(s, pp, qq, (-22.0, 1.35 * r0, 0.15 * r0), (22.0, 0.8 * r0, 0.95 * r0)),
-            "la_w": self._ellipsoid(s, pp, qq, (-24.0, -0.35 * r0, -0.1 * r0),
-                                    (24 + wall, 0.95 * r0 + wall, 1.05 * r0 + wall)),
-            "ra_w": self._ellipsoid(s, pp, qq, (-22.0, 1.35 * r0, 0.15 * r0),
-                                    (22 + wall, 0.8 * r0 + wall, 0.95 * r0 + wall)),
-            "aorta": ((pp - ao_c[0]) ** 2 + (qq - ao_c[1]) ** 2) / 12.0**2,
-            "pa": ((pp - pa_c[0]) ** 2 + (qq - pa_c[1]) ** 2) / 12.5**2,
-        }
+        tubes = {"aorta": ((0.45 * r0 * ao_dir[0], 0.45 * r0 * ao_dir[1]), 12.0), "pa": ((1.1 * r0, -0.9 * r0), 12.5)}
+        out = {"s": s, "pp": pp, "qq": qq, "rho2": pp * pp + qq * qq,
+               "patch": self._waves(xyz, self.p.texture[:3]) > 0.0,
+               "atria": lumen[0] | lumen[1], "atria_wall": walled[0] | walled[1]}
+        for name, (c, radius) in tubes.items():
+            d = ((pp - c[0]) ** 2 + (qq - c[1]) ** 2) / radius**2
+            out[name], out[name + "_wall"] = d < 1, d < (1 + wall / radius) ** 2
+        return out
 
     def _heart(self, xyz: np.ndarray, t: int, tissue: np.ndarray, static: dict[str, np.ndarray] | None = None) -> None:
         """Write heart tissues of frame t into `tissue` (in place) for points `xyz` (`static`: from
@@ -297,15 +297,13 @@ class Anatomy:
         tissue[(peri < 1) & below_base & st["patch"]] = PERI_FAT
         # Atria and great vessels above the base plane (static in the ED heart frame).
         above = s < fs.d
-        la, ra, la_w, ra_w, aorta, pa = st["la"], st["ra"], st["la_w"], st["ra_w"], st["aorta"], st["pa"]
-        aorta_tube = (aorta < 1) & (s > -55) & (s < fs.d + 4)
-        pa_tube = (pa < 1) & (s > -50) & (s < fs.d - 2)
-        wall = 2.5
-        tissue[((la_w < 1) | (ra_w < 1)) & above] = VESSEL_WALL
-        tissue[((aorta < (1 + wall / 12) ** 2) & (s > -55) & (s < fs.d + 4))] = VESSEL_WALL
-        tissue[((pa < (1 + wall / 12.5) ** 2) & (s > -50) & (s < fs.d - 2))] = VESSEL_WALL
-        tissue[((la < 1) | (ra < 1)) & above] = VESSEL_BLOOD
-        tissue[aorta_tube | pa_tube] = VESSEL_BLOOD
+        aorta_span = (s > -55) & (s < fs.d + 4)
+        pa_span = (s > -50) & (s < fs.d - 2)
+        tissue[st["atria_wall"] & above] = VESSEL_WALL
+        tissue[st["aorta_wall"] & aorta_span] = VESSEL_WALL
+        tissue[st["pa_wall"] & pa_span] = VESSEL_WALL
+        tissue[st["atria"] & above] = VESSEL_BLOOD
+        tissue[(st["aorta"] & aorta_span) | (st["pa"] & pa_span)] = VESSEL_BLOOD
         # RV: an ellipsoid offset toward e1, minus the LV, with a 3 mm free wall.
         k = fs.rv_scale
         rv_c = (0.30 * p.lv_length_ed, p.rv_offset * r0, 0.0)
