@@ -29,3 +29,12 @@ class OutputError(CardioReconError):
 
 class ConfigMismatchError(CardioReconError):
     """Weights and their configuration do not belong together."""
+
+
+class GeometryWarning(UserWarning):
+    """An image's geometry is doubtful (no sform/qform code, a qform that cannot hold the affine):
+    the message names the file and says what was done about it."""
+
+
+class NumericalError(CardioReconError):
+    """A computation produced NaN or infinite values where it needs finite ones."""

@@ -11,9 +11,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
+import re
+import warnings
+
 import numpy as np
 
-from cardiorecon.errors import InputError
+from cardiorecon.errors import GeometryWarning, InputError
 
 #: Label values shared by every reader, the phantom, the segmenter and the metrics.
 LABELS: Mapping[str, int] = MappingProxyType(
@@ -58,6 +61,11 @@ class Volume:
             raise InputError(source, f"a Volume needs 3 or 4 dimensions (X, Y, Z[, T]), got shape {data.shape}")
         if min(data.shape) == 0:
             raise InputError(source, f"empty image, shape {data.shape}")
+        if data.dtype.kind not in "biuf":
+            raise InputError(source, f"image data must be numbers, got dtype {data.dtype}")
+        if data.dtype.kind == "f" and not np.isfinite(data).all():
+            bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+            raise InputError(source, f"{bad} voxel(s) are NaN or infinite")
         object.__setattr__(self, "data", data)
         object.__setattr__(self, "affine", check_affine(self.affine, source))
         object.__setattr__(self, "meta", dict(self.meta))
@@ -174,10 +182,18 @@ class Study:
 
     def __post_init__(self) -> None:
         source = self.sax.meta.get("source")
+        for t, what in ((self.ed_frame, "ED"), (self.es_frame, "ES")):
+            if t is not None and (isinstance(t, bool) or not isinstance(t, (int, np.integer))):
+                raise InputError(source, f"{what} frame must be a frame index (an integer), got {t!r}")
         if self.sax.data.ndim != 4:
             raise InputError(source, f"the SAX cine must be 4D (X, Y, Z, T), got shape {self.sax.shape}")
         if self.sax.spatial_shape[2] < 2:
             raise InputError(source, f"the SAX stack needs at least 2 slices, got shape {self.sax.shape}")
+        if float(np.ptp(self.sax.data)) == 0.0:
+            raise InputError(source, f"the SAX image is constant ({self.sax.data.flat[0]!r} everywhere): nothing to "
+                                     "reconstruct or segment")
+        self.lax, self.lax_labels = dict(self.lax), dict(self.lax_labels)
+        self._drop_lax_without_geometry()
         for name, view in self.lax.items():
             if view.spatial_shape[2] != 1:
                 raise InputError(view.meta.get("source"), f"LAX view {name!r} must have one slice, got shape {view.shape}")
@@ -192,29 +208,76 @@ class Study:
             if t is not None and not 0 <= t < self.sax.num_frames:
                 raise InputError(source, f"{what} frame {t} outside 0..{self.sax.num_frames - 1}")
 
+    def _drop_lax_without_geometry(self) -> None:
+        """LAX views guide only through their position relative to the SAX stack: a view (or a SAX
+        stack) read from a NIfTI whose sform and qform codes are both 0 has no known position, so the
+        view is dropped here, with a warning naming the file, instead of guiding from a guessed place."""
+        sax_unknown = self.sax.meta.get("geometry") == "none"
+        dropped = {}
+        for name, view in list(self.lax.items()):
+            if sax_unknown or view.meta.get("geometry") == "none":
+                dropped[name] = view.meta.get("source")
+                del self.lax[name]
+                self.lax_labels.pop(name, None)
+        for name, src in dropped.items():
+            why = (f"the SAX image {self.sax.meta.get('source')} has no sform/qform code" if sax_unknown
+                   else "it has no sform/qform code")
+            warnings.warn(f"{src}: LAX view {name!r} not used: {why}, so its position relative to the SAX stack is "
+                          "unknown", GeometryWarning, stacklevel=3)
+        if dropped:
+            self.meta.setdefault("dropped_lax", {}).update({n: "no sform/qform code" for n in dropped})
+
     @property
     def num_frames(self) -> int:
         return self.sax.num_frames
 
     def resolve_frames(self, frames: str | int | list[int]) -> list[int]:
-        """Frame selection: 'ed', 'es', 'all', an index, or a list of indices."""
+        """Frame selection: 'ed', 'es', 'all', an index (negative from the end), a list of indices,
+        or their text form ('3', '-1', '0,5'). Raises FrameSelectionError naming the study."""
+        source = self.meta.get("source", self.sax.meta.get("source"))
         if isinstance(frames, str):
-            key = frames.lower()
-            if key == "all":
+            frames = parse_frames(frames)
+        if isinstance(frames, str):
+            if frames == "all":
                 return list(range(self.num_frames))
-            if key in ("ed", "es"):
-                t = self.ed_frame if key == "ed" else self.es_frame
-                if t is None:
-                    raise InputError(self.sax.meta.get("source"), f"{key.upper()} frame unknown for this study")
-                return [t]
-            if key.lstrip("-").isdigit():
-                frames = int(key)
-            else:
-                raise ValueError(f"frames must be ed, es, all or an index, got {frames!r}")
-        if isinstance(frames, int):
-            frames = [frames]
-        out = [int(t) % self.num_frames if t < 0 else int(t) for t in frames]
-        for t in out:
-            if not 0 <= t < self.num_frames:
-                raise ValueError(f"frame {t} outside 0..{self.num_frames - 1}")
+            t = self.ed_frame if frames == "ed" else self.es_frame
+            if t is None:
+                raise FrameSelectionError(source, f"{frames.upper()} frame unknown for this study; give a frame index")
+            return [t]
+        if isinstance(frames, (int, np.integer)) and not isinstance(frames, bool):
+            frames = [int(frames)]
+        try:
+            items = list(frames)
+        except TypeError:
+            raise FrameSelectionError(source, f"frames must be ed, es, all or frame indices, got {frames!r}") from None
+        out = []
+        for t in items:
+            if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
+                raise FrameSelectionError(source, f"frame {t!r} is not an integer index")
+            if not -self.num_frames <= t < self.num_frames:
+                raise FrameSelectionError(source, f"frame {int(t)} outside 0..{self.num_frames - 1} "
+                                                  f"(this study has {self.num_frames} frame(s))")
+            out.append(int(t) % self.num_frames)
+        if not out:
+            raise FrameSelectionError(source, "no frame selected")
         return out
+
+
+class FrameSelectionError(InputError, ValueError):
+    """A --frames value that does not select frames of this study (also a ValueError, as before)."""
+
+
+def parse_frames(text: str) -> str | int | list[int]:
+    """Parse a --frames value: 'ed', 'es', 'all' (any case), an integer ('3', '-1'), or a
+    comma-separated list of integers ('0,5,10'). Raises FrameSelectionError otherwise."""
+    if not isinstance(text, str):
+        raise FrameSelectionError(None, f"--frames expects text, got {text!r}")
+    key = text.strip().lower()
+    if key in ("ed", "es", "all"):
+        return key
+    parts = [p.strip() for p in key.split(",")]
+    if not parts or not all(re.fullmatch(r"[+-]?[0-9]{1,9}", p) for p in parts):
+        raise FrameSelectionError(None, f"--frames must be ed, es, all, a frame index or indices like 0,5; "
+                                        f"got {text!r}")
+    values = [int(p) for p in parts]
+    return values[0] if len(values) == 1 else values

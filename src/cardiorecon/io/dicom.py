@@ -7,6 +7,9 @@ trigger time. DICOM patient coordinates are LPS; the affines returned are RAS (x
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import logging
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -14,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cardiorecon.errors import InputError
+from cardiorecon.errors import GeometryWarning, InputError
 from cardiorecon.geometry import LPS_TO_RAS
 from cardiorecon.io.nifti import register_input
 from cardiorecon.volume import Study, Volume
@@ -35,6 +38,7 @@ class _Plane:
     pixel_spacing: tuple[float, float]  # (between rows, between columns) mm
     thickness: float
     series_number: int
+    frame_of_reference: str = ""  # of its first file; "*" when its files disagree
     files: list[tuple[float, int, Path]] = field(default_factory=list)  # (trigger ms, instance, path)
 
     @property
@@ -49,50 +53,168 @@ class _Plane:
         return sorted(f[0] for f in self.files)
 
 
-def _read_headers(folder: Path) -> list[tuple[Path, object]]:
+# pydicom reports invalid values (real scanners write UIDs with leading zeros etc.; the values are
+# still usable) both as warnings and on its logger. While this module reads, both are muted; pydicom's
+# own configuration is never changed.
+_READING: contextvars.ContextVar[bool] = contextvars.ContextVar("cardiorecon_dicom_reading", default=False)
+
+
+class _MuteWhileReading(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _READING.get()
+
+
+_MUTE = _MuteWhileReading()
+
+
+@contextlib.contextmanager
+def _quiet():
+    logger = logging.getLogger("pydicom")
+    if _MUTE not in logger.filters:
+        logger.addFilter(_MUTE)
+    token = _READING.set(True)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"pydicom(\..*)?$")
+            yield
+    finally:
+        _READING.reset(token)
+
+
+def _quiet_dcmread(path: Path, **kwargs):
     import pydicom
+
+    with _quiet():
+        return pydicom.dcmread(str(path), **kwargs)
+
+
+def _header_value(ds, name: str, default=None):
+    with _quiet():
+        return getattr(ds, name, default)
+
+
+def _read_headers(folder: Path) -> list[tuple[Path, object]]:
+    """Headers of every DICOM image below `folder`. A file that claims to be DICOM (a .dcm/.ima
+    name or the DICM preamble) but cannot be parsed is an InputError naming it: skipping it would
+    shift its slice's cine by one phase. Other files (contours, CSV, notes) are ignored."""
     from pydicom.errors import InvalidDicomError
 
-    # Real scanners write UIDs with leading zeros etc.; the values are still usable.
-    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     out = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        claims_dicom = looks_like_dicom_file(path)
         try:
-            ds = pydicom.dcmread(str(path), stop_before_pixels=True)
-        except (InvalidDicomError, OSError):
+            ds = _quiet_dcmread(path, stop_before_pixels=True)
+        except OSError as exc:
+            raise InputError(path, f"cannot read the file ({exc.strerror or exc})") from exc
+        except InvalidDicomError:
+            if claims_dicom:
+                raise InputError(path, "not a readable DICOM file (no valid header)") from None
             continue
-        if not hasattr(ds, "ImageOrientationPatient") or not hasattr(ds, "ImagePositionPatient"):
+        except Exception as exc:  # pydicom raises many types on a truncated or corrupt header
+            if claims_dicom:
+                raise InputError(path, f"corrupt DICOM header ({type(exc).__name__}: {exc})") from exc
+            continue
+        try:
+            has_geometry = ds.get("ImageOrientationPatient") is not None and ds.get("ImagePositionPatient") is not None
+        except Exception as exc:
+            raise InputError(path, f"corrupt DICOM header ({type(exc).__name__}: {exc})") from exc
+        if not has_geometry:
+            if "Rows" in ds and "Columns" in ds:
+                warnings.warn(f"{path}: DICOM image without ImagePositionPatient/ImageOrientationPatient; not used")
             continue
         out.append((path, ds))
     return out
 
 
+def _float_list(ds, name: str, count: int, path: Path) -> np.ndarray:
+    try:
+        values = np.array([float(v) for v in _header_value(ds, name)], dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(path, f"{name} is not a list of numbers ({exc})") from exc
+    if values.shape != (count,) or not np.all(np.isfinite(values)):
+        raise InputError(path, f"{name} must hold {count} finite numbers, got {values.tolist()}")
+    return values
+
+
 def _planes(headers: list[tuple[Path, object]]) -> list[_Plane]:
     planes: dict[tuple, _Plane] = {}
+    seen: dict[str, Path] = {}
     for path, ds in headers:
-        iop = np.array([float(v) for v in ds.ImageOrientationPatient])
-        ipp = np.array([float(v) for v in ds.ImagePositionPatient])
-        uid = str(getattr(ds, "SeriesInstanceUID", ""))
+        sop = str(_header_value(ds, "SOPInstanceUID", "") or "")
+        if sop and sop in seen:
+            # An exact copy (same SOP instance) under another name: the same image, used once.
+            warnings.warn(f"{path}: the same image (SOPInstanceUID {sop}) as {seen[sop]}; the copy is ignored")
+            continue
+        if sop:
+            seen[sop] = path
+        iop = _float_list(ds, "ImageOrientationPatient", 6, path)
+        ipp = _float_list(ds, "ImagePositionPatient", 3, path)
+        if np.linalg.norm(iop[:3]) < 1e-6 or np.linalg.norm(iop[3:]) < 1e-6 or \
+                np.linalg.norm(np.cross(iop[:3], iop[3:])) < 1e-3:
+            raise InputError(path, f"ImageOrientationPatient {iop.tolist()} does not give two independent directions")
+        uid = str(_header_value(ds, "SeriesInstanceUID", "") or "")
         key = (uid, tuple(np.round(iop, 3)), tuple(np.round(ipp, 1)))
+        spacing = _header_value(ds, "PixelSpacing")
+        try:
+            spacing = None if spacing is None else (float(spacing[0]), float(spacing[1]))
+            rows, columns = int(_header_value(ds, "Rows")), int(_header_value(ds, "Columns"))
+        except (TypeError, ValueError, IndexError) as exc:
+            raise InputError(path, f"unreadable Rows/Columns/PixelSpacing ({exc})") from exc
+        if spacing is None:
+            raise InputError(path, "DICOM image without PixelSpacing; its geometry is unknown")
+        if not all(np.isfinite(v) and v > 0 for v in spacing):
+            raise InputError(path, f"PixelSpacing must be positive, got {list(spacing)}")
         if key not in planes:
-            spacing = getattr(ds, "PixelSpacing", None)
-            if spacing is None:
-                raise InputError(path, "DICOM image without PixelSpacing; its geometry is unknown")
             planes[key] = _Plane(
                 series_uid=uid,
-                description=str(getattr(ds, "SeriesDescription", "") or ""),
+                description=str(_header_value(ds, "SeriesDescription", "") or ""),
                 row_cos=iop[:3] / np.linalg.norm(iop[:3]),
                 col_cos=iop[3:] / np.linalg.norm(iop[3:]),
                 position=ipp,
-                rows=int(ds.Rows),
-                columns=int(ds.Columns),
-                pixel_spacing=(float(spacing[0]), float(spacing[1])),
-                thickness=float(getattr(ds, "SliceThickness", 0) or 0),
-                series_number=int(getattr(ds, "SeriesNumber", 0) or 0),
+                rows=rows,
+                columns=columns,
+                pixel_spacing=spacing,
+                thickness=float(_header_value(ds, "SliceThickness", 0) or 0),
+                series_number=int(_header_value(ds, "SeriesNumber", 0) or 0),
+                frame_of_reference=str(_header_value(ds, "FrameOfReferenceUID", "") or ""),
             )
-        trigger = float(getattr(ds, "TriggerTime", 0) or 0)
-        planes[key].files.append((trigger, int(getattr(ds, "InstanceNumber", 0) or 0), path))
+        plane = planes[key]
+        if str(_header_value(ds, "FrameOfReferenceUID", "") or "") != plane.frame_of_reference:
+            plane.frame_of_reference = "*"
+        if (rows, columns) != (plane.rows, plane.columns) or not np.allclose(spacing, plane.pixel_spacing, atol=1e-4):
+            first = plane.files[0][2] if plane.files else "the first file"
+            raise InputError(path, f"image of {rows} x {columns} pixels at {list(spacing)} mm, but the other images of "
+                                   f"its slice (series {plane.series_number}, like {first}) have {plane.rows} x "
+                                   f"{plane.columns} at {list(plane.pixel_spacing)} mm")
+        trigger = float(_header_value(ds, "TriggerTime", 0) or 0)
+        instance = int(_header_value(ds, "InstanceNumber", 0) or 0)
+        for t, n, other in plane.files:
+            if (t, n) == (trigger, instance):
+                raise InputError(path, f"same slice (series {plane.series_number}, position "
+                                       f"{np.round(plane.position, 1).tolist()} mm) and same phase (trigger time "
+                                       f"{trigger:g} ms, instance {instance}) as {other}: which one belongs is unknown")
+        plane.files.append((trigger, instance, path))
     return list(planes.values())
+
+
+def _sax_frame_of_reference(folder: Path, planes: list[_Plane], sax_planes: list[_Plane]) -> str | None:
+    """The SAX stack's FrameOfReferenceUID, or None where the UIDs say nothing.
+
+    Where images share frames of reference (the normal case: one per study), SAX slices in
+    different ones are an error and a LAX series in another one is not used. Anonymised data
+    (Sunnybrook) give every image its own UID; then the UIDs cannot be compared, and a warning says so.
+    """
+    uids = {p.frame_of_reference for p in planes}
+    if "*" in uids or len(uids) >= len(planes) > 1 or uids == {""}:
+        if uids != {""}:
+            warnings.warn(f"{folder}: FrameOfReferenceUID differs between images of one slice or between every slice "
+                          "(anonymised data?); the slices' positions are used as they are", GeometryWarning)
+        return None
+    sax = {p.frame_of_reference for p in sax_planes}
+    if len(sax) > 1:
+        raise InputError(folder, f"the SAX slices lie in {len(sax)} different frames of reference (FrameOfReferenceUID "
+                                 f"{sorted(sax)}): their positions cannot be compared")
+    return sax.pop()
 
 
 def _stacks(planes: list[_Plane]) -> list[list[_Plane]]:
@@ -109,16 +231,16 @@ def _stacks(planes: list[_Plane]) -> list[list[_Plane]]:
     return stacks
 
 
-def _pixels(path: Path) -> np.ndarray:
-    import pydicom
-
-    ds = pydicom.dcmread(str(path))
+def _pixels(path: Path, shape: tuple[int, int]) -> np.ndarray:
     try:
-        arr = ds.pixel_array.astype(np.float32)
+        ds = _quiet_dcmread(path)
+        arr = np.asarray(ds.pixel_array, dtype=np.float32)
     except Exception as exc:
         raise InputError(path, f"cannot decode pixel data ({type(exc).__name__}: {exc})") from exc
-    slope = float(getattr(ds, "RescaleSlope", 1) or 1)
-    intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
+    if arr.shape != shape:
+        raise InputError(path, f"pixel data of shape {arr.shape}, but Rows x Columns say {shape}")
+    slope = float(_header_value(ds, "RescaleSlope", 1) or 1)
+    intercept = float(_header_value(ds, "RescaleIntercept", 0) or 0)
     arr = arr * slope + intercept
     if not np.all(np.isfinite(arr)):
         raise InputError(path, "pixel data contains NaN or infinite values")
@@ -127,7 +249,7 @@ def _pixels(path: Path) -> np.ndarray:
 
 def _frames(plane: _Plane, num_frames: int) -> np.ndarray:
     files = plane.sorted_files()[:num_frames]
-    return np.stack([_pixels(p) for p in files], axis=-1)  # (X, Y, T)
+    return np.stack([_pixels(p, (plane.rows, plane.columns)) for p in files], axis=-1)  # (X, Y, T)
 
 
 def _affine_lps(plane: _Plane, slice_step: np.ndarray) -> np.ndarray:
@@ -189,10 +311,16 @@ def read_dicom_folder(folder: str | Path) -> Study:
     if np.max(np.abs(steps - steps.mean())) > 0.1 * steps.mean():
         raise InputError(folder, f"SAX slices are not evenly spaced: positions {np.round(heights, 2).tolist()} mm")
 
-    frame_counts = {len(p.files) for p in sax_planes}
-    num_frames = min(frame_counts)
-    if len(frame_counts) > 1:
-        warnings.warn(f"{folder}: SAX slices have {sorted(frame_counts)} frames; using the first {num_frames}")
+    sax_for = _sax_frame_of_reference(folder, planes, sax_planes)
+    counts = [len(p.files) for p in sax_planes]
+    num_frames = max(set(counts), key=counts.count)  # the usual frame count
+    for k, p in enumerate(sax_planes):
+        if len(p.files) != num_frames:
+            # Dropping or padding a phase would shift this slice's cine against the others.
+            raise InputError(p.sorted_files()[0].parent,
+                             f"SAX slice {k} (series {p.series_number}, position {heights[k]:.1f} mm along the normal, "
+                             f"first file {p.sorted_files()[0].name}) has {len(p.files)} frames, the other slices "
+                             f"{num_frames}: a file is missing or was unreadable")
     step_lps = (sax_planes[-1].position - sax_planes[0].position) / (len(sax_planes) - 1)
     affine = LPS_TO_RAS @ _affine_lps(sax_planes[0], step_lps)
     data = np.stack([_frames(p, num_frames) for p in sax_planes], axis=2)  # (X, Y, Z, T)
@@ -211,6 +339,11 @@ def read_dicom_folder(folder: str | Path) -> Study:
     lax: dict[str, Volume] = {}
     counter = [0]
     for plane in sorted((p for s in stacks[1:] for p in s), key=lambda p: p.series_number):
+        if sax_for is not None and plane.frame_of_reference != sax_for:
+            warnings.warn(f"{plane.sorted_files()[0]}: LAX series {plane.series_number} ({plane.description!r}) has "
+                          f"FrameOfReferenceUID {plane.frame_of_reference!r}, the SAX {sax_for!r}: its position "
+                          "relative to the SAX stack is unknown, so it is not used", GeometryWarning)
+            continue
         step = plane.normal * (plane.thickness or 1.0)
         n_frames = len(plane.files)
         pixels = _frames(plane, n_frames)[:, :, None, :]
@@ -225,6 +358,17 @@ def read_dicom_folder(folder: str | Path) -> Study:
     for path, _ in headers:
         register_input(path)
     return Study(sax=sax, lax=lax, meta={"source": str(folder), "format": "dicom"})
+
+
+def looks_like_dicom_file(path: Path) -> bool:
+    """True when `path` has a DICOM preamble or a .dcm/.ima name (checked cheaply, no parsing)."""
+    if re.search(r"\.(dcm|ima)$", path.name, re.I):
+        return True
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
 
 
 def looks_like_dicom_folder(folder: Path) -> bool:

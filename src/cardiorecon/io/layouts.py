@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from cardiorecon.errors import InputError
+from cardiorecon.errors import GeometryWarning, InputError
 from cardiorecon.io.nifti import read_nifti, register_input
 from cardiorecon.volume import Study, Volume
 
@@ -36,7 +37,51 @@ def _labels(volume: Volume, path: Path) -> Volume:
 
 
 def _read_sax(path: Path) -> Volume:
-    return _as_4d(read_nifti(path, ndim=(3, 4), dtype=np.float32))
+    vol = read_nifti(path, ndim=(3, 4), dtype=np.float32)
+    if vol.data.ndim == 3:
+        _refuse_3d_cine(path, vol)
+    return _as_4d(vol)
+
+
+def _refuse_3d_cine(path: Path, vol: Volume) -> None:
+    """A 3D SAX file is one frame of Z slices. A cine of one slice stored as (X, Y, T) looks the
+    same; its header gives it away: a time unit, or a third voxel size that is a frame interval."""
+    import nibabel as nib
+
+    try:
+        header = nib.load(str(path)).header
+        _, time_unit = header.get_xyzt_units()
+    except Exception:  # noqa: BLE001 - read_nifti has read this file already; be lenient here
+        return
+    if int(header["dim"][0]) == 3 and time_unit not in (None, "unknown"):
+        raise InputError(path, f"a 3D image with time units ({time_unit}): a cine of one slice (X, Y, T) cannot be a "
+                               "SAX stack; store the SAX cine as (X, Y, Z, T)")
+    if vol.spatial_shape[2] >= 10 and abs(float(vol.spacing[2]) - 1.0) < 1e-6:
+        # 1 is what writers put for an unset voxel size: say how the file was read.
+        warnings.warn(f"{path}: 3D image read as one frame of {vol.spatial_shape[2]} slices 1 mm apart; a cine of one "
+                      "slice must be stored as (X, Y, 1, T)", GeometryWarning, stacklevel=3)
+
+
+def read_subject_info(path: Path) -> dict:
+    """subject.json: a JSON object; ED/ES frames integers (or null), thicknesses positive numbers."""
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(path, "not a text file") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"invalid JSON ({exc})") from exc
+    if not isinstance(info, dict):
+        raise InputError(path, f"must hold a JSON object ({{\"ed_frame\": 0, ...}}), got a {type(info).__name__}")
+    for key in ("ed_frame", "es_frame"):
+        value = info.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise InputError(path, f"{key!r} must be a frame index (an integer >= 0) or null, got {value!r}")
+    for key in ("sax_slice_thickness_mm", "lax_slice_thickness_mm"):
+        value = info.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not np.isfinite(value) or value <= 0):
+            raise InputError(path, f"{key!r} must be a positive number of mm, got {value!r}")
+    return info
 
 
 def _stack_frames(paths: list[Path], labels: bool = False) -> Volume:
@@ -164,7 +209,11 @@ def read_mnms2(folder: Path) -> Study:
 
 def _read_info_cfg(path: Path) -> dict[str, str]:
     out = {}
-    for line in path.read_text().splitlines():
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(path, "not a text file (ACDC Info.cfg holds lines such as 'ED: 1')") from None
+    for line in text.splitlines():
         if ":" in line:
             k, v = line.split(":", 1)
             out[k.strip()] = v.strip()
@@ -211,6 +260,8 @@ def read_study(path: str | Path, with_contours: bool = True) -> Study:
             return Study(sax, meta={"source": str(path), "format": "nifti", "subject": path.name.split(".")[0]})
         raise InputError(path, "expected a subject folder or a .nii/.nii.gz file")
     if (path / "sa.nii.gz").is_file() or (path / "sa_ED.nii.gz").is_file():
+        if (path / "subject.json").is_file():
+            read_subject_info(path / "subject.json")  # refuse a malformed one with a clear message
         return read_ukbb(path)
     if any(path.glob("*_SA_ED.nii.gz")):
         return read_mnms2(path)

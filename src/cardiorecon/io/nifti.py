@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cardiorecon.errors import InputError, OutputError
+from cardiorecon.errors import GeometryWarning, InputError, OutputError
 from cardiorecon.volume import Volume, check_affine
 
 # Every file read in this process; writers refuse to replace any of them.
@@ -23,6 +24,18 @@ def register_input(path: str | Path) -> None:
 
 def is_input(path: str | Path) -> bool:
     return Path(path).resolve() in _INPUTS
+
+
+def _raw_pixdim(path: Path, img: Any) -> np.ndarray:
+    """pixdim as stored in the file (nibabel's header object has already replaced zeros by 1)."""
+    from nibabel.openers import ImageOpener
+
+    try:
+        with ImageOpener(str(path)) as fobj:
+            raw = type(img.header).from_fileobj(fobj, check=False)
+        return np.asarray(raw["pixdim"], dtype=np.float64)
+    except Exception:  # an unusual header class: trust nibabel's
+        return np.asarray(img.header["pixdim"], dtype=np.float64)
 
 
 def read_nifti(path: str | Path, *, ndim: tuple[int, ...] = (2, 3, 4), dtype: Any = None) -> Volume:
@@ -57,15 +70,26 @@ def read_nifti(path: str | Path, *, ndim: tuple[int, ...] = (2, 3, 4), dtype: An
     sform, scode = header.get_sform(coded=True)
     qform, qcode = header.get_qform(coded=True)
     if scode:
-        affine = sform
+        affine, geometry = sform, "sform"
     elif qcode:
-        affine = qform
+        # nibabel silently turns a zero voxel size into 1 mm; the raw header says what the file holds
+        pixdim = _raw_pixdim(path, img)
+        bad = [i for i in range(1, min(4, data.ndim + 1)) if not (np.isfinite(pixdim[i]) and pixdim[i] > 0)]
+        if bad:
+            raise InputError(path, f"the qform (no sform) needs voxel sizes, but pixdim[{bad[0]}] = "
+                                   f"{float(pixdim[bad[0]]):g}: the {('column', 'row', 'slice')[bad[0] - 1]} "
+                                   "spacing is unknown")
+        affine, geometry = qform, "qform"
     else:
-        affine = img.affine  # nibabel's fall-back from pixdim; no code set in the file
+        # No code set: the position and orientation are unknown. nibabel's pixdim fall-back puts
+        # the image at the origin; say so, and mark the volume so that it guides nothing.
+        affine, geometry = img.affine, "none"
+        warnings.warn(f"{path}: sform and qform codes are both 0: position and orientation unknown "
+                      "(voxel sizes from pixdim, origin at the centre)", GeometryWarning, stacklevel=2)
     affine = check_affine(affine, path)
     if dtype is not None:
         data = data.astype(dtype)
-    meta: dict[str, Any] = {"source": str(path)}
+    meta: dict[str, Any] = {"source": str(path), "geometry": geometry}
     zooms = header.get_zooms()
     if len(zooms) > 3 and data.ndim == 4 and zooms[3] > 0:
         meta["frame_interval"] = float(zooms[3])
@@ -73,29 +97,63 @@ def read_nifti(path: str | Path, *, ndim: tuple[int, ...] = (2, 3, 4), dtype: An
     return Volume(data, affine, meta)
 
 
-def atomic_write(path: str | Path, write: Any, suffix: str = "") -> Path:
-    """Call `write(tmp_path)` then rename the temporary file onto `path`.
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some file systems do not open folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
-    Refuses to replace a file that was read as an input in this process. On failure nothing
-    at `path` changes and the temporary file is removed.
+
+def atomic_write(path: str | Path, write: Any, suffix: str = "") -> Path:
+    """Call `write(tmp_path)`, flush it to disk, then rename the temporary file onto `path`.
+
+    The temporary file is created with mode 0o666 so that the process umask applies as for any
+    new file (no umask toggling, which races between threads). Refuses to replace a file that
+    was read as an input in this process. On failure nothing at `path` changes and the temporary
+    file is removed.
     """
     path = Path(path)
     if is_input(path):
         raise OutputError(path, "refusing to overwrite an input file")
+    if path.is_dir():
+        raise OutputError(path, "is a folder; cannot write a file there")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or "".join(path.suffixes), dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}{suffix or ''.join(path.suffixes)}"
     try:
-        write(Path(tmp))
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except OSError as exc:
+        raise OutputError(path, f"cannot write here ({exc.strerror or exc})") from exc
+    try:
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _fsync_dir(path.parent)
     return path
+
+
+#: a qform further than this from the affine at any image corner is reported on writing
+QFORM_TOLERANCE_MM = 1e-3
+
+
+def qform_error_mm(affine: np.ndarray, qform: np.ndarray, shape: tuple[int, ...]) -> float:
+    """Largest distance (mm) between `affine` and `qform` over the corners of a grid of `shape`."""
+    corners = np.array(np.meshgrid(*[[0, max(n - 1, 0)] for n in shape[:3]], indexing="ij")).reshape(3, -1)
+    corners = np.vstack([corners, np.ones(corners.shape[1])])
+    return float(np.max(np.linalg.norm((affine @ corners - qform @ corners)[:3], axis=0)))
 
 
 def write_nifti(volume: Volume, path: str | Path, dtype: Any = None) -> Path:
@@ -116,6 +174,13 @@ def write_nifti(volume: Volume, path: str | Path, dtype: Any = None) -> Path:
     img = nib.Nifti1Image(data, volume.affine)
     img.set_sform(volume.affine, code=1)
     img.set_qform(volume.affine, code=1)
+    # A qform holds rotation, zooms and a flip only; nibabel writes the nearest one for a sheared
+    # affine. The sform keeps the exact affine; say how far a qform-only reader would be off.
+    off = qform_error_mm(volume.affine, img.get_qform(), data.shape[:3])
+    if off > QFORM_TOLERANCE_MM:
+        warnings.warn(f"{path}: the affine is sheared; the sform holds it exactly, the qform is its nearest "
+                      f"rigid + zoom approximation, up to {off:.2f} mm off at the image corners",
+                      GeometryWarning, stacklevel=2)
     img.header.set_xyzt_units("mm", "msec")
     zooms = list(img.header.get_zooms())
     if data.ndim == 4 and "frame_interval" in volume.meta:
