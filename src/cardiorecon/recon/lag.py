@@ -19,6 +19,7 @@ import torch
 
 from cardiorecon.diffusion import NoiseSchedule, ddim_sample
 from cardiorecon.diffusion.schedule import spaced_timesteps
+from cardiorecon.errors import NumericalError
 from cardiorecon.models.diffae import DiffAE
 from cardiorecon.metrics.image import masked_ncc
 from cardiorecon.recon.lax import LaxOperator, lax_loss, match_intensity
@@ -55,6 +56,8 @@ class LagResult:
     agreement_after: dict[str, float] = field(default_factory=dict)
     iterations: int = 0
     seconds: float = 0.0
+    best_iteration: int = 0  # the iteration whose codes were kept (lowest loss)
+    stopped: str | None = None  # why the optimisation stopped early, where not by patience or the limit
 
 
 def continuity_loss(dense: torch.Tensor, new_index: np.ndarray) -> torch.Tensor:
@@ -82,9 +85,21 @@ def optimise(model: DiffAE, acquired: torch.Tensor, codes: GapCodes, factor: int
     acquired: (X, Y, Z) in [-1, 1]; codes: the seeds from `diffae`; operators/images: the guiding
     views (each operator built for the dense grid). `progress(i, total, loss)` is called per step.
     """
-    schedule = NoiseSchedule.linear(model.config.num_timesteps)
-    for p in model.parameters():
+    # The model is frozen while the codes are optimised; the caller's flags are restored at the end.
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
         p.requires_grad_(False)
+    try:
+        return _optimise(model, acquired, codes, factor, operators, images, config, progress)
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def _optimise(model, acquired, codes, factor, operators, images, config, progress) -> LagResult:
+    if config.max_iterations < 1:
+        raise ValueError(f"lag needs at least one iteration, got max_iterations = {config.max_iterations}")
+    schedule = NoiseSchedule.linear(model.config.num_timesteps)
     seed_z, seed_x = codes.z_sem.detach().clone(), codes.x_T.detach().clone()
     z = seed_z.clone().requires_grad_(True)
     x_T = seed_x.clone().requires_grad_(True)
@@ -92,6 +107,7 @@ def optimise(model: DiffAE, acquired: torch.Tensor, codes: GapCodes, factor: int
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=config.lr_halve_every, gamma=0.5)
     t0 = time.perf_counter()
     history, best, best_loss, since_best = [], None, float("inf"), 0
+    best_iteration, stopped = 0, None
     agreement_before = None
     # The codes sit at the last inversion timestep; K-step decoding starts from exactly there.
     top = spaced_timesteps(schedule.num_timesteps, config.invert_steps, config.depth)[-1]
@@ -109,12 +125,20 @@ def optimise(model: DiffAE, acquired: torch.Tensor, codes: GapCodes, factor: int
         if agreement_before is None:
             agreement_before = lax_agreement(dense.detach(), operators, images)
         value = float(loss.detach())
+        if not np.isfinite(value):
+            if best is None:
+                raise NumericalError(f"lag: the loss of the seed codes is not finite ({value}: LAX {float(l_lax)}, "
+                                     f"continuity {float(l_cont)}, seed {float(l_seed)}); the model or the inputs "
+                                     "produce NaN or infinite values")
+            stopped = f"non-finite loss at iteration {it}; kept iteration {best_iteration}"
+            break
         history.append({"iteration": it, "loss": value, "lax": float(l_lax.detach()), "continuity": float(l_cont.detach()),
                         "seed": float(l_seed.detach()), "lr": opt.param_groups[0]["lr"],
                         "seconds": time.perf_counter() - t0})
         if value < best_loss - 1e-7:
             best_loss, since_best = value, 0
             best = (z.detach().clone(), x_T.detach().clone(), dense.detach().clone())
+            best_iteration = it
         else:
             since_best += 1
             if since_best >= config.patience:
@@ -134,7 +158,7 @@ def optimise(model: DiffAE, acquired: torch.Tensor, codes: GapCodes, factor: int
         dense_best = assemble(acquired, new, codes, factor)
     return LagResult(dense=dense_best.numpy(), history=history, agreement_before=agreement_before or {},
                      agreement_after=lax_agreement(dense_best, operators, images), iterations=len(history),
-                     seconds=time.perf_counter() - t0)
+                     seconds=time.perf_counter() - t0, best_iteration=best_iteration, stopped=stopped)
 
 
 __all__ = ["LagConfig", "LagResult", "SEED_SETTINGS", "optimise", "continuity_loss", "match_intensity"]
