@@ -77,6 +77,16 @@ def volume_ml(labels: np.ndarray, label: int, spacing: Sequence[float] | float) 
     return float(np.count_nonzero(lab == label) * np.prod(s) / 1000.0)
 
 
+#: Myocardial tissue density (g/mL) for LV mass, the value used in cardiac MR volumetry.
+MYOCARDIAL_DENSITY_G_PER_ML = 1.05
+
+
+def myocardial_mass_g(labels: np.ndarray, spacing: Sequence[float] | float,
+                      density_g_per_ml: float = MYOCARDIAL_DENSITY_G_PER_ML) -> float:
+    """LV myocardial mass (g): LV myocardium volume (label 2, mL) times the tissue density."""
+    return density_g_per_ml * volume_ml(labels, LABELS["lv_myocardium"], spacing)
+
+
 def ejection_fraction(edv_ml: float, esv_ml: float) -> float:
     """EF in percent; NaN when the end-diastolic volume is zero."""
     return float("nan") if edv_ml <= 0 else 100.0 * (edv_ml - esv_ml) / edv_ml

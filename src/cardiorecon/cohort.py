@@ -1,0 +1,478 @@
+"""Cohorts: every subject, every frame, clinical numbers, meshes; spread over a Dask cluster.
+
+Two layers (as Dask's own examples are built):
+
+- `run_subject(path, out, options)`: one subject, alone, in any process. Read the study, align the
+  SAX slices to the LAX views where both exist, reconstruct every frame (4D), segment the dense 4D
+  volume, and write into `out`: the dense 4D NIfTI on the model grid and on the input's in-plane grid,
+  the 4D labels on both, the LV/RV/myocardium volume curves (CSV, PNG), EDV/ESV/SV/EF and LV mass,
+  surface meshes of the LV endocardium, LV epicardium and RV at ED and ES (STL, PLY), a subject HTML
+  page, `result.json`, and last, atomically, the marker `done.json`.
+- `run_cohort(data, out, options, workers | scheduler)`: the runner. It only maps `run_subject` over
+  the subjects (one Dask task each) on a LocalCluster sized to the machine or an existing scheduler,
+  skips subjects whose marker exists for the same options, records a failing subject with its error
+  and goes on, shows a progress bar with the time left, and writes `cohort.csv` (rewritten as each
+  subject finishes) and `cohort.html`.
+
+Models are loaded once per worker process (`load_models` caches them by weights and device).
+
+4D consistency: the segmenter's class probabilities can be smoothed along time (circular Gaussian
+over the cycle) before the argmax (`temporal="probability"`), or the dense intensities themselves
+(`temporal="intensity"`); `none` segments each frame on its own. The default is chosen by measurement
+on the phantom's true curves: see docs/BENCHMARKS.md, section "Cohorts".
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import threading
+import time
+import traceback
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Literal, Sequence
+
+import numpy as np
+
+from cardiorecon.errors import CardioReconError, InputError
+
+Temporal = Literal["none", "probability", "intensity"]
+MARKER = "done.json"
+RESULT = "result.json"
+FAILED = "failed.json"
+
+COLUMNS = ["subject", "status", "method", "frames", "ed_frame", "es_frame", "lv_edv_ml", "lv_esv_ml", "lv_sv_ml",
+           "lv_ef", "lv_mass_g", "rv_edv_ml", "rv_esv_ml", "rv_sv_ml", "rv_ef", "mesh_max_error_pct",
+           "meshes_watertight", "seconds", "seconds_per_frame", "peak_mb", "device", "worker", "models_loaded",
+           "resumed", "path", "error"]
+
+
+@dataclass(frozen=True)
+class CohortOptions:
+    """What to run on every subject (saved in each marker: a rerun with other options redoes the subject)."""
+
+    method: str = "linear"
+    factor: int = 5
+    frames: str = "all"  # all, ed, es, an index, or comma-separated indices
+    temporal: Temporal = "probability"
+    temporal_sigma: float = 0.75  # frames
+    device: str = "cpu"  # auto, cpu, cuda (resolved on each worker)
+    weights: str | None = None  # DiffAE (diffae, lag) or DMCVR (dmcvr) weights; None: shipped
+    seg_weights: str | None = None
+    lax_views: tuple[str, ...] | None = None
+    align: str = "auto"  # auto: estimate where LAX views exist and alignment is available; off
+    meshes: bool = True
+    mesh_smoothing: int = 20
+    torch_threads: int | None = None  # per worker; None leaves torch's setting
+
+    def key(self) -> dict:
+        """The options that change a subject's outputs."""
+        d = asdict(self)
+        for k in ("device", "torch_threads"):
+            d.pop(k)
+        d["lax_views"] = None if self.lax_views is None else list(self.lax_views)
+        return d
+
+
+@dataclass
+class Models:
+    recon: object | None
+    segnet: object
+    device: str
+
+
+# ----- models: loaded once per worker process -----
+_MODELS: dict[tuple, Models] = {}
+_MODELS_LOCK = threading.Lock()
+MODEL_LOADS: Counter = Counter()  # loads per key in this process (reported per subject)
+
+
+def load_models(options: CohortOptions) -> Models:
+    """The reconstruction model (None for the classical methods) and the segmentation network on the
+    options' device, loaded on the first call in this process and reused after."""
+    from cardiorecon.device import resolve_device
+
+    device = resolve_device(options.device)
+    key = (options.method, options.weights, options.seg_weights, str(device))
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            from cardiorecon.segment import load_segnet
+
+            recon = None
+            if options.method in ("diffae", "lag"):
+                from cardiorecon.models.pretrained import load_diffae
+
+                recon = load_diffae(options.weights)
+            elif options.method == "dmcvr":
+                from cardiorecon.models.pretrained import load_dmcvr
+
+                recon = load_dmcvr(options.weights)
+            recon = None if recon is None else recon.to(device).eval()
+            _MODELS[key] = Models(recon, load_segnet(options.seg_weights).to(device).eval(), str(device))
+            MODEL_LOADS[key] += 1
+        return _MODELS[key]
+
+
+def models_loaded() -> int:
+    """How many times models were loaded in this process (1 per options key when cached)."""
+    return sum(MODEL_LOADS.values())
+
+
+# ----- one subject -----
+@dataclass
+class SubjectOutputs:
+    subject: str
+    row: dict
+    files: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _frames(study, frames: str) -> list[int]:
+    if "," in str(frames):
+        return study.resolve_frames([int(f) for f in str(frames).split(",") if f.strip()])
+    f = str(frames)
+    return study.resolve_frames(int(f) if f.lstrip("-").isdigit() else f)
+
+
+def _align(study, options: CohortOptions, notes: list[str]):
+    if options.align == "off":
+        return study, None
+    if not study.lax:
+        notes.append("no LAX view: the SAX slices are not aligned")
+        return study, None
+    try:
+        from cardiorecon.align import align_study, estimate_alignment
+    except ImportError:
+        notes.append("alignment not available in this installation: the SAX slices are not aligned")
+        return study, None
+    views = None if options.lax_views is None else list(options.lax_views)
+    alignment = estimate_alignment(study, views)
+    notes.extend(alignment.notes)
+    shifts = np.asarray(alignment.sax_shifts_mm)
+    notes.append(f"aligned to LAX {', '.join(alignment.lax_views)}: largest slice shift "
+                 f"{float(np.abs(shifts).max()) if shifts.size else 0.0:.1f} mm")
+    return align_study(study, alignment), alignment
+
+
+def segment_4d(net, data: np.ndarray, temporal: Temporal = "none", sigma: float = 0.75,
+               circular: bool = True) -> np.ndarray:
+    """Labels (X, Y, Z, T) uint8 of a dense model-grid 4D volume in [-1, 1].
+
+    temporal: 'none' (each frame alone), 'probability' (class probabilities smoothed along time by
+    a Gaussian of `sigma` frames before the argmax), 'intensity' (the images smoothed along time
+    first). `circular`: the frames cover the whole cycle (time wraps around)."""
+    from scipy.ndimage import gaussian_filter1d
+
+    from cardiorecon.autoencoder import volume_to_slices
+    from cardiorecon.segment import predict_slices
+
+    data = np.asarray(data, np.float32)
+    if data.ndim != 4:
+        raise ValueError(f"segment_4d needs (X, Y, Z, T), got shape {data.shape}")
+    X, Y, Z, T = data.shape
+    mode = "wrap" if circular else "nearest"
+    smooth = temporal != "none" and T > 2 and sigma > 0
+    if temporal == "intensity" and smooth:
+        data = gaussian_filter1d(data, sigma, axis=3, mode=mode)
+    elif temporal not in ("none", "probability", "intensity"):
+        raise ValueError(f"temporal must be none, probability or intensity, got {temporal!r}")
+    probs = predict_slices(net, volume_to_slices(data)).cpu().numpy()  # (T*Z, C, X, Y), frame-major
+    probs = probs.reshape(T, Z, -1, X, Y)
+    if temporal == "probability" and smooth:
+        probs = gaussian_filter1d(probs, sigma, axis=0, mode=mode)
+    return np.transpose(probs.argmax(2), (2, 3, 1, 0)).astype(np.uint8)
+
+
+def _write_json(path: Path, obj) -> Path:
+    from cardiorecon.io.nifti import atomic_write
+
+    text = json.dumps(obj, indent=2, default=_jsonable)
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text), suffix=".json")
+
+
+def _jsonable(v):
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, Path):
+        return str(v)
+    raise TypeError(f"not JSON serialisable: {type(v).__name__}")
+
+
+def run_subject(path: str | Path, out: str | Path, options: CohortOptions = CohortOptions(),
+                models: Models | None = None, subject: str | None = None) -> SubjectOutputs:
+    """Run one subject end to end and write its outputs into `out` (see the module docstring).
+
+    Raises on bad input (CardioReconError naming the file); the marker is written only on success.
+    """
+    from cardiorecon.geometry import resample, upsampled_affine
+    from cardiorecon.io import read_study
+    from cardiorecon.io.nifti import atomic_write, write_nifti
+    from cardiorecon.meshes import ventricle_meshes, write_mesh
+    from cardiorecon.metrics.function import function_from_curves, volume_curves
+    from cardiorecon.recon.pipeline import PeakMemory, reconstruct, to_native
+    from cardiorecon.report.cohort import slices_png, subject_page, volume_curve_png, write_html
+    from cardiorecon.volume import Volume
+
+    t_start = time.perf_counter()
+    path, out = Path(path), Path(out)
+    subject = subject or (path.name[:-7] if path.name.endswith(".nii.gz") else path.stem if path.is_file() else path.name)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).unlink(missing_ok=True)
+    notes: list[str] = []
+    if options.torch_threads:
+        import torch
+
+        torch.set_num_threads(options.torch_threads)
+    with PeakMemory() as mem:
+        models = models or load_models(options)
+        study = read_study(path)
+        study, _ = _align(study, options, notes)
+        frames = _frames(study, options.frames)
+        rec = reconstruct(study, options.method, factor=options.factor, frames=frames,
+                          lax_views=None if options.lax_views is None else list(options.lax_views),
+                          model=models.recon)
+        notes.extend(rec.notes)
+        circular = len(frames) == study.num_frames
+        labels = segment_4d(models.segnet, rec.normalised.data, options.temporal, options.temporal_sigma, circular)
+        spacing = rec.volume.spacing.tolist()
+        curves = volume_curves(labels, spacing)
+        fn = function_from_curves(curves, labels, spacing)
+        ed, es = frames[fn["ed_index"]], frames[fn["es_index"]]
+        files: list[Path] = []
+        m = options.method
+        label_vol = Volume(labels, rec.volume.affine, {"frames": frames, "segmentation": "segnet"})
+        files.append(write_nifti(rec.volume, out / f"recon_{m}.nii.gz"))
+        files.append(write_nifti(to_native(rec, study), out / f"recon_{m}_native.nii.gz"))
+        files.append(write_nifti(label_vol, out / f"seg_{m}.nii.gz"))
+        target = upsampled_affine(study.sax.affine, rec.factor)
+        native_shape = (*study.sax.spatial_shape[:2], rec.volume.spatial_shape[2])
+        files.append(write_nifti(resample(label_vol, target, native_shape, order=0), out / f"seg_{m}_native.nii.gz"))
+
+        interval = study.sax.meta.get("frame_interval")
+        times = [t * float(interval) if interval else float(t) for t in frames]
+        curve_rows = [{"frame": t, "time_ms": round(times[i], 3) if interval else "",
+                       **{k: round(float(v[i]), 4) for k, v in curves.items()}} for i, t in enumerate(frames)]
+
+        def write_curves(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=list(curve_rows[0]))
+                w.writeheader()
+                w.writerows(curve_rows)
+
+        files.append(atomic_write(out / "volumes.csv", write_curves, suffix=".csv"))
+        curve_png = volume_curve_png(times if interval else frames, curves, fn["ed_index"], fn["es_index"],
+                                     f"{subject}: {m}, {len(frames)} frames")
+        files.append(atomic_write(out / "volumes.png", lambda tmp: Path(tmp).write_bytes(curve_png), suffix=".png"))
+
+        mesh_rows = []
+        if options.meshes:
+            for phase, idx in (("ed", fn["ed_index"]), ("es", fn["es_index"])):
+                for name, sm in ventricle_meshes(labels[..., idx], rec.volume.affine,
+                                                 smoothing_iterations=options.mesh_smoothing).items():
+                    files.extend(write_mesh(sm.mesh, out / "meshes" / f"{name}_{phase}"))
+                    mesh_rows.append({**sm.summary(), "phase": phase.upper()})
+        errors = [abs(r["volume_error_pct"]) for r in mesh_rows]
+        seconds = time.perf_counter() - t_start
+        row = {"subject": subject, "status": "done", "method": m, "frames": len(frames), "ed_frame": ed,
+               "es_frame": es, **{k: fn[k] for k in ("lv_edv_ml", "lv_esv_ml", "lv_sv_ml", "lv_ef", "lv_mass_g",
+                                                      "rv_edv_ml", "rv_esv_ml", "rv_sv_ml", "rv_ef")},
+               "mesh_max_error_pct": max(errors) if errors else "",
+               "meshes_watertight": all(r["watertight"] for r in mesh_rows) if mesh_rows else "",
+               "seconds_per_frame": float(np.mean(rec.seconds_per_frame)), "device": models.device,
+               "worker": os.getpid(), "models_loaded": models_loaded(), "resumed": False, "path": str(path),
+               "error": ""}
+        slice_png = slices_png(rec.normalised.data, labels, {"ED": fn["ed_index"], "ES": fn["es_index"]})
+    row["seconds"] = time.perf_counter() - t_start
+    row["peak_mb"] = mem.peak_mb
+    rel = [str(Path(f).relative_to(out)) for f in files]
+    page = subject_page(subject, row, curve_png, slice_png, mesh_rows, rel, notes)
+    files.append(write_html(out / "subject.html", page))
+    result = {"row": row, "options": options.key(), "curves": curve_rows, "meshes": mesh_rows, "notes": notes,
+              "files": rel + ["subject.html"]}
+    _write_json(out / RESULT, result)
+    (out / FAILED).unlink(missing_ok=True)
+    _write_json(out / MARKER, {"row": row, "options": options.key()})  # last: the subject is done
+    return SubjectOutputs(subject, row, [str(f) for f in files], notes)
+
+
+def _failed_row(subject: str, path: Path, options: CohortOptions, error: str, seconds: float = 0.0) -> dict:
+    return {**{c: "" for c in COLUMNS}, "subject": subject, "status": "failed", "method": options.method,
+            "path": str(path), "seconds": seconds, "resumed": False, "error": error}
+
+
+def subject_task(path: str, out: str, options: CohortOptions, subject: str) -> dict:
+    """One Dask task: `run_subject`, with any failure turned into a row (and failed.json) instead
+    of an exception, so that one bad subject never stops the others."""
+    t0 = time.perf_counter()
+    try:
+        return run_subject(path, out, options, subject=subject).row
+    except Exception as exc:  # noqa: BLE001 - recorded, never raised: the cohort goes on
+        message = str(exc) if isinstance(exc, CardioReconError) else f"{type(exc).__name__}: {exc}"
+        message = " ".join(message.split())
+        try:
+            Path(out).mkdir(parents=True, exist_ok=True)
+            _write_json(Path(out) / FAILED, {"error": message, "traceback": traceback.format_exc()})
+        except Exception:  # noqa: BLE001 - the row still carries the error
+            pass
+        return _failed_row(subject, Path(path), options, message, time.perf_counter() - t0)
+
+
+# ----- the cohort -----
+def discover(data: Sequence[str | Path]) -> tuple[list[tuple[str, Path]], list[tuple[Path, str]]]:
+    """(subject name, path) of every study under `data`, names made unique; and paths skipped with why."""
+    try:
+        from cardiorecon.io.discover import discover_studies
+
+        found = discover_studies(list(data))
+        paths, skipped = found.studies, [(Path(p), why) for p, why in found.skipped]
+    except ImportError:
+        from cardiorecon.training.data import subject_folders
+
+        paths, skipped = subject_folders(list(data)), []
+    names: list[tuple[str, Path]] = []
+    seen: Counter = Counter()
+    for p in paths:
+        p = Path(p)
+        base = p.name[:-7] if p.name.endswith(".nii.gz") else (p.stem if p.is_file() else p.name)
+        seen[base] += 1
+        names.append((base if seen[base] == 1 else f"{base}_{seen[base]}", p))
+    return names, skipped
+
+
+def write_cohort_csv(rows: list[dict], path: Path) -> Path:
+    from cardiorecon.io.nifti import atomic_write
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+
+    return atomic_write(path, write, suffix=".csv")
+
+
+def read_marker(folder: Path, options: CohortOptions) -> dict | None:
+    """The row of a subject already done with these options, else None."""
+    marker = folder / MARKER
+    if not marker.is_file():
+        return None
+    try:
+        saved = json.loads(marker.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if saved.get("options") != json.loads(json.dumps(options.key())):
+        return None
+    return {**saved["row"], "resumed": True}
+
+
+def default_workers(num_subjects: int) -> int:
+    """One single-threaded worker per core, no more than there are subjects."""
+    return max(1, min(num_subjects, os.cpu_count() or 1))
+
+
+@dataclass
+class CohortRun:
+    rows: list[dict]
+    csv: Path
+    html: Path
+    done: int
+    failed: int
+    skipped: int  # already done (marker found) and not rerun
+    seconds: float
+
+
+def run_cohort(data: Sequence[str | Path], out: str | Path, options: CohortOptions = CohortOptions(),
+               workers: int | None = None, scheduler: str | None = None, progress: bool = True,
+               echo: Callable[[str], None] = print) -> CohortRun:
+    """Run every subject under `data` (one Dask task each) and write cohort.csv and cohort.html.
+
+    workers: LocalCluster size (default: one per core, at most one per subject), each worker one
+    thread with `cores // workers` torch threads unless options.torch_threads says; scheduler:
+    the address of an existing cluster (tcp://HOST:PORT), which must see the same paths.
+    """
+    from tqdm.auto import tqdm
+
+    from cardiorecon.report.cohort import cohort_page, write_html
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    subjects, skipped_paths = discover(data)
+    if not subjects and not skipped_paths:
+        raise InputError(Path(str(data[0])) if data else None, "no subject found")
+    rows: dict[str, dict] = {}
+    todo = []
+    for name, path in subjects:
+        row = read_marker(out / "subjects" / name, options)
+        if row is not None:
+            rows[name] = row
+        else:
+            todo.append((name, path))
+    for path, why in skipped_paths:
+        rows[f"skipped:{path}"] = {**_failed_row(path.name, path, options, why), "status": "skipped"}
+    resumed = len(subjects) - len(todo)
+    if resumed:
+        echo(f"{resumed} subject(s) already done (markers in {out / 'subjects'}): skipped")
+    csv_path = out / "cohort.csv"
+
+    def ordered() -> list[dict]:
+        return [rows[n] for n, _ in subjects if n in rows] + [r for k, r in rows.items() if k.startswith("skipped:")]
+
+    if todo:
+        from distributed import Client, LocalCluster, as_completed
+
+        cluster = None
+        if scheduler:
+            client = Client(scheduler)
+            n_workers = len(client.scheduler_info().get("workers", {})) or 1
+        else:
+            n_workers = workers or default_workers(len(todo))
+            cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=None, silence_logs=40)
+            client = Client(cluster)
+        if options.torch_threads is None and not scheduler:
+            import dataclasses
+
+            options = dataclasses.replace(options, torch_threads=max(1, (os.cpu_count() or 1) // n_workers))
+        echo(f"cohort: {len(todo)} subject(s) to run on {n_workers} worker(s) ({client.dashboard_link or 'no dashboard'})")
+        try:
+            futures = {}
+            for name, path in todo:
+                fut = client.submit(subject_task, str(path), str(out / "subjects" / name), options, name,
+                                    key=f"subject-{name}-{time.time_ns()}", pure=False)
+                futures[fut] = (name, path)
+            bar = tqdm(total=len(todo), unit="subject", desc="cohort", disable=not progress)
+            for fut in as_completed(futures):
+                name, path = futures[fut]
+                try:
+                    row = fut.result()
+                except Exception as exc:  # noqa: BLE001 - e.g. a worker killed by memory: recorded
+                    row = _failed_row(name, path, options, f"{type(exc).__name__}: {exc}")
+                rows[name] = row
+                if row["status"] != "done":
+                    echo(f"failed: {name}: {row['error']}")
+                write_cohort_csv(ordered(), csv_path)
+                bar.update(1)
+            bar.close()
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    final = ordered()
+    write_cohort_csv(final, csv_path)
+    done = sum(r["status"] == "done" for r in final)
+    failed = sum(r["status"] == "failed" for r in final)
+    intro = (f"{len(subjects)} subject(s) from {', '.join(map(str, data))}; method {options.method}, factor "
+             f"{options.factor}, frames {options.frames}, temporal {options.temporal}")
+    html_path = write_html(out / "cohort.html", cohort_page(final, COLUMNS, "cardiorecon cohort", intro))
+    return CohortRun(final, csv_path, html_path, done, failed, resumed, time.perf_counter() - t0)
+
+
+__all__ = ["COLUMNS", "CohortOptions", "CohortRun", "MARKER", "Models", "SubjectOutputs", "discover", "load_models",
+           "read_marker", "run_cohort", "run_subject", "segment_4d", "subject_task"]

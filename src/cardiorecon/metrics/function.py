@@ -1,0 +1,65 @@
+"""Volume curves over the cardiac cycle and the clinical numbers read from them.
+
+ED is the frame of largest LV cavity volume and ES the frame of smallest (as UK Biobank pipelines
+read them from the curve, so a study without ED/ES tags still gets them); RV volumes are read at
+the same frames. Smoothness of a curve: the RMS of its second difference over frames (mL), taken
+circularly when the curve covers the whole cycle.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from cardiorecon.metrics.seg import MYOCARDIAL_DENSITY_G_PER_ML, ejection_fraction, myocardial_mass_g, volume_ml
+from cardiorecon.volume import LABELS
+
+CURVES = {"lv_ml": LABELS["lv_cavity"], "rv_ml": LABELS["rv_cavity"], "lv_myo_ml": LABELS["lv_myocardium"]}
+
+
+def volume_curves(labels: np.ndarray, spacing: Sequence[float] | float) -> dict[str, np.ndarray]:
+    """LV cavity, RV cavity and LV myocardium volume (mL) of every frame of labels (X, Y, Z, T)."""
+    lab = np.asarray(labels)
+    if lab.ndim != 4:
+        raise ValueError(f"volume_curves needs a 4D label map (X, Y, Z, T), got shape {lab.shape}")
+    return {name: np.array([volume_ml(lab[..., t], v, spacing) for t in range(lab.shape[3])])
+            for name, v in CURVES.items()}
+
+
+def function_from_curves(curves: dict[str, np.ndarray], labels: np.ndarray | None = None,
+                         spacing: Sequence[float] | float | None = None) -> dict[str, float | int]:
+    """ED/ES frame indices (into the curves), LV and RV EDV, ESV, SV (mL), EF (%), and LV mass (g)
+    at ED: from `labels` (X, Y, Z, T) with `spacing` when given, else from the myocardium curve."""
+    lv, rv = np.asarray(curves["lv_ml"]), np.asarray(curves["rv_ml"])
+    ed, es = int(np.argmax(lv)), int(np.argmin(lv))
+    out: dict[str, float | int] = {"ed_index": ed, "es_index": es}
+    for name, c in (("lv", lv), ("rv", rv)):
+        edv, esv = float(c[ed]), float(c[es])
+        out.update({f"{name}_edv_ml": edv, f"{name}_esv_ml": esv, f"{name}_sv_ml": edv - esv,
+                    f"{name}_ef": ejection_fraction(edv, esv)})
+    if labels is not None and spacing is not None:
+        out["lv_mass_g"] = myocardial_mass_g(np.asarray(labels)[..., ed], spacing)
+    else:
+        out["lv_mass_g"] = MYOCARDIAL_DENSITY_G_PER_ML * float(np.asarray(curves["lv_myo_ml"])[ed])
+    return out
+
+
+def second_difference_rms(curve: Sequence[float], circular: bool = True) -> float:
+    """RMS (same units as the curve) of c[t-1] - 2 c[t] + c[t+1]; circular over a whole cycle."""
+    c = np.asarray(curve, np.float64)
+    if c.size < 3:
+        return float("nan")
+    d2 = np.roll(c, 1) - 2 * c + np.roll(c, -1) if circular else c[:-2] - 2 * c[1:-1] + c[2:]
+    return float(np.sqrt(np.mean(d2 ** 2)))
+
+
+def curve_rms(curve: Sequence[float], reference: Sequence[float]) -> float:
+    """RMS difference (mL) of two volume curves over the same frames."""
+    a, b = np.asarray(curve, np.float64), np.asarray(reference, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"curves differ in length: {a.shape} vs {b.shape}")
+    return float(np.sqrt(np.mean((a - b) ** 2)))
+
+
+__all__ = ["CURVES", "curve_rms", "function_from_curves", "second_difference_rms", "volume_curves"]

@@ -1,0 +1,128 @@
+"""The cohort runner: run_subject alone, a 2-worker LocalCluster over 3 phantoms and a corrupt subject,
+resume from the markers, meshes, temporal segmentation, and the device option."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cardiorecon.cohort import (COLUMNS, MARKER, CohortOptions, load_models, run_cohort, run_subject, segment_4d)
+from cardiorecon.device import resolve_device
+from cardiorecon.errors import CardioReconError
+from cardiorecon.phantom import generate_cohort
+
+FAST = CohortOptions(method="linear", torch_threads=1)
+
+
+@pytest.fixture(scope="module")
+def cohort_data(tmp_path_factory):
+    """Three 4-frame phantom subjects (no dense truth: not needed) and one corrupt subject."""
+    root = tmp_path_factory.mktemp("cohort_data")
+    generate_cohort(root, 3, "healthy", seed=40, num_frames=4, progress=False, truth=False)
+    bad = root / "corrupt_0000"
+    bad.mkdir()
+    (bad / "sa.nii.gz").write_bytes(b"this is not a NIfTI file")
+    return root
+
+
+def read_rows(path):
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert reader.fieldnames == COLUMNS
+        return list(reader)
+
+
+def test_run_subject_alone(cohort_data, tmp_path):
+    out = tmp_path / "healthy_0040"
+    res = run_subject(cohort_data / "healthy_0040", out, FAST)
+    row = res.row
+    assert row["status"] == "done" and row["frames"] == 4
+    for name in ("recon_linear.nii.gz", "recon_linear_native.nii.gz", "seg_linear.nii.gz", "seg_linear_native.nii.gz",
+                 "volumes.csv", "volumes.png", "subject.html", "result.json", "meshes/lv_endo_ed.stl",
+                 "meshes/lv_epi_es.ply", "meshes/rv_es.stl"):
+        assert (out / name).is_file(), name
+    # the marker is written last
+    newest = max(p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != MARKER)
+    assert (out / MARKER).stat().st_mtime_ns >= newest
+    # clinical numbers agree with the curve and with each other
+    with open(out / "volumes.csv", newline="") as fh:
+        curve = list(csv.DictReader(fh))
+    assert len(curve) == 4
+    lv = [float(r["lv_ml"]) for r in curve]
+    assert row["lv_edv_ml"] == pytest.approx(max(lv), abs=1e-3) and row["lv_esv_ml"] == pytest.approx(min(lv), abs=1e-3)
+    assert row["lv_sv_ml"] == pytest.approx(row["lv_edv_ml"] - row["lv_esv_ml"])
+    assert row["lv_ef"] == pytest.approx(100 * row["lv_sv_ml"] / row["lv_edv_ml"])
+    assert 30 < row["lv_ef"] < 85 and row["lv_mass_g"] > 20
+    # meshes: watertight, enclosed volume within 2 % of the voxel volume
+    meshes = json.loads((out / "result.json").read_text())["meshes"]
+    assert {(m["structure"], m["phase"]) for m in meshes} == {(s, p) for s in ("lv_endo", "lv_epi", "rv")
+                                                             for p in ("ED", "ES")}
+    for m in meshes:
+        assert m["watertight"], m
+        assert abs(m["volume_error_pct"]) < 2.0, m
+    assert row["meshes_watertight"] is True and row["mesh_max_error_pct"] < 2.0
+
+
+def test_cohort_two_workers_failure_and_resume(cohort_data, tmp_path):
+    out = tmp_path / "run"
+    run = run_cohort([cohort_data], out, FAST, workers=2, progress=False, echo=lambda s: None)
+    rows = read_rows(out / "cohort.csv")
+    assert [r["subject"] for r in rows] == ["corrupt_0000", "healthy_0040", "healthy_0041", "healthy_0042"]
+    status = {r["subject"]: r for r in rows}
+    assert run.done == 3 and run.failed == 1 and run.skipped == 0
+    bad = status["corrupt_0000"]
+    assert bad["status"] == "failed" and "sa.nii.gz" in bad["error"] and "NIfTI" in bad["error"]
+    assert not (out / "subjects" / "corrupt_0000" / MARKER).exists()
+    assert (out / "subjects" / "corrupt_0000" / "failed.json").is_file()
+    done = [r for r in rows if r["status"] == "done"]
+    assert all(r["lv_ef"] and r["lv_mass_g"] and r["seconds"] for r in done)
+    # two worker processes at most, each loaded the models once
+    assert 1 <= len({r["worker"] for r in done}) <= 2
+    assert all(r["models_loaded"] == "1" for r in done)
+    assert "corrupt_0000" in (out / "cohort.html").read_text()
+    # rerun: the three done subjects are skipped (markers untouched), the failed one is retried
+    markers = {n: (out / "subjects" / n / MARKER).stat().st_mtime_ns for n in status if n != "corrupt_0000"}
+    rerun = run_cohort([cohort_data], out, FAST, workers=2, progress=False, echo=lambda s: None)
+    assert rerun.skipped == 3 and rerun.done == 3 and rerun.failed == 1
+    assert {n: (out / "subjects" / n / MARKER).stat().st_mtime_ns for n in markers} == markers
+    again = {r["subject"]: r for r in read_rows(out / "cohort.csv")}
+    assert all(again[n]["resumed"] == "True" and again[n]["lv_ef"] == status[n]["lv_ef"] for n in markers)
+    # other options: not the same outputs, so not skipped
+    other = run_cohort([cohort_data / "healthy_0040"], out, CohortOptions(method="nearest", torch_threads=1),
+                       workers=1, progress=False, echo=lambda s: None)
+    assert other.skipped == 0 and other.done == 1
+
+
+def test_segment_4d_temporal_modes(cohort_data):
+    net = load_models(FAST).segnet
+    rng = np.random.default_rng(0)
+    frame = np.clip(rng.normal(0, 0.5, (64, 64, 6)), -1, 1).astype(np.float32)
+    still = np.repeat(frame[..., None], 5, axis=3)  # no motion: smoothing along time changes nothing
+    ref = segment_4d(net, still, "none")
+    for mode in ("probability", "intensity"):
+        assert np.array_equal(segment_4d(net, still, mode, sigma=1.0), ref)
+    moving = np.stack([np.roll(frame, 3 * t, axis=0) for t in range(5)], axis=3)
+    assert segment_4d(net, moving, "probability", sigma=1.0).shape == (64, 64, 6, 5)
+    with pytest.raises(ValueError):
+        segment_4d(net, still, "bogus")
+
+
+def test_device_cpu_and_auto_agree(cohort_data, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("auto resolves to CUDA on this machine")
+    assert resolve_device("auto").type == "cpu"
+    with pytest.raises(CardioReconError, match="CUDA"):
+        resolve_device("cuda")
+    with pytest.raises(CardioReconError, match="device"):
+        resolve_device("tpu")
+    a = run_subject(cohort_data / "healthy_0041", tmp_path / "cpu", CohortOptions(method="linear", device="cpu"))
+    b = run_subject(cohort_data / "healthy_0041", tmp_path / "auto", CohortOptions(method="linear", device="auto"))
+    assert a.row["device"] == b.row["device"] == "cpu"
+    import nibabel as nib
+
+    for name in ("recon_linear.nii.gz", "seg_linear.nii.gz"):
+        assert np.array_equal(np.asarray(nib.load(tmp_path / "cpu" / name).dataobj),
+                              np.asarray(nib.load(tmp_path / "auto" / name).dataobj)), name
+    assert {k: a.row[k] for k in ("lv_edv_ml", "lv_esv_ml", "rv_ef")} == {k: b.row[k] for k in ("lv_edv_ml", "lv_esv_ml", "rv_ef")}
