@@ -78,8 +78,9 @@ def test_missing_files_and_unknown_layouts(tmp_path):
 def test_label_map_with_wrong_shape(tmp_path):
     _save(tmp_path / "sa.nii.gz", np.random.rand(8, 8, 4, 2).astype(np.float32), np.eye(4))
     _save(tmp_path / "label_sa.nii.gz", np.zeros((8, 7, 4, 2), np.uint8), np.eye(4))
-    with pytest.raises(InputError, match=r"label_sa\.nii\.gz.*does not match"):
-        read_study(tmp_path)
+    with pytest.warns(UserWarning, match=r"label_sa\.nii\.gz.*does not match.*without these labels"):
+        study = read_study(tmp_path)
+    assert study.sax_labels is None and "does not match" in study.meta["label_problems"][0]
 
 
 def _write_dicom(path, rows, cols, ipp, iop, series_uid, trigger=0.0, value=None):

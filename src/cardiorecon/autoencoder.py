@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from cardiorecon.diffusion import NoiseSchedule, ddim_invert, ddim_sample
 from cardiorecon.models.diffae import DiffAE
-from cardiorecon.preprocess import IntensityMap, heart_centre, intensity_map, to_model_grid
+from cardiorecon.preprocess import HeartRegion, IntensityMap, grid_size_for, heart_region, intensity_map, to_model_grid
 from cardiorecon.volume import Study, Volume
 
 
@@ -25,14 +25,22 @@ class ModelGrid:
     centre: np.ndarray
     centre_source: str
     labels: Volume | None = None
+    region: HeartRegion | None = None
 
 
-def prepare_study(study: Study, spacing_mm: float, size: int) -> ModelGrid:
-    centre, source = heart_centre(study)
-    grid = to_model_grid(study.sax, spacing_mm, size, centre)
+def prepare_study(study: Study, spacing_mm: float, size: int, region: HeartRegion | None = None,
+                  sax_shifts_mm: np.ndarray | None = None) -> ModelGrid:
+    """The study's SAX on a square working grid of `spacing_mm` pixels around the heart region
+    (found from the images when not given). The grid has at least `size` pixels and grows (in steps
+    of 16) until it holds the whole region, so both ventricles are inside at the model's spacing.
+    `sax_shifts_mm` (Z, 2): breath-hold shifts (`cardiorecon.align`), applied in the same resampling."""
+    region = region if region is not None else heart_region(study)
+    size = grid_size_for(region, spacing_mm, size)
+    grid = to_model_grid(study.sax, spacing_mm, size, region.centre, sax_shifts_mm=sax_shifts_mm)
     imap = intensity_map(grid.data)
-    labels = None if study.sax_labels is None else to_model_grid(study.sax_labels, spacing_mm, size, centre, labels=True)
-    return ModelGrid(grid.with_data(imap.forward(grid.data)), imap, centre, source, labels)
+    labels = None if study.sax_labels is None else to_model_grid(study.sax_labels, spacing_mm, size, region.centre,
+                                                                 labels=True, sax_shifts_mm=sax_shifts_mm)
+    return ModelGrid(grid.with_data(imap.forward(grid.data)), imap, region.centre, region.source, labels, region)
 
 
 def _batches(n: int, batch_size: int):

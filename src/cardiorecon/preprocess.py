@@ -78,24 +78,158 @@ def long_axis(study: Study) -> tuple[np.ndarray, np.ndarray] | None:
     return None
 
 
-def heart_centre(study: Study) -> tuple[np.ndarray, str]:
-    """World point (mm) to centre crops on, and where it came from: the LAX long axis crossing the
-    mid SAX plane (inside the SAX field of view), else the centroid of the LV labels, else the
-    SAX stack centre."""
+@dataclass(frozen=True)
+class HeartRegion:
+    """The in-plane square that holds both ventricles, found from the images alone.
+
+    centre: world point (mm) on the mid SAX plane; size_mm: side of the square; source: how it was
+    found ('motion', 'motion+lax', 'lax', 'image centre'); notes: what a user should know."""
+
+    centre: np.ndarray
+    size_mm: float
+    source: str
+    notes: tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        return {"centre_mm": [float(c) for c in self.centre], "size_mm": float(self.size_mm),
+                "source": self.source, "notes": list(self.notes)}
+
+
+#: Margin (mm) added on each side of the moving region; the smallest region side (mm).
+REGION_MARGIN_MM = 25.0
+REGION_MIN_MM = 110.0
+#: Where the LAX long axis and the motion centre may disagree before the axis wins (mm).
+AXIS_TOLERANCE_MM = 35.0
+
+
+def motion_map(sax: Volume) -> np.ndarray | None:
+    """(X, Y) map of how much each in-plane position changes over the cardiac cycle, summed over the
+    middle slices: the first temporal harmonic's magnitude (a beating heart, not static tissue),
+    each slice scaled by its own intensity range. None for a single frame."""
+    data = np.asarray(sax.data, dtype=np.float32)
+    if data.ndim != 4 or data.shape[3] < 2:
+        return None
+    X, Y, Z, T = data.shape
+    z0, z1 = int(np.floor(Z * 0.15)), int(np.ceil(Z * 0.85))
+    zs = range(z0, max(z1, z0 + 1))
+    out = np.zeros((X, Y), np.float64)
+    for z in zs:
+        s = data[:, :, z, :]
+        lo, hi = np.percentile(s, [1, 99])
+        s = (s - lo) / max(hi - lo, 1e-6)
+        if T >= 3:
+            out += np.abs(np.fft.rfft(s, axis=-1)[..., 1]) / T
+        else:
+            out += np.abs(s[..., 1] - s[..., 0]) / 2
+    return out
+
+
+def _region_from_motion(sax: Volume) -> tuple[np.ndarray, np.ndarray] | None:
+    """(centre voxel (i, j), half extent in mm (2,)) of the moving region, or None."""
+    from scipy import ndimage
+
+    m = motion_map(sax)
+    if m is None or not np.any(m > 0):
+        return None
+    px = sax.spacing[:2]
+    # The heart is the largest moving mass: its peak is found at a 15 mm scale, where small bright
+    # spots (flow artefacts, a moving bowel loop) weigh little; the extent at 4 mm.
+    broad = ndimage.gaussian_filter(m, sigma=15.0 / px)
+    peak = np.unravel_index(np.argmax(broad), m.shape)
+    m = ndimage.gaussian_filter(m, sigma=4.0 / px)
+    near = np.hypot(*np.meshgrid((np.arange(m.shape[0]) - peak[0]) * px[0],
+                                 (np.arange(m.shape[1]) - peak[1]) * px[1], indexing="ij")) <= 40.0
+    mask = m >= 0.35 * m[near].max()
+    lab, _ = ndimage.label(mask)
+    counts = np.bincount(lab[near & mask]) if np.any(near & mask) else np.zeros(1)
+    counts[0] = 0
+    comp = np.isin(lab, np.flatnonzero(counts))  # the moving components that reach the peak's disc
+    # Keep the moving region near the peak (both ventricles lie within ~90 mm of the LV).
+    ii, jj = np.nonzero(comp)
+    dist = np.hypot((ii - peak[0]) * px[0], (jj - peak[1]) * px[1])
+    keep = dist <= 90.0
+    ii, jj = ii[keep], jj[keep]
+    lo, hi = np.array([ii.min(), jj.min()], float), np.array([ii.max(), jj.max()], float)
+    return (lo + hi) / 2, (hi - lo) / 2 * px
+
+
+def heart_region(study: Study, margin_mm: float = REGION_MARGIN_MM, min_size_mm: float = REGION_MIN_MM
+                 ) -> HeartRegion:
+    """The square in-plane region holding both ventricles, from the images alone (never labels).
+
+    The beating heart is what changes over the cine: the region is the moving area of the middle
+    SAX slices (first temporal harmonic), grown by `margin_mm`. Where two LAX views meet, their
+    intersection line (the LV long axis) is the check: the region is extended to hold the axis
+    point with a 35 mm radius, and a disagreement is noted. With one frame and no LAX pair the
+    image centre is used, with a note."""
     sax = study.sax
     mid = slice_plane(sax, (sax.spatial_shape[2] - 1) / 2)
+    px = sax.spacing[:2]
+    fov = np.array(sax.spatial_shape[:2]) * px
+    notes: list[str] = []
     axis = long_axis(study)
+    axis_ij = None
     if axis is not None:
-        return line_plane_intersection(axis[0], axis[1], mid), "lax"
-    if study.sax_labels is not None:
-        lab = study.sax_labels.data
-        lv = np.argwhere(np.isin(lab, (1, 2)))
-        if len(lv):
-            centre = voxel_to_world(sax.affine, lv[:, :3].mean(axis=0))
-            return centre - mid.signed_distance(centre) * mid.normal, "labels"
-    return sax.center_world, "image centre"
+        p = line_plane_intersection(axis[0], axis[1], mid)
+        axis_ij = world_to_voxel(sax.affine, p)[:2]
+    found = _region_from_motion(sax)
+    if found is not None:
+        centre_ij, half_mm = found
+        source = "motion"
+        if axis_ij is not None:
+            off = float(np.linalg.norm((axis_ij - centre_ij) * px))
+            lo = np.minimum(centre_ij - half_mm / px, axis_ij - AXIS_TOLERANCE_MM / px)
+            hi = np.maximum(centre_ij + half_mm / px, axis_ij + AXIS_TOLERANCE_MM / px)
+            centre_ij, half_mm = (lo + hi) / 2, (hi - lo) / 2 * px
+            source = "motion+lax"
+            if off > AXIS_TOLERANCE_MM:
+                notes.append(f"the moving region's centre lies {off:.0f} mm from the LAX long axis; "
+                             "the region was grown to hold both")
+    elif axis_ij is not None:
+        centre_ij, half_mm, source = axis_ij, np.array([45.0, 45.0]), "lax"
+        notes.append("one frame: heart region from the LAX long axis alone")
+    else:
+        centre_ij = (np.array(sax.spatial_shape[:2], float) - 1) / 2
+        half_mm, source = fov / 2, "image centre"
+        notes.append("one frame and no pair of LAX views: the heart region is the whole field of view")
+    size = float(max(min_size_mm, 2 * (float(np.max(half_mm)) + margin_mm)))
+    centre = voxel_to_world(sax.affine, [centre_ij[0], centre_ij[1], (sax.spatial_shape[2] - 1) / 2])
+    centre = centre - mid.signed_distance(centre) * mid.normal
+    return HeartRegion(centre, size, source, tuple(notes))
 
 
-def to_model_grid(volume: Volume, spacing_mm: float, size: int, centre: np.ndarray, labels: bool = False) -> Volume:
-    """Resample a SAX volume in-plane to `spacing_mm` and crop size x size around `centre`."""
-    return resample_inplane(volume, spacing_mm, size, centre, order=0 if labels else 1)
+def heart_centre(study: Study) -> tuple[np.ndarray, str]:
+    """World point (mm) on the mid SAX plane to centre crops on, and where it came from (see
+    `heart_region`; the images only, never the reference labels)."""
+    region = heart_region(study)
+    return region.centre, region.source
+
+
+def region_share(region: HeartRegion, labels: Volume) -> float:
+    """Share (0..1) of the labelled heart voxels (any label > 0, all frames) inside `region`'s
+    square, for reporting: scoring only, never an input to a method."""
+    lab = labels.data
+    idx = np.argwhere(lab > 0)
+    if not len(idx):
+        return float("nan")
+    world = voxel_to_world(labels.affine, idx[:, :3])
+    d = labels.directions
+    rel = world - region.centre
+    u, v = rel @ d[:, 0], rel @ d[:, 1]
+    inside = (np.abs(u) <= region.size_mm / 2) & (np.abs(v) <= region.size_mm / 2)
+    return float(inside.mean())
+
+
+def grid_size_for(region: HeartRegion, spacing_mm: float, min_size: int, multiple: int = 16) -> int:
+    """Pixels of the square working grid at `spacing_mm` that holds `region` (at least `min_size`,
+    rounded up to a multiple of `multiple` so that UNets can down-sample it)."""
+    n = int(np.ceil(region.size_mm / spacing_mm))
+    n = int(np.ceil(n / multiple) * multiple)
+    return max(int(min_size), n)
+
+
+def to_model_grid(volume: Volume, spacing_mm: float, size: int, centre: np.ndarray, labels: bool = False,
+                  sax_shifts_mm: np.ndarray | None = None) -> Volume:
+    """Resample a SAX volume in-plane to `spacing_mm` and crop size x size around `centre`;
+    `sax_shifts_mm` (Z, 2): breath-hold shifts applied in the same resampling (`cardiorecon.align`)."""
+    return resample_inplane(volume, spacing_mm, size, centre, order=0 if labels else 1, sax_shifts_mm=sax_shifts_mm)

@@ -29,13 +29,16 @@ from cardiorecon.models.config import NAMED_CONFIGS
 from cardiorecon.preprocess import intensity_map
 from cardiorecon.recon.interpolate import interpolate_stack
 from cardiorecon.recon.lag import LagConfig, LagResult, optimise
-from cardiorecon.recon.latent_interp import diffae_codes, reconstruct_diffae
+from cardiorecon.recon.latent_interp import dense_codes, diffae_codes, reconstruct_diffae
+from cardiorecon.recon.fusion import FusionConfig, FusionResult, SliceProfile, fuse
 from cardiorecon.recon.lax import LaxOperator
+from cardiorecon.recon.register import RegisterConfig, register_stack
 from cardiorecon.volume import Study, Volume
 
-Method = Literal["nearest", "linear", "cubic", "diffae", "lag", "dmcvr"]
-METHODS: tuple[str, ...] = ("nearest", "linear", "cubic", "diffae", "lag", "dmcvr")
+Method = Literal["nearest", "linear", "cubic", "register", "fusion", "diffae", "lag", "dmcvr"]
+METHODS: tuple[str, ...] = ("nearest", "linear", "cubic", "register", "fusion", "diffae", "lag", "dmcvr")
 CLASSICAL = ("nearest", "linear", "cubic")
+PER_SUBJECT = ("register", "fusion")  # no weights: the subject's own images (recon/register.py, fusion.py)
 
 #: This project's CPU default for `lag`. Measured on hf_2000 (ED+ES, factor 5, pretrained tiny
 #: weights, 1 thread beside other jobs): K=2 DDIM steps, 20 iterations: SSIM 0.729, LAX NCC 0.979,
@@ -59,6 +62,9 @@ class ReconConfig:
     depth: float = 0.4
     grid_spacing_mm: float | None = None  # classical methods without weights: the tiny model grid
     grid_size: int | None = None
+    register: RegisterConfig = RegisterConfig()
+    fusion: FusionConfig = FusionConfig()
+    lag_init: str = "diffae"  # lag's start: the diffae codes, or the codes of the register / fusion volume
 
 
 @dataclass
@@ -76,6 +82,8 @@ class Reconstruction:
     lax_views: list[str] = field(default_factory=list)
     lag: dict[int, LagResult] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    alignment: object | None = None  # cardiorecon.align.Alignment applied before the method, if any
+    fusion: dict[int, FusionResult] = field(default_factory=dict)  # per frame, for `fusion`
 
 
 class PeakMemory:
@@ -126,9 +134,14 @@ def resolve_factor(study: Study, factor: int | None, spacing_mm: float | None) -
 
 
 def lax_frame(view: Volume, t: int, num_frames: int) -> np.ndarray:
-    """The LAX frame nearest in cardiac phase to SAX frame t of num_frames."""
-    tl = int(round(t * view.num_frames / num_frames)) % view.num_frames
-    return view.data[:, :, 0, tl] if view.data.ndim == 4 else view.data[:, :, 0]
+    """The LAX frame of the same cardiac phase as SAX frame t of num_frames (the pairing that
+    `read_study` stored: the view's ED/ES files, trigger times, image agreement for an ED/ES-only
+    SAX, else the fraction of the cycle; see io.phase)."""
+    from cardiorecon.io.phase import lax_frame_index
+
+    if view.data.ndim == 3:
+        return view.data[:, :, 0]
+    return view.data[:, :, 0, lax_frame_index(view, t, num_frames)]
 
 
 def guiding_views(study: Study, grid: ModelGrid, factor: int, lax_views: list[str] | None, samples: int,
@@ -156,20 +169,23 @@ def guiding_views(study: Study, grid: ModelGrid, factor: int, lax_views: list[st
 
 def reconstruct(study: Study, method: str, factor: int | None = None, spacing_mm: float | None = None,
                 frames: str | int | list[int] = "all", lax_views: list[str] | None = None, model=None,
-                config: ReconConfig = ReconConfig(), progress: bool = False) -> Reconstruction:
+                config: ReconConfig = ReconConfig(), progress: bool = False, align="off") -> Reconstruction:
     """Reconstruct the dense SAX of `study` with `method` (see METHODS).
 
     factor (or spacing_mm) sets the through-plane upsampling: Z' = (Z - 1) f + 1, acquired slices
     unchanged at their world positions. `model` is a DiffAE (needed by diffae and lag) or a DMCVR
     (models.dmcvr, needed by dmcvr). `lag` with a DMCVR model starts from the `dmcvr` codes and
     decodes through the DMCVR decoder, the interpolated morphology features held fixed (`--init dmcvr`).
+    `align` ('auto', 'on', 'off' or a `cardiorecon.align.Alignment`): breath-hold alignment of the
+    SAX slices to the LAX views in `lax_views` (default all) before the method; 'off' keeps the
+    acquired slices identical to the input.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     f = resolve_factor(study, factor, spacing_mm)
     frame_list = study.resolve_frames(frames)
     notes: list[str] = []
-    if method in CLASSICAL and model is None:
+    if method in CLASSICAL + PER_SUBJECT and model is None:
         tiny = NAMED_CONFIGS["tiny"]
         spacing, size = config.grid_spacing_mm or tiny.pixel_spacing_mm, config.grid_size or tiny.image_size
     else:
@@ -184,17 +200,30 @@ def reconstruct(study: Study, method: str, factor: int | None = None, spacing_mm
         if method == "lag" and is_dmcvr:
             notes.append("lag starts from the dmcvr codes (DMCVR decoder, morphology features fixed)")
         spacing, size = model.config.pixel_spacing_mm, model.config.image_size
-    grid = prepare_study(study, spacing, size)
+    from cardiorecon.align import resolve_alignment
+
+    # Breath-hold alignment (issue 13): estimated from the guiding views only, applied in the single
+    # in-plane resampling onto the working grid. align: 'auto' | 'on' | 'off' or an Alignment.
+    alignment = resolve_alignment(study, align, lax_views)
+    if alignment is not None:
+        notes += alignment.notes
+    grid = prepare_study(study, spacing, size,
+                         sax_shifts_mm=None if alignment is None else alignment.sax_shifts_mm)
     operators: dict[str, LaxOperator] = {}
-    if method == "lag":
+    if method in ("lag", "fusion"):
         operators = guiding_views(study, grid, f, lax_views, config.lax_samples, notes)
-        if not operators:
+        if method == "lag" and not operators:
             msg = f"no LAX view guides this study: lag falls back to {'dmcvr' if is_dmcvr else 'diffae'}"
             warnings.warn(msg)
             notes.append(msg)
     X, Y, Z, _ = grid.image.shape
     dense = np.zeros((X, Y, upsampled_num_slices(Z, f), len(frame_list)), np.float32)
-    seconds, lag_results = [], {}
+    seconds, lag_results, fusion_results = [], {}, {}
+    if method == "fusion" or (method == "lag" and config.lag_init == "fusion"):
+        # The SAX slice profile (thickness in dense slice steps) and TV's through-plane scale.
+        dense_step = float(grid.image.spacing[2]) / f
+        profile = SliceProfile.build(Z, f, study.sax.slice_thickness / dense_step, config.fusion.profile)
+        z_scale = float(grid.image.spacing[0]) / dense_step
     bar = tqdm(frame_list, desc=f"{method} x{f}", unit="frame", disable=not progress)
     with PeakMemory() as mem:
         for i, t in enumerate(bar):
@@ -202,16 +231,29 @@ def reconstruct(study: Study, method: str, factor: int | None = None, spacing_mm
             stack = grid.image.data[..., t]
             if method in CLASSICAL:
                 dense[..., i] = interpolate_stack(stack, f, method)  # type: ignore[arg-type]
+            elif method in PER_SUBJECT:
+                start = register_stack(stack, f, config.register)
+                if method == "fusion":
+                    adjacent = i > 0 and (t - frame_list[i - 1]) % study.num_frames == 1
+                    res = fuse(stack, start, profile, operators, _lax_images(study, operators, t), config.fusion,
+                               z_scale, previous=dense[..., i - 1] if adjacent else None)
+                    fusion_results[t] = res
+                    start = res.dense
+                dense[..., i] = start
             elif method in ("diffae", "dmcvr") or not operators:
                 dense[..., i] = reconstruct_diffae(model, stack, f, config.invert_steps, config.decode_steps,
                                                      depth=config.depth)[0]
             else:
                 lc = config.lag
-                acquired, codes = diffae_codes(model, stack, f, lc.invert_steps, depth=lc.depth)
-                images = {}
-                for n in operators:
-                    lax_img = lax_frame(study.lax[n], t, study.num_frames)
-                    images[n] = torch.from_numpy(intensity_map(lax_img).forward(lax_img))
+                if config.lag_init in PER_SUBJECT:  # lag --init register|fusion: codes of that volume
+                    start = register_stack(stack, f, config.register)
+                    if config.lag_init == "fusion":
+                        start = fuse(stack, start, profile, operators, _lax_images(study, operators, t),
+                                     config.fusion, z_scale).dense
+                    codes = dense_codes(model, start, f, lc.invert_steps, depth=lc.depth)
+                else:
+                    acquired, codes = diffae_codes(model, stack, f, lc.invert_steps, depth=lc.depth)
+                images = _lax_images(study, operators, t)
                 step_bar = tqdm(total=lc.max_iterations, desc=f"  lag frame {t}", unit="it", leave=False,
                                 disable=not progress)
 
@@ -229,7 +271,16 @@ def reconstruct(study: Study, method: str, factor: int | None = None, spacing_mm
     volume = Volume(grid.intensity.inverse(dense), dense_affine,
                     {**normalised.meta, "slice_thickness_mm": study.sax.slice_thickness / f})
     return Reconstruction(method, f, frame_list, volume, normalised, grid, seconds, mem.peak_mb,
-                          list(operators), lag_results, notes)
+                          list(operators), lag_results, notes, alignment, fusion=fusion_results)
+
+
+def _lax_images(study: Study, operators: dict[str, LaxOperator], t: int) -> dict[str, torch.Tensor]:
+    """The guiding LAX frames paired with SAX frame t, each mapped to [-1, 1] on its own."""
+    images = {}
+    for n in operators:
+        lax_img = lax_frame(study.lax[n], t, study.num_frames)
+        images[n] = torch.from_numpy(intensity_map(lax_img).forward(lax_img))
+    return images
 
 
 def to_native(recon: Reconstruction, study: Study) -> Volume:
@@ -253,6 +304,8 @@ def write_reconstruction(recon: Reconstruction, out: str | Path, study: Study | 
     summary = {"method": recon.method, "factor": recon.factor, "frames": recon.frames,
                "seconds_per_frame": recon.seconds_per_frame, "peak_memory_mb": recon.peak_memory_mb,
                "lax_views": recon.lax_views, "notes": recon.notes, "centre_from": recon.grid.centre_source}
+    if recon.alignment is not None:
+        summary["alignment"] = recon.alignment.to_json()
     if recon.lag:
         import matplotlib
 
