@@ -57,21 +57,35 @@ class Evaluator:
     echo: Callable[[str], None] = print
     save_to: Path | None = None  # write every reconstruction (NIfTI, model and input grid) under here
     figures: dict = field(default_factory=dict)  # material kept for the report figures
+    weights: list[dict] = field(default_factory=list)  # provenance: name, file, hash of the weights loaded
+    data: dict = field(default_factory=dict)  # provenance: {case: describe_data(study)}
+    figure_cases: int = 3  # cases whose every frame and slice the report's scroller shows
 
     def load(self, weights=None, dmcvr_weights=None, seg_weights=None, segmentation: bool = True) -> "Evaluator":
         """Load what the methods need (None: the shipped weights) and the segmentation network."""
+        from cardiorecon.models.pretrained import DEFAULT_DMCVR, resolve_weights
+        from cardiorecon.report.provenance import weights_entry
+
         if set(self.methods) & {"diffae", "lag"}:
             from cardiorecon.models.pretrained import load_diffae
 
             self.model = load_diffae(weights)
+            self.weights.append(weights_entry("diffae, lag", resolve_weights(weights), self.model))
         if "dmcvr" in self.methods:
             from cardiorecon.models.pretrained import load_dmcvr
 
             self.dmcvr = load_dmcvr(dmcvr_weights)
+            stem = resolve_weights(dmcvr_weights, default=DEFAULT_DMCVR)
+            self.weights.append(weights_entry("dmcvr", stem, self.dmcvr))
+            self.weights.append(weights_entry("dmcvr morphology segmenter", stem.parent / "segnet"))
         if segmentation:
-            from cardiorecon.segment import load_segnet
+            from cardiorecon.segment import DEFAULT_SEGNET, load_segnet
 
             self.segnet = load_segnet(seg_weights)
+            p = DEFAULT_SEGNET if seg_weights is None else Path(seg_weights)
+            stems = [p / "model", p / "weights" / "model"] if p.is_dir() else [p.with_suffix("")]
+            stem = next((s for s in stems if s.with_suffix(".safetensors").is_file()), stems[0])
+            self.weights.append(weights_entry("segmentation (scoring)", stem, self.segnet))
         return self
 
     def run(self, study: Study, method: str, factor: int, frames: list[int], lax_views: list[str] | None = None
@@ -79,11 +93,43 @@ class Evaluator:
         model = self.dmcvr if method == "dmcvr" else self.model
         if method in ("nearest", "linear", "cubic"):  # on the same model grid as the others
             model = self.model if self.model is not None else self.dmcvr
+        from cardiorecon.recon.pipeline import PeakMemory
+        from cardiorecon.report.provenance import describe_data
+
+        case = str(study.meta.get("subject") or Path(str(study.meta.get("source") or "case")).name)
+        self.data.setdefault(case, describe_data(study))
+        before_mb = PeakMemory.rss_mb()
         rec = reconstruct(study, method, factor=factor, frames=frames, lax_views=lax_views, model=model,
                           config=self.config, progress=self.progress)
+        # Memory of this method alone: the peak above what the process held before it (other methods'
+        # models, the data), plus the weights this method uses; a classical method uses none.
+        weights_mb = 0.0 if method in ("nearest", "linear", "cubic") or model is None else \
+            sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+        rec = dataclasses.replace(rec, peak_memory_mb=max(rec.peak_memory_mb - before_mb, 0.0) + weights_mb)
+        for t, res in rec.lag.items():  # the report's loss curves
+            key = (case, ",".join(rec.lax_views))
+            self.figures.setdefault("lag_curves", {}).setdefault(key, {})[t] = res.history
         if self.save_to is not None:
             write_reconstruction(rec, Path(self.save_to) / str(study.meta.get("subject", "case")), study, native=True)
         return rec
+
+    def keep_slices(self, case: str, frame, method: str, dense: np.ndarray, pred: np.ndarray | None,
+                    truth: np.ndarray, truth_labels: np.ndarray | None, slices: list[int], most: int = 12) -> None:
+        """Keep up to `most` of `slices` (the new ones) of this case and frame for the report's slice and
+        frame scroller: the method's (X, Y, Z) volume and segmentation beside the reference ones. Only
+        the first `figure_cases` cases are kept."""
+        kept = self.figures.setdefault("scroller", {})
+        if case not in kept and len(kept) >= self.figure_cases:
+            return
+        picks = [slices[int(i)] for i in np.unique(np.linspace(0, len(slices) - 1, min(most, len(slices))).round())]
+        entry = kept.setdefault(case, {"slices": picks, "frames": {}})
+        picks = entry["slices"]
+
+        def take(a):
+            return None if a is None else np.ascontiguousarray(a[:, :, picks])
+
+        f = entry["frames"].setdefault(frame, {"truth": take(truth), "truth_labels": take(truth_labels), "methods": {}})
+        f["methods"][method] = (take(dense), take(pred))
 
 
 def _row(protocol: str, case: str, method: str, frame, structure: str, **values) -> dict:
@@ -170,6 +216,7 @@ def phantom_protocol(ev: Evaluator, folders: list[Path], factor: int = 5) -> lis
                         ref_pred = _segment(ev, ref)
                         rows += _structure_rows("phantom", case, TRUTH_IMAGE, t, ref_pred, ref_lab, spacing)
                         volumes.setdefault(TRUTH_IMAGE, {})[t] = ref_pred
+                ev.keep_slices(case, t, method, dense, pred, ref, ref_lab, new)
                 if n == 0 and i == 0:
                     ev.figures.setdefault("montage", {"truth": ref, "new": new, "case": case, "frame": t,
                                                       "affine": dense_affine, "study": study,
@@ -211,7 +258,7 @@ def drop_slices(study: Study, keep_every: int = 2) -> Study:
     def sub(vol: Volume | None) -> Volume | None:
         return None if vol is None else Volume(vol.data[:, :, keep], affine, dict(vol.meta))
 
-    meta = dict(study.meta)
+    meta = {**study.meta, "kept_every": keep_every, "original_sax_slices": Z}
     if "annotated" in meta:
         meta["annotated"] = [{**a, "slice": a["slice"] // keep_every} for a in meta["annotated"]
                              if a["slice"] % keep_every == 0]
@@ -253,6 +300,9 @@ def slice_drop_protocol(ev: Evaluator, folders: list[Path], frames: str = "ed-es
                                  psnr=psnr(dense[:, :, dropped], ref[:, :, dropped], 2.0),
                                  seconds=rec.seconds_per_frame[i], peak_mb=rec.peak_memory_mb,
                                  note="; ".join(rec.notes)))
+                ev.keep_slices(case, t, method, dense, None, ref,
+                               None if study.sax_labels is None else
+                               resample(study.sax_labels.frame(t), affine, shape, order=0).data, dropped)
                 if n == 0 and i == 0:
                     ev.figures.setdefault("montage", {"truth": ref, "new": dropped, "case": case, "frame": t,
                                                       "affine": affine, "study": study, "truth_labels": None})

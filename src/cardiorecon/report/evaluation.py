@@ -1,11 +1,10 @@
-"""Evaluation outputs: the CSV (one row per case, method, frame and structure), the summary table
-(mean +- std per method, Markdown), the figures (PNG) and one self-contained HTML page."""
+"""Evaluation outputs: the CSV (one row per case, method, frame and structure), the findings
+(paired bootstrap against linear), the tables (image quality / segmentation / function / cost),
+the Markdown summary, the figures (PNG) and one self-contained HTML page (`page.build_page`)."""
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +12,11 @@ import numpy as np
 from cardiorecon.evaluate import COLUMNS, TRUTH_IMAGE
 from cardiorecon.io.nifti import atomic_write
 from cardiorecon.metrics.seg import STRUCTURES
+from cardiorecon.report import figures as F
+from cardiorecon.report.findings import Finding, Measure, findings, near_best, unit_values
 
 SHORT = {"lv_cavity": "LV", "lv_myocardium": "Myo", "rv_cavity": "RV"}
+GROUPS = ("Image quality", "Segmentation", "Function", "Cost")
 
 
 def write_csv(rows: list[dict], path: Path) -> Path:
@@ -45,273 +47,341 @@ def read_csv(paths: list[Path]) -> list[dict]:
     return rows
 
 
-def _values(rows, method, column, structure=None, prefix=None) -> np.ndarray:
-    out = []
-    for r in rows:
-        if r["method"] != method or r[column] == "" or r[column] is None:
-            continue
-        s = r["structure"]
-        if structure is not None and s != structure:
-            continue
-        if prefix is not None and not s.startswith(prefix):
-            continue
-        v = float(r[column])
-        if np.isfinite(v):
-            out.append(v)
-    return np.asarray(out)
+def read_failures(path: Path) -> list[dict]:
+    """{case, error} rows of a failures CSV (columns case and error; others ignored)."""
+    with open(path, newline="") as fh:
+        return [{"case": r.get("case", ""), "error": r.get("error", "")} for r in csv.DictReader(fh)]
 
 
-def _columns(protocol: str, rows: list[dict]) -> list[tuple[str, str, dict]]:
-    """(header, column, filter) of the summary table of one protocol."""
-    cols: list[tuple[str, str, dict]] = [("SSIM", "ssim", {"structure": "image"}), ("PSNR dB", "psnr", {"structure": "image"})]
+# ------------------------------------------------------------------------------------ measures
+
+def _has(rows, column, structure_pred) -> bool:
+    return any(r[column] != "" and r[column] is not None and structure_pred(str(r["structure"])) for r in rows)
+
+
+def measures(protocol: str, rows: list[dict]) -> list[Measure]:
+    """The measures of one protocol's rows, in table order (only those with values)."""
+    out: list[Measure] = []
     if protocol == "lax-holdout":
-        cols = [("LAX NCC", "ncc", {"prefix": "lax_"}), ("LAX SSIM", "ssim", {"prefix": "lax_"})]
-    elif any(r["structure"] == "image" and r["ncc"] != "" for r in rows):
-        cols.append(("LAX NCC", "ncc", {"structure": "image"}))
-    present = {r["structure"].split("@")[0] for r in rows if r["dice"] != ""}
-    structs = [s for s in STRUCTURES if s in present]
-    for metric, label in (("dice", "Dice"), ("hd95", "HD95 mm")):
-        for s in structs:
-            cols.append((f"{label} {SHORT[s]}", metric, {"prefix": s}))
-        if len(structs) > 1:
-            cols.append((f"{label} mean", metric, {"structures": structs}))
-    if any(r["ef_error"] != "" for r in rows):
-        cols += [("|dEF| LV %", "ef_error", {"structure": "lv"}), ("|dEF| RV %", "ef_error", {"structure": "rv"})]
-    cols += [("s/frame", "seconds", {"structure": "image" if protocol != "lax-holdout" else None,
-                                      "prefix": "lax_" if protocol == "lax-holdout" else None}),
-             ("peak MB", "peak_mb", {"structure": "image" if protocol != "lax-holdout" else None,
-                                     "prefix": "lax_" if protocol == "lax-holdout" else None})]
-    return cols
-
-
-def _stat(rows, method, column, flt) -> tuple[float, float, int]:
-    if "structures" in flt:
-        v = np.concatenate([_values(rows, method, column, prefix=s) for s in flt["structures"]])
+        out += [Measure("LAX NCC", "ncc", GROUPS[0], True, lax_prefix=True),
+                Measure("LAX SSIM", "ssim", GROUPS[0], True, lax_prefix=True)]
     else:
-        v = _values(rows, method, column, flt.get("structure"), flt.get("prefix"))
-    return (float(v.mean()), float(v.std()), len(v)) if len(v) else (float("nan"), float("nan"), 0)
-
-
-def summary(rows: list[dict]) -> dict[str, dict]:
-    """{protocol: {"headers": [...], "methods": [...], "cells": {method: [(mean, std, n)]}}}"""
-    out = {}
-    for protocol in dict.fromkeys(r["protocol"] for r in rows):
-        pr = [r for r in rows if r["protocol"] == protocol]
-        methods = list(dict.fromkeys(r["method"] for r in pr if r["method"] != TRUTH_IMAGE))
-        if any(r["method"] == TRUTH_IMAGE for r in pr):
-            methods.append(TRUTH_IMAGE)
-        cols = _columns(protocol, pr)
-        out[protocol] = {"headers": [c[0] for c in cols], "methods": methods,
-                         "cases": len({r["case"] for r in pr}),
-                         "cells": {m: [_stat(pr, m, c, f) for _, c, f in cols] for m in methods}}
+        out += [Measure("SSIM", "ssim", GROUPS[0], True), Measure("PSNR", "psnr", GROUPS[0], True, digits=2, unit="dB")]
+        if _has(rows, "ncc", lambda s: s == "image"):
+            out.append(Measure("LAX NCC", "ncc", GROUPS[0], True))
+    structs = tuple(s for s in STRUCTURES if _has(rows, "dice", lambda x, s=s: x == s or x.startswith(s + "@")))
+    for column, label, higher, digits, unit in (("dice", "Dice", True, 3, ""), ("hd95", "HD95", False, 2, "mm")):
+        for s in structs:
+            out.append(Measure(f"{label} {SHORT[s]}", column, GROUPS[1], higher, (s,), digits=digits, unit=unit,
+                               headline=len(structs) == 1))
+        if len(structs) > 1:
+            out.append(Measure(f"{label} mean", column, GROUPS[1], higher, structs, mean_over_structures=True,
+                               digits=digits, unit=unit))
+    for s in ("lv", "rv"):
+        if _has(rows, "ef_error", lambda x, s=s: x == s):
+            out.append(Measure(f"EF error {s.upper()}", "ef_error", GROUPS[2], False, (s,), digits=1, unit="pp"))
+    cost = {"lax_prefix": True} if protocol == "lax-holdout" else {}
+    if _has(rows, "seconds", lambda s: True):
+        out.append(Measure("time per frame", "seconds", GROUPS[3], False, headline=False, digits=2, **cost))
+    if _has(rows, "peak_mb", lambda s: True):
+        out.append(Measure("memory", "peak_mb", GROUPS[3], False, headline=False, digits=0, unit="MB", **cost))
     return out
 
 
-def _fmt(mean: float, std: float, n: int, header: str) -> str:
+def _stat(rows, measure: Measure, method: str, case: str | None = None) -> tuple[float, float, int]:
+    v = unit_values(rows if case is None else [r for r in rows if r["case"] == case], measure, method)
+    a = np.array(list(v.values()))
+    return (float(a.mean()), float(a.std()), len(a)) if len(a) else (float("nan"), float("nan"), 0)
+
+
+def _fmt(mean: float, std: float, n: int, measure: Measure) -> str:
     if n == 0 or not np.isfinite(mean):
         return "-"
-    digits = 3 if header.split()[0] in ("SSIM", "Dice", "LAX") else (0 if header == "peak MB" else 2)
-    return f"{mean:.{digits}f} +- {std:.{digits}f}"
+    if measure.column == "seconds":  # per cell: milliseconds where small, seconds otherwise
+        scale, unit = (1000.0, "ms") if mean < 1 else (1.0, "s")
+        d = 0 if mean * scale >= 10 else 1
+        m, sd = mean * scale, std * scale
+        return (f"{m:.{d}f} ± {sd:.{d}f} {unit}" if n > 1 else f"{m:.{d}f} {unit}") if mean < 1 else \
+            (f"{m:.2f} ± {sd:.2f} s" if n > 1 else f"{m:.2f} s")
+    d = measure.digits
+    return f"{mean:.{d}f} ± {std:.{d}f}" if n > 1 else f"{mean:.{d}f}"
+
+
+def _methods(rows: list[dict]) -> list[str]:
+    ms = list(dict.fromkeys(r["method"] for r in rows if r["method"] != TRUTH_IMAGE))
+    return ms + ([TRUTH_IMAGE] if any(r["method"] == TRUTH_IMAGE for r in rows) else [])
+
+
+def summary(rows: list[dict]) -> dict[str, dict]:
+    """{protocol: {"measures", "methods", "cases", "findings", "cells": {method: [(mean, std, n)]},
+    "best": {measure label: method}, "near": {measure label: set of methods}}}"""
+    out = {}
+    for protocol in dict.fromkeys(r["protocol"] for r in rows):
+        pr = [r for r in rows if r["protocol"] == protocol]
+        methods = _methods(pr)
+        real = [m for m in methods if m != TRUTH_IMAGE]
+        ms = measures(protocol, pr)
+        cells = {m: [_stat(pr, x, m) for x in ms] for m in methods}
+        best, near = {}, {}
+        for j, x in enumerate(ms):
+            cand = {m: cells[m][j][0] for m in real if cells[m][j][2]}
+            if cand:
+                b = (max if x.higher_is_better else min)(cand, key=cand.get)
+                best[x.label] = b
+                near[x.label] = near_best(pr, x, [m for m in cand if m != b], b)
+        out[protocol] = {"measures": ms, "methods": methods, "cases": len({r["case"] for r in pr}),
+                         "frames": len({(r["case"], r["frame"]) for r in pr if r["frame"] != "ed-es"}),
+                         "cells": cells, "best": best, "near": near, "findings": findings(pr, ms, real)}
+    return out
+
+
+def _verdict(f: Finding) -> str:
+    kinds = {c.verdict for c in f.comparisons}
+    return "better" if "better" in kinds else ("worse" if kinds == {"worse"} else "none")
+
+
+def headline(s: dict) -> str:
+    """One sentence over every measure of a protocol's summary."""
+    fs: list[Finding] = s["findings"]
+    if not fs:
+        return ""
+    ref = fs[0].reference
+    better: dict[str, list[str]] = {}
+    for f in fs:
+        for c in f.comparisons:
+            if c.verdict == "better":
+                better.setdefault(c.method, []).append(f.measure.label)
+    none = [f.measure.label for f in fs if not any(c.verdict == "better" for c in f.comparisons)]
+    lead = f"{s['cases']} case(s), each method compared with {ref} on the same units (paired bootstrap, 95 %). "
+    if not better:
+        return lead + f"No method is better than {ref} beyond noise on any of the {len(fs)} headline measures."
+    lead += "Better than " + ref + ": " + "; ".join(f"{m} on {', '.join(v)}" for m, v in better.items()) + "."
+    if none:
+        lead += f" No method is better than {ref} on {', '.join(none)}."
+    return lead
 
 
 def markdown(summ: dict[str, dict]) -> str:
     parts = []
     for protocol, s in summ.items():
         parts.append(f"### {protocol} ({s['cases']} case(s))\n")
-        parts.append("| method | " + " | ".join(s["headers"]) + " |")
-        parts.append("|---|" + "---|" * len(s["headers"]))
+        if s["findings"]:
+            parts.append("Findings (paired difference from the reference, 95 % bootstrap interval):\n")
+            parts += [f"- {f.sentence}" + (f" *Warning: {f.warning}.*" if f.warning else "") for f in s["findings"]]
+            parts.append("")
+        heads = [x.label + (f" ({x.unit})" if x.unit else "") for x in s["measures"]]
+        parts.append("| method | " + " | ".join(heads) + " |")
+        parts.append("|---|" + "---|" * len(heads))
         for m in s["methods"]:
-            cells = [_fmt(*c, h) for c, h in zip(s["cells"][m], s["headers"])]
+            cells = []
+            for x, c in zip(s["measures"], s["cells"][m]):
+                t = _fmt(*c, x)
+                cells.append(f"**{t}**" if s["best"].get(x.label) == m else t)
             parts.append(f"| {m} | " + " | ".join(cells) + " |")
         parts.append("")
-    parts.append(f"mean +- std over cases and frames; `{TRUTH_IMAGE}`: the segmentation network on the true "
-                 "dense image (its own error, no reconstruction); HD95 in mm; EF error in EF percentage points.")
+        parts += [f"{n}" for n in notes(s)]
+        parts.append("")
     return "\n".join(parts) + "\n"
 
 
-# ------------------------------------------------------------------------------------ figures
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    plt = _plt()
-    out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"), suffix=".png")
-    plt.close(fig)
+def notes(s: dict) -> list[str]:
+    """Footnotes that apply to the columns actually shown."""
+    labels = {x.column for x in s["measures"]}
+    out = ["Values: mean ± std over units (case x frame rows; for a mean over structures, each case x frame's "
+           "mean first). Bold: best mean; shaded: not distinguishable from the best (95 % paired bootstrap "
+           "interval of the difference includes 0)."]
+    if TRUTH_IMAGE in s["methods"]:
+        out.append(f"{TRUTH_IMAGE}: the segmentation network on the true dense image, no reconstruction: the "
+                   "segmenter's own error, a floor for every method's Dice/HD95/EF (never marked best).")
+    if "hd95" in labels:
+        out.append("HD95: 95th percentile of the surface distance in mm, measured on the grid's pixels (2 mm on the "
+                   "model grid): one pixel is the smallest non-zero value, so 2.00 means the surfaces are within "
+                   "one pixel; slice-drop averages 2D HD95 over the scored slices.")
+    if "ef_error" in labels:
+        out.append("EF error: absolute difference from the true ejection fraction, in percentage points (pp).")
+    if "peak_mb" in labels or "seconds" in labels:
+        out.append("Cost: time per reconstructed frame on the machine under Provenance; memory: the peak resident "
+                   "memory above what the process held before the method ran, plus the weights it uses (a "
+                   "classical method uses none).")
     return out
 
 
-def montage_figure(fig_data: dict, methods: list[str], path: Path, max_slices: int = 6) -> Path | None:
-    if not fig_data:
-        return None
-    plt = _plt()
-    new = fig_data["new"]
-    picks = [new[int(i)] for i in np.linspace(0, len(new) - 1, min(max_slices, len(new)))]
-    names = ["truth"] + [m for m in methods if m in fig_data]
-    fig, axes = plt.subplots(len(names), len(picks), figsize=(1.6 * len(picks), 1.6 * len(names)), squeeze=False)
-    for r, name in enumerate(names):
-        img = fig_data["truth"] if name == "truth" else fig_data[name][0]
-        lab = fig_data.get("truth_labels") if name == "truth" else fig_data[name][1]
-        for c, z in enumerate(picks):
-            ax = axes[r, c]
-            ax.imshow(img[:, :, z].T, cmap="gray", vmin=-1, vmax=1, origin="lower")
-            if lab is not None:
-                ax.contour(lab[:, :, z].T, levels=[0.5, 1.5, 2.5], colors=["r", "y", "c"], linewidths=0.6,
-                           origin="lower")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c == 0:
-                ax.set_ylabel(name, fontsize=8)
-            if r == 0:
-                ax.set_title(f"slice {z}", fontsize=8)
-    fig.suptitle(f"{fig_data['case']} frame {fig_data['frame']}: new slices (contours: segmentation)", fontsize=9)
-    fig.tight_layout()
-    return _save(fig, path)
+# --------------------------------------------------------------------------------------- tables
 
-
-def lax_overlay_figure(fig_data: dict, methods: list[str], path: Path) -> Path | None:
-    """Each LAX view (rows) with, per method, the reconstruction sampled on its plane blended in
-    inside the region where the plane crosses the SAX stack, and the sampled segmentation."""
-    if not fig_data:
-        return None
-    plt = _plt()
-    views = list(dict.fromkeys(v for v, _ in fig_data))
-    ms = [m for m in methods if any((v, m) in fig_data for v in views)]
-    fig, axes = plt.subplots(len(views), len(ms) + 1, figsize=(2.0 * (len(ms) + 1), 2.0 * len(views)), squeeze=False)
-    for r, v in enumerate(views):
-        image = next(fig_data[(v, m)][0] for m in ms if (v, m) in fig_data)
-        lo, hi = np.percentile(image, [1, 99])
-        axes[r, 0].imshow(image.T, cmap="gray", vmin=lo, vmax=hi, origin="lower")
-        axes[r, 0].set_ylabel(v, fontsize=8)
-        if r == 0:
-            axes[r, 0].set_title("LAX image", fontsize=8)
-        for c, m in enumerate(ms, start=1):
-            ax = axes[r, c]
-            if (v, m) not in fig_data:
-                ax.axis("off")
-                continue
-            _, sampled, valid, plab = fig_data[(v, m)]
-            x = sampled.astype(np.float64)
-            if valid.sum() > 2:  # intensity-match the sampled plane to the LAX image inside the mask
-                A = np.stack([x[valid], np.ones(valid.sum())], 1)
-                coef, *_ = np.linalg.lstsq(A, image[valid].astype(np.float64), rcond=None)
-                x = x * coef[0] + coef[1]
-            shown = np.where(valid, x, image * 0.5 + lo * 0.5)
-            ax.imshow(shown.T, cmap="gray", vmin=lo, vmax=hi, origin="lower")
-            ax.contour(valid.T.astype(float), levels=[0.5], colors=["lime"], linewidths=0.5, origin="lower")
-            if plab is not None:
-                ax.contour(np.where(valid, plab, 0).T, levels=[0.5, 1.5, 2.5], colors=["r", "y", "c"],
-                           linewidths=0.5, origin="lower")
-            if r == 0:
-                ax.set_title(m, fontsize=8)
-        for ax in axes[r]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.suptitle("LAX views with the reconstruction on their plane (green: where the plane crosses the stack)",
-                 fontsize=9)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def box_figure(rows: list[dict], methods: list[str], path: Path) -> Path | None:
-    structs = [s for s in STRUCTURES if any(r["structure"].split("@")[0] == s and r["dice"] != "" for r in rows)]
-    if not structs:
-        return None
-    plt = _plt()
-    fig, axes = plt.subplots(2, len(structs), figsize=(3.2 * len(structs), 5.5), squeeze=False)
-    for c, s in enumerate(structs):
-        for r, metric in enumerate(("dice", "hd95")):
-            ms = [m for m in methods if len(_values(rows, m, metric, prefix=s))]
-            data = [_values(rows, m, metric, prefix=s) for m in ms]
-            ax = axes[r, c]
-            if data:
-                ax.boxplot(data, tick_labels=ms)
-            ax.set_title(f"{SHORT[s]} {'Dice' if metric == 'dice' else 'HD95 (mm)'}", fontsize=9)
-            ax.tick_params(axis="x", labelrotation=45, labelsize=7)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def ef_figure(rows: list[dict], methods: list[str], path: Path) -> Path | None:
-    pts = [r for r in rows if r["structure"] in ("lv", "rv") and r["ef"] != "" and r["true_ef"] != ""]
-    if not pts:
-        return None
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
-    for ax, s in zip(axes, ("lv", "rv")):
-        for m in methods:
-            p = [r for r in pts if r["method"] == m and r["structure"] == s]
-            if p:
-                ax.scatter([float(r["true_ef"]) for r in p], [float(r["ef"]) for r in p], label=m, s=18)
-        lim = [0, 100]
-        ax.plot(lim, lim, "k--", lw=0.8)
-        ax.set_xlim(lim)
-        ax.set_ylim(lim)
-        ax.set_xlabel("true EF (%)")
-        ax.set_ylabel("EF from reconstruction (%)")
-        ax.set_title(f"{s.upper()} ejection fraction")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def _img_tag(path: Path) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode()
-    return f'<img src="data:image/png;base64,{data}" style="max-width:100%">'
-
-
-def html_page(summ: dict, figures: list[tuple[str, Path]], title: str, intro: str, csv_name: str) -> str:
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;"
-             "font-size:12px}td,th{border:1px solid #bbb;padding:3px 6px;text-align:right}"
-             "td:first-child{text-align:left}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>"]
-    for protocol, s in summ.items():
-        parts.append(f"<h2>{html.escape(protocol)} ({s['cases']} case(s))</h2><table><tr><th>method</th>")
-        parts += [f"<th>{html.escape(h)}</th>" for h in s["headers"]]
-        parts.append("</tr>")
+def tables(protocol: str, s: dict, rows: list[dict], colours: dict[str, str]) -> list[dict]:
+    """The page's tables of one protocol (plain data for `page.table_html`), one per group."""
+    pr = [r for r in rows if r["protocol"] == protocol]
+    cases = list(dict.fromkeys(r["case"] for r in pr))
+    out = []
+    for group in GROUPS:
+        idx = [j for j, x in enumerate(s["measures"]) if x.group == group]
+        if not idx:
+            continue
+        cols = [{"label": s["measures"][j].label + (f" ({s['measures'][j].unit})" if s["measures"][j].unit else ""),
+                 "title": ("higher" if s["measures"][j].higher_is_better else "lower") + " is better"} for j in idx]
+        trs = []
         for m in s["methods"]:
-            cells = "".join(f"<td>{html.escape(_fmt(*c, h))}</td>" for c, h in zip(s["cells"][m], s["headers"]))
-            parts.append(f"<tr><td>{html.escape(m)}</td>{cells}</tr>")
-        parts.append("</table>")
-    parts.append(f"<p>mean &plusmn; std over cases and frames. Every row: <code>{html.escape(csv_name)}</code>. "
-                 f"<code>{TRUTH_IMAGE}</code>: the segmentation network on the true dense image.</p>")
-    for caption, path in figures:
-        parts.append(f"<h2>{html.escape(caption)}</h2>{_img_tag(path)}")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+            cells = []
+            for j in idx:
+                x = s["measures"][j]
+                mean, std, n = s["cells"][m][j]
+                cells.append({"text": _fmt(mean, std, n, x), "value": mean if n else None, "title": f"n = {n}",
+                              "best": s["best"].get(x.label) == m, "near": m in s["near"].get(x.label, ())})
+            details = []
+            if len(cases) > 1 or any(s["cells"][m][j][2] > 1 for j in idx):
+                for c in cases:
+                    dc = []
+                    for j in idx:
+                        mean, std, n = _stat(pr, s["measures"][j], m, c)
+                        dc.append({"text": _fmt(mean, std, n, s["measures"][j]), "value": mean if n else None,
+                                   "title": f"n = {n}"})
+                    details.append({"name": c, "cells": dc})
+            trs.append({"name": m, "colour": colours.get(m, ""), "cells": cells, "details": details})
+        out.append({"id": f"t-{protocol}-{group.split()[0].lower()}", "title": f"{group}", "columns": cols,
+                    "rows": trs, "caption": "Click a column to sort; click a method for its per-case values."})
+    return out
 
 
-def write_report(rows: list[dict], figures_data: dict, methods: list[str], out: Path, title: str, intro: str
-                 ) -> dict[str, Path]:
-    """Write results.csv, summary.md, figures/*.png and report.html under `out`."""
+# --------------------------------------------------------------------------------------- figures
+
+def _scroller_section(figures_data: dict, methods: list[str], colours: dict[str, str]) -> dict | None:
+    data = figures_data.get("scroller") or {}
+    if not data:
+        return None
+    from cardiorecon.report.page import scroller_html
+
+    cases, columns = {}, None
+    for case, entry in data.items():
+        frames = list(entry["frames"])
+        ms = [m for m in methods if all(m in entry["frames"][f]["methods"] for f in frames)]
+        if columns is None:
+            columns = ["reference"] + ms
+        pngs = {}
+        for fi, f in enumerate(frames):
+            d = entry["frames"][f]
+            for si in range(len(entry["slices"])):
+                def sl(a, si=si):
+                    return None if a is None else a[:, :, si]
+
+                pngs[f"{fi}:{si}"] = F.scroller_strip(sl(d["truth"]), sl(d["truth_labels"]),
+                                                      [(sl(d["methods"][m][0]), sl(d["methods"][m][1])) for m in ms],
+                                                      zoom=2)
+        cases[case] = {"frames": frames, "slices": entry["slices"], "png": pngs}
+    alt = ("top row: the reference slice and each method's reconstruction with contours (predicted solid, reference "
+           "dotted white); bottom row: each method's absolute error, black 0 to yellow 0.5 or more")
+    return {"id": "slices", "title": "Slices and frames, case by case",
+            "html": scroller_html(cases, columns, colours, alt=alt),
+            "caption": "Pick a case and move the sliders through its frames and new (reconstructed) slices. Top: "
+                       "the reference then each method; contours: LV cavity red, LV myocardium yellow, RV cavity "
+                       "cyan (predicted, solid; the reference contours as white dots). Bottom: |reconstruction - "
+                       "reference|, magma from 0 (black) to 0.5 of the [-1, 1] intensity range (yellow). "
+                       f"Up to {len(next(iter(cases.values()))['slices'])} new slices per frame are shown."}
+
+
+def write_report(rows: list[dict], figures_data: dict, methods: list[str], out: Path, title: str, intro: str,
+                 provenance: dict | None = None, failures: list[dict] | None = None,
+                 sections: list[dict] | None = None) -> dict:
+    """Write results.csv, summary.md, figures/*.png and report.html under `out`.
+
+    `sections`: extra blocks (see `page.build_page`), e.g. alignment shifts, shown after the built-in
+    figures; `failures`: cases that failed ({case, error}), listed at the top."""
+    from cardiorecon.report.page import build_page
+
     out.mkdir(parents=True, exist_ok=True)
     figdir = out / "figures"
     figdir.mkdir(exist_ok=True)
-    all_methods = methods + ([TRUTH_IMAGE] if any(r["method"] == TRUTH_IMAGE for r in rows) else [])
-    written = {"csv": write_csv(rows, out / "results.csv")}
+    all_methods = _methods(rows)
+    colours = F.method_colours(list(dict.fromkeys(methods + all_methods)))
+    written: dict = {"csv": write_csv(rows, out / "results.csv")}
     summ = summary(rows)
     md = f"# {title}\n\n{intro}\n\n" + markdown(summ)
+    if provenance:
+        md += f"\nCommand: `{provenance.get('command', '')}`; {provenance.get('date_utc', '')}; " \
+              f"git {provenance.get('git_commit', '')}\n"
+    if failures:
+        md += "\nFailed cases:\n" + "".join(f"- {f['case']}: {f['error']}\n" for f in failures)
     written["markdown"] = atomic_write(out / "summary.md", lambda tmp: tmp.write_text(md), suffix=".md")
-    figs = []
-    for name, caption, fn in (
-            ("montage", "New slices per method beside the truth",
-             lambda p: montage_figure(figures_data.get("montage", {}), methods, p)),
-            ("lax_overlay", "LAX views with the reconstruction's intersection",
-             lambda p: lax_overlay_figure(figures_data.get("lax", {}), methods, p)),
-            ("dice_hd95", "Dice and HD95 per method", lambda p: box_figure(rows, all_methods, p)),
-            ("ef_scatter", "Ejection fraction: reconstructed vs true", lambda p: ef_figure(rows, all_methods, p))):
-        path = fn(figdir / f"{name}.png")
-        if path is not None:
-            figs.append((caption, path))
-            written[name] = path
-    page = html_page(summ, figs, title, intro, "results.csv")
+
+    page_tables, page_findings, heads, page_notes = [], [], [], []
+    for protocol, s in summ.items():
+        for t in tables(protocol, s, rows, colours):
+            page_tables.append({**t, "title": f"{protocol}: {t['title']}"} if len(summ) > 1 else t)
+        page_findings += [{"sentence": f.sentence, "warning": f.warning, "verdict": _verdict(f)} for f in s["findings"]]
+        heads.append(headline(s))
+        page_notes += notes(s)
+
+    secs: list[dict] = []
+    scroller = _scroller_section(figures_data, methods, colours)
+    if scroller:
+        secs.append(scroller)
+    mont = figures_data.get("montage", {})
+    p = F.montage_figure(mont, methods, colours, figdir / "montage.png")
+    if p:
+        written["montage"] = p
+        secs.append({"title": "New slices beside the reference", "png": p,
+                     "alt": f"Montage of new slices of {mont.get('case')} frame {mont.get('frame')}: the reference and "
+                            "each method with contours and absolute error maps",
+                     "caption": "Left of each pair: the slice with the predicted contours (solid; LV cavity red, LV "
+                                "myocardium yellow, RV cavity cyan) over the reference ones (white dashed); right: "
+                                "|reconstruction - reference| (colour bar). Look for ringing at edges (overshoot next "
+                                "to bright blood), contour islands outside the heart and blur across the gap."})
+    lax = figures_data.get("lax", {})
+    if lax:
+        case = mont.get("case") or next(iter(figures_data.get("scroller", {}) or {"first case": 0}))
+        frame = mont.get("frame", "")
+        for v, path in F.lax_overlay_figures(lax, methods, colours, figdir, case, frame):
+            written[f"lax_overlay_{v}"] = path
+            secs.append({"title": f"{v} view: the reconstruction on the long-axis plane", "png": path,
+                         "alt": f"{v} long-axis image of {case} frame {frame} and each method's reconstruction "
+                                "sampled on its plane",
+                         "caption": "Cropped to where the plane crosses the short-axis stack (green outline) and "
+                                    "drawn at twice the pixel grid. Inside the outline: the reconstruction sampled on "
+                                    "the plane, intensity-matched to the LAX image; outside, the LAX image dimmed. "
+                                    "Horizontal bands at the acquired slice positions show the through-plane "
+                                    "resolution; contours: predicted labels sampled on the plane."})
+    for protocol, s in summ.items():
+        pr = [r for r in rows if r["protocol"] == protocol]
+        for group, name in ((GROUPS[0], "strip_image"), (GROUPS[1], "strip_segmentation")):
+            ms = [x for x in s["measures"] if x.group == group]
+            p = F.strip_figure(pr, ms, s["methods"], colours, figdir / f"{name}_{protocol}.png")
+            if p:
+                written[f"{name}_{protocol}"] = p
+                secs.append({"title": f"{group}: every case and frame ({protocol})", "png": p,
+                             "alt": f"Strip plots of {', '.join(x.label for x in ms)} per method",
+                             "caption": "One dot per unit (case x frame, per structure), one colour per method as in "
+                                        "every figure; black bar: the mean and its 95 % bootstrap interval."})
+    p = F.bland_altman_figure(rows, all_methods, colours, figdir / "ef_bland_altman.png")
+    if p:
+        written["ef_bland_altman"] = p
+        secs.append({"title": "Ejection fraction: agreement with the truth", "png": p,
+                     "alt": "Bland-Altman plots of reconstructed minus true ejection fraction for LV and RV",
+                     "caption": "Bland-Altman: each subject's reconstructed minus true EF against their mean. Solid "
+                                "line: the method's bias; dotted: bias ± 1.96 SD (95 % limits of agreement)."})
+    study = mont.get("study")
+    if study is not None and study.lax:
+        from cardiorecon.report.overlay import overlay_figure
+
+        p = overlay_figure(study, figdir / "acquisition_geometry.png", int(mont.get("frame", 0) or 0))
+        written["acquisition_geometry"] = p
+        secs.append({"title": f"Acquisition geometry ({mont.get('case')})", "png": p,
+                     "alt": "Short-axis mid slice with the long-axis intersection lines, and each long-axis view "
+                            "with the short-axis slice lines",
+                     "caption": "Lines computed from the images' affines alone: the SAX mid slice with each LAX "
+                                "plane's intersection (coloured), and each LAX view with the SAX slice positions "
+                                "(yellow). A line through the wrong anatomy means wrong geometry or breath-hold "
+                                "misalignment."})
+    p = F.lag_curves_figure(figures_data.get("lag_curves", {}), figdir / "lag_loss.png")
+    if p:
+        written["lag_loss"] = p
+        secs.append({"title": "LAG optimisation", "png": p, "alt": "LAG loss per iteration",
+                     "caption": "LAG's objective per iteration (solid), with its weighted LAX term (dashed) and "
+                                "continuity term (dotted), one colour per frame. A flat LAX term means the LAX views "
+                                "did not change the result."})
+    secs += sections or []
+    page = build_page(title, intro, findings=page_findings, headline=" ".join(h for h in heads if h),
+                      tables=page_tables, sections=secs, provenance=provenance, failures=failures,
+                      links=[("results.csv", "results.csv"), ("summary.md", "summary.md")],
+                      notes=list(dict.fromkeys(page_notes)))
     written["html"] = atomic_write(out / "report.html", lambda tmp: tmp.write_text(page), suffix=".html")
-    written["summary"] = summ  # type: ignore[assignment]
+    written["summary"] = summ
     return written
