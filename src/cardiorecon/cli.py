@@ -161,6 +161,9 @@ def train_seg(data: list[Path] = typer.Option(..., "--data", help="Labelled subj
 def segment(study: Path = typer.Argument(..., help="Subject folder (any layout) or NIfTI volume"),
             weights: Optional[Path] = typer.Option(None, "--weights", help="Segmentation weights (default: shipped)"),
             frames: str = typer.Option("all", "--frames", help="ed, es, all or a frame index"),
+            align: str = typer.Option("auto", "--align",
+                                    help="Breath-hold alignment of the SAX slices to the LAX views first: auto (when "
+                                         "a LAX view exists), on or off"),
             out: Path = typer.Option(..., "--out", help="Output folder")) -> None:
     """Segment the SAX (LV cavity 1, LV myocardium 2, RV cavity 3) on the input grid and the model grid."""
     from cardiorecon.errors import CardioReconError
@@ -173,7 +176,9 @@ def segment(study: Path = typer.Argument(..., help="Subject folder (any layout) 
         s = read_study(study)
         net = load_segnet(weights)
         frame_list = s.resolve_frames(_frames(frames))
-        model_grid, native = segment_study(net, s, frame_list)
+        alignment = _alignment(s, align, None)
+        model_grid, native = segment_study(net, s, frame_list,
+                                           sax_shifts_mm=None if alignment is None else alignment.sax_shifts_mm)
         out.mkdir(parents=True, exist_ok=True)
         for vol, name in ((native, "seg_sa.nii.gz"), (model_grid, "seg_sa_model_grid.nii.gz")):
             typer.echo(f"wrote {write_nifti(vol, out / name)}")
@@ -184,6 +189,57 @@ def segment(study: Path = typer.Argument(..., help="Subject folder (any layout) 
         fn = ventricular_function(lab[..., frame_list.index(s.ed_frame)], lab[..., frame_list.index(s.es_frame)],
                                   s.sax.spacing.tolist())
         typer.echo("  ".join(f"{k} {v:.1f}" for k, v in fn.items()))
+
+
+def _check_align(align: str) -> None:
+    if align not in ("auto", "on", "off"):
+        _fail(ValueError(f"--align must be auto, on or off, not {align!r}"))
+
+
+def _alignment(study, align: str, views):
+    """The breath-hold alignment `--align` asks for (None for off, or auto without LAX), with its
+    notes and shifts echoed."""
+    from cardiorecon.align import resolve_alignment
+
+    _check_align(align)
+    alignment = resolve_alignment(study, align, views)
+    if alignment is not None:
+        for note in alignment.notes:
+            typer.echo(f"note: {note}")
+        rms = float((alignment.sax_shifts_mm ** 2).sum(1).mean() ** 0.5)
+        typer.echo(f"aligned with {','.join(alignment.lax_views) or 'no LAX view'}: shifts RMS {rms:.2f} mm, "
+                   f"intersection NCC {alignment.mean_ncc('before'):.3f} -> {alignment.mean_ncc('after'):.3f} "
+                   f"({alignment.seconds:.1f} s)")
+    return alignment
+
+
+@app.command()
+def align(study: Path = typer.Argument(..., help="Subject folder (any layout)"),
+          lax_views: Optional[str] = typer.Option(None, "--lax-views",
+                                                  help="Comma-separated LAX views to align with (default: all)"),
+          bound: float = typer.Option(10.0, "--bound", min=0.5, help="Largest shift searched (mm)"),
+          out: Path = typer.Option(..., "--out", help="Output folder")) -> None:
+    """Breath-hold alignment: an in-plane shift per SAX slice (all frames) from the agreement with the LAX
+    views along every intersection line; writes alignment.json and the aligned SAX (sa_aligned.nii.gz)."""
+    from cardiorecon.align import AlignConfig, estimate_alignment, write_alignment
+    from cardiorecon.errors import CardioReconError
+    from cardiorecon.io import read_study
+
+    try:
+        s = read_study(study)
+        views = [v.strip() for v in lax_views.split(",")] if lax_views else None
+        alignment = estimate_alignment(s, views, AlignConfig(bound_mm=bound))
+        paths = write_alignment(alignment, s, out)
+    except CardioReconError as exc:
+        _fail(exc)
+    for note in alignment.notes:
+        typer.echo(f"note: {note}")
+    for k, (dr, dc) in enumerate(alignment.sax_shifts_mm):
+        typer.echo(f"slice {k:2d}: d_row {dr:+6.2f} mm  d_col {dc:+6.2f} mm")
+    typer.echo(f"intersection NCC (mean of {len(alignment.lines)} lines) {alignment.mean_ncc('before'):.3f} -> "
+               f"{alignment.mean_ncc('after'):.3f}; {alignment.seconds:.1f} s")
+    for p in paths:
+        typer.echo(f"wrote {p}")
 
 
 def _frames(frames: str):
@@ -200,7 +256,10 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
                                                         help="Comma-separated LAX views guiding lag (default: all)"),
                 weights: Optional[Path] = typer.Option(
                     None, "--weights", help="DiffAE weights, or DMCVR weights for dmcvr and --init dmcvr (default: shipped)"),
-                native: bool = typer.Option(False, "--native", help="Also write the volume on the input grid"),
+                native: bool = typer.Option(True, "--native/--no-native",
+                                            help="Also write recon_METHOD_native.nii.gz: the input's own grid and "
+                                                 "whole field of view (acquired slices as input; the method inside "
+                                                 "the heart region, linear interpolation outside)"),
                 invert_steps: int = typer.Option(8, "--invert-steps", min=1),
                 decode_steps: int = typer.Option(8, "--decode-steps", min=1),
                 depth: float = typer.Option(0.4, "--depth", min=0.01, max=1.0,
@@ -210,8 +269,12 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
                 init: str = typer.Option("diffae", "--init",
                                          help="lag only: start from the diffae codes, or from the dmcvr codes "
                                               "(DMCVR weights, morphology fixed)"),
+                align: str = typer.Option("auto", "--align",
+                                    help="Breath-hold alignment of the SAX slices to the LAX views first: auto (when "
+                                         "a LAX view exists), on or off"),
                 out: Path = typer.Option(..., "--out", help="Output folder")) -> None:
-    """Reconstruct a dense SAX volume (model grid; --native also on the input grid)."""
+    """Reconstruct a dense SAX volume: on the input's own grid (recon_METHOD_native.nii.gz) and on the
+    working grid around the heart (recon_METHOD.nii.gz)."""
     import dataclasses
 
     from cardiorecon.errors import CardioReconError
@@ -246,7 +309,7 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
         cfg = ReconConfig(invert_steps=invert_steps, decode_steps=decode_steps, depth=depth, lag=lag)
         views = [v.strip() for v in lax_views.split(",")] if lax_views else None
         rec = run(s, method, factor=factor, spacing_mm=spacing if factor is None else None, frames=_frames(frames),
-                  lax_views=views, model=model, config=cfg, progress=True)
+                  lax_views=views, model=model, config=cfg, progress=True, align=_alignment(s, align, views))
         paths = write_reconstruction(rec, out, s, native=native)
     except (CardioReconError, ValueError) as exc:
         _fail(exc)
@@ -272,6 +335,9 @@ def evaluate(data: list[Path] = typer.Argument(..., help="Subject folders, or fo
                                                           help="DMCVR weights for dmcvr (default: shipped)"),
              no_segmentation: bool = typer.Option(False, "--no-segmentation", help="Skip Dice/HD95/EF"),
              max_subjects: Optional[int] = typer.Option(None, "--max-subjects", min=1),
+             align: str = typer.Option("auto", "--align",
+                                    help="Breath-hold alignment of the SAX slices to the LAX views first: auto (when "
+                                         "a LAX view exists), on or off"),
              out: Path = typer.Option(..., "--out", help="Output folder for the CSV, summary, figures and HTML")) -> None:
     """Run an evaluation protocol for several methods on the same cases; write CSV, Markdown, figures, HTML."""
     from cardiorecon.errors import CardioReconError
@@ -288,7 +354,9 @@ def evaluate(data: list[Path] = typer.Argument(..., help="Subject folders, or fo
         _fail(ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}"))
     try:
         folders = subject_folders(list(data))[:max_subjects]
-        ev = Evaluator(method_list).load(weights, dmcvr_weights, seg_weights, segmentation=not no_segmentation)
+        _check_align(align)
+        ev = Evaluator(method_list, align=align).load(weights, dmcvr_weights, seg_weights,
+                                                      segmentation=not no_segmentation)
         kwargs = {"factor": factor} if protocol != "slice-drop" else {"frames": frames}
         if protocol == "lax-holdout":
             kwargs["frames"] = frames
@@ -388,7 +456,10 @@ def sample(out: Path = typer.Option(..., "--out", help="PNG grid to write (and N
 @app.command()
 def demo(out: Path = typer.Option(Path("out/demo"), "--out", help="Output folder"),
          methods: str = typer.Option("nearest,linear,cubic,diffae,lag,dmcvr", "--methods", help="Comma-separated methods"),
-         subjects: int = typer.Option(2, "--subjects", min=1, help="Phantom subjects to generate and score")) -> None:
+         subjects: int = typer.Option(2, "--subjects", min=1, help="Phantom subjects to generate and score"),
+         align: str = typer.Option("auto", "--align",
+                                    help="Breath-hold alignment of the SAX slices to the LAX views first: auto (when "
+                                         "a LAX view exists), on or off")) -> None:
     """The main job on the built-in default: the phantom protocol end to end. Generates heart-failure
     phantom subjects, reconstructs their ED and ES 10 mm SAX stacks at 2 mm with each method
     (shipped weights), segments the results and scores them against the phantom's truth
@@ -397,7 +468,9 @@ def demo(out: Path = typer.Option(Path("out/demo"), "--out", help="Output folder
     from cardiorecon.errors import CardioReconError
 
     try:
-        run_demo(out, [m.strip() for m in methods.split(",") if m.strip()], subjects=subjects, echo=typer.echo)
+        _check_align(align)
+        run_demo(out, [m.strip() for m in methods.split(",") if m.strip()], subjects=subjects, echo=typer.echo,
+                 align=align)
     except CardioReconError as exc:
         _fail(exc)
 

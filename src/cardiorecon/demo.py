@@ -16,7 +16,8 @@ from cardiorecon.report.overlay import overlay_figure
 DEMO_SEED = 1000  # training used seeds 100-159 (healthy), 100-139 (heart failure), 900-901 held out
 
 
-def run_demo(out: str | Path, methods: list[str], subjects: int = 2, echo: Callable[[str], None] = print) -> dict:
+def run_demo(out: str | Path, methods: list[str], subjects: int = 2, echo: Callable[[str], None] = print,
+             align: str = "auto") -> dict:
     """Generate `subjects` heart-failure phantoms, reconstruct ED and ES at factor 5 (10 mm -> 2 mm)
     with every method, segment, score against the truth and write the report under `out`."""
     out = Path(out)
@@ -28,7 +29,7 @@ def run_demo(out: str | Path, methods: list[str], subjects: int = 2, echo: Calla
     study = read_study(folders[0])
     echo(format_description(describe_study(study)))
     echo(f"overlay figure: {overlay_figure(study, out / 'overlay.png', 0)}")
-    ev = Evaluator(methods, echo=echo, save_to=out / "recon").load()
+    ev = Evaluator(methods, echo=echo, save_to=out / "recon", align=align).load()
     rows = phantom_protocol(ev, folders, factor=5)
     written = write_report(rows, ev.figures, methods, out, "cardiorecon demo: phantom protocol",
                            f"{subjects} heart-failure phantom subject(s) (seeds {DEMO_SEED}..), factor 5, ED and ES, "

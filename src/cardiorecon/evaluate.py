@@ -57,6 +57,7 @@ class Evaluator:
     echo: Callable[[str], None] = print
     save_to: Path | None = None  # write every reconstruction (NIfTI, model and input grid) under here
     figures: dict = field(default_factory=dict)  # material kept for the report figures
+    align: str = "off"  # breath-hold alignment before every method: auto, on or off (cardiorecon.align)
     weights: list[dict] = field(default_factory=list)  # provenance: name, file, hash of the weights loaded
     data: dict = field(default_factory=dict)  # provenance: {case: describe_data(study)}
     figure_cases: int = 3  # cases whose every frame and slice the report's scroller shows
@@ -88,8 +89,20 @@ class Evaluator:
             self.weights.append(weights_entry("segmentation (scoring)", stem, self.segnet))
         return self
 
-    def run(self, study: Study, method: str, factor: int, frames: list[int], lax_views: list[str] | None = None
-            ) -> Reconstruction:
+    def alignment(self, study: Study, lax_views: list[str] | None = None):
+        """The study's breath-hold alignment with `lax_views` (default all) under `self.align`,
+        estimated once per case and set of views and kept for the report."""
+        from cardiorecon.align import resolve_alignment
+
+        views = tuple(study.lax) if lax_views is None else tuple(lax_views)
+        key = (str(study.meta.get("subject") or study.meta.get("source") or id(study)), views)
+        cache = self.figures.setdefault("alignment", {})
+        if key not in cache:
+            cache[key] = resolve_alignment(study, self.align, list(views))
+        return cache[key]
+
+    def run(self, study: Study, method: str, factor: int, frames: list[int], lax_views: list[str] | None = None,
+            align: str | None = None) -> Reconstruction:
         model = self.dmcvr if method == "dmcvr" else self.model
         if method in ("nearest", "linear", "cubic"):  # on the same model grid as the others
             model = self.model if self.model is not None else self.dmcvr
@@ -99,8 +112,9 @@ class Evaluator:
         case = str(study.meta.get("subject") or Path(str(study.meta.get("source") or "case")).name)
         self.data.setdefault(case, describe_data(study))
         before_mb = PeakMemory.rss_mb()
+        alignment = self.alignment(study, lax_views) if (align or self.align) != "off" else "off"
         rec = reconstruct(study, method, factor=factor, frames=frames, lax_views=lax_views, model=model,
-                          config=self.config, progress=self.progress)
+                          config=self.config, progress=self.progress, align=alignment)
         # Memory of this method alone: the peak above what the process held before it (other methods'
         # models, the data), plus the weights this method uses; a classical method uses none.
         weights_mb = 0.0 if method in ("nearest", "linear", "cubic") or model is None else \
@@ -287,7 +301,7 @@ def slice_drop_protocol(ev: Evaluator, folders: list[Path], frames: str = "ed-es
         ev.echo(f"[{n + 1}/{len(folders)}] {case}: {study.sax.spatial_shape[2]} slices -> "
                 f"{sub.sax.spatial_shape[2]} kept, frames {frame_list}")
         for method in ev.methods:
-            rec = ev.run(sub, method, 2, frame_list)
+            rec = ev.run(sub, method, 2, frame_list, align="off")  # the originals are scored as acquired
             affine, shape = rec.normalised.affine, rec.normalised.spatial_shape
             spacing = tuple(float(s) for s in rec.normalised.spacing)
             dropped = list(range(1, shape[2], 2))  # dense slice k is original slice k
@@ -363,9 +377,12 @@ def lax_holdout_protocol(ev: Evaluator, folders: list[Path], frames: str = "ed-e
             shared = None  # methods that ignore the LAX views give the same volume for every held-out view
             for held in study.lax:
                 others = [v for v in study.lax if v != held]
-                if method == "lag" or shared is None:
-                    rec = ev.run(study, method, factor, frame_list, lax_views=others if method == "lag" else None)
-                    if method != "lag":
+                # With alignment every method's slices move with the guiding views' estimate (the
+                # held-out view plays no part), so nothing is shared across held-out views.
+                if method == "lag" or shared is None or ev.align != "off":
+                    rec = ev.run(study, method, factor, frame_list,
+                                 lax_views=others if method == "lag" or ev.align != "off" else None)
+                    if method != "lag" and ev.align == "off":
                         shared = rec
                 else:
                     rec = shared

@@ -159,8 +159,68 @@ def inplane_grid(volume: Volume, spacing_mm: float, size: int, center_world: np.
 
 
 def resample_inplane(volume: Volume, spacing_mm: float, size: int, center_world: np.ndarray,
-                     order: int = 1) -> Volume:
+                     order: int = 1, sax_shifts_mm: np.ndarray | None = None) -> Volume:
     """Resample in-plane to square pixels of `spacing_mm` and crop size x size around
-    `center_world`; slices stay where they are."""
+    `center_world`; slices stay where they are.
+
+    `sax_shifts_mm` (Z, 2): per-slice breath-hold shifts (d_row, d_col) in mm along the voxel axes
+    i and j (the phantom's convention: slice k was acquired where the header says, moved by the
+    shift). Each slice is then sampled from where it really lies, in this same single resampling.
+    None or all zero: the plain resampling."""
     affine = inplane_grid(volume, spacing_mm, size, center_world)
-    return resample(volume, affine, (size, size, volume.spatial_shape[2]), order=order)
+    shape = (size, size, volume.spatial_shape[2])
+    if sax_shifts_mm is None or not np.any(np.asarray(sax_shifts_mm)):
+        return resample(volume, affine, shape, order=order)
+    return resample_slices(volume, affine, shape, sax_shifts_mm, order=order)
+
+
+def shifted_slice_affine(affine: np.ndarray, k: int, shift_mm) -> np.ndarray:
+    """Affine of slice k alone (a one-slice grid) where it was really acquired: the header's
+    slice k moved in-plane by shift_mm = (d_row, d_col) mm along the voxel axes i and j."""
+    a = np.array(affine, dtype=np.float64, copy=True)
+    directions = a[:3, :2] / np.linalg.norm(a[:3, :2], axis=0)
+    a[:3, 3] = a[:3, 3] + k * a[:3, 2] + directions @ np.asarray(shift_mm, dtype=np.float64)
+    return a
+
+
+def resample_slices(volume: Volume, affine: np.ndarray, shape: tuple[int, int, int], sax_shifts_mm: np.ndarray,
+                    order: int = 1, cval: float = 0.0) -> Volume:
+    """Resample a stack slice by slice onto (affine, shape), whose slice k lies on the input's
+    slice k, taking input slice k from where it was acquired (`shifted_slice_affine`).
+
+    One 2D resampling per slice and frame: no through-plane mixing, so no slice is resampled twice.
+    """
+    shifts = np.asarray(sax_shifts_mm, dtype=np.float64)
+    Z = volume.spatial_shape[2]
+    if shifts.shape != (Z, 2) or shape[2] != Z:
+        raise ValueError(f"sax_shifts_mm must be ({Z}, 2) for a {Z}-slice stack onto {Z} slices, "
+                         f"got {shifts.shape} onto {shape[2]}")
+    affine = np.asarray(affine, dtype=np.float64)
+    data = volume.data if volume.data.ndim == 4 else volume.data[..., None]
+    out_dtype = volume.data.dtype if order == 0 else np.float32
+    out = np.zeros(tuple(shape[:2]) + (Z, data.shape[3]), out_dtype)
+    for k in range(Z):
+        dst = affine.copy()
+        dst[:3, 3] = affine[:3, 3] + k * affine[:3, 2]
+        m = np.linalg.inv(shifted_slice_affine(volume.affine, k, shifts[k])) @ dst
+        m = np.where(np.abs(m - np.round(m)) < 1e-9, np.round(m), m)
+        if np.abs(m[2, [0, 1, 3]]).max() > 1e-3:
+            raise ValueError(f"target slice {k} does not lie on input slice {k}")
+        for t in range(data.shape[3]):
+            src = data[:, :, k, t] if order == 0 else data[:, :, k, t].astype(np.float32)
+            out[:, :, k, t] = ndimage.affine_transform(src, m[:2, :2], m[:2, 3], output_shape=tuple(shape[:2]),
+                                                       order=order, mode="constant", cval=cval,
+                                                       prefilter=order > 1)
+    return Volume(out if volume.data.ndim == 4 else out[..., 0], affine, dict(volume.meta))
+
+
+def shift_slices(volume: Volume, sax_shifts_mm: np.ndarray, order: int = 1) -> Volume:
+    """The stack on its own grid with each slice k moved to where it was acquired (the breath-hold
+    correction): voxel (i, j, k) then shows the anatomy at the header's position. Slices whose
+    shift is exactly zero are copied unchanged."""
+    shifts = np.asarray(sax_shifts_mm, dtype=np.float64)
+    moved = resample_slices(volume, volume.affine, volume.spatial_shape, shifts, order=order)
+    data = np.array(moved.data, dtype=moved.data.dtype, copy=True)
+    for k in np.flatnonzero(~np.any(shifts, axis=1)):
+        data[:, :, k] = volume.data[:, :, k]
+    return Volume(data, volume.affine, dict(volume.meta))

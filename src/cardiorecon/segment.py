@@ -49,15 +49,29 @@ def segment_array(net: SegNet, data: np.ndarray) -> np.ndarray:
     return labels.reshape(data.shape).astype(np.uint8)
 
 
-def segment_study(net: SegNet, study: Study, frames: list[int] | None = None) -> tuple[Volume, Volume]:
+def _to_native(volume: Volume, affine: np.ndarray, shape, cval: float, sax_shifts_mm=None) -> np.ndarray:
+    """Linear resampling onto the input grid; with breath-hold shifts each input slice k is sampled
+    where it was acquired (`geometry.shifted_slice_affine`)."""
+    if sax_shifts_mm is None or not np.any(sax_shifts_mm):
+        return resample(volume, affine, shape, order=1, cval=cval).data
+    from cardiorecon.geometry import shifted_slice_affine
+
+    return np.concatenate([resample(volume, shifted_slice_affine(affine, k, sax_shifts_mm[k]), (*shape[:2], 1),
+                                    order=1, cval=cval).data for k in range(shape[2])], axis=2)
+
+
+def segment_study(net: SegNet, study: Study, frames: list[int] | None = None,
+                  sax_shifts_mm: np.ndarray | None = None) -> tuple[Volume, Volume]:
     """Segment the SAX of `study`: (labels on the model grid, labels on the input's own grid).
 
     The study is put on the network's grid (in-plane resample, crop around the heart, intensities
     to [-1, 1]); class probabilities are resampled back onto the input grid (linear) before the
-    argmax, so the native label map overlays the input exactly.
+    argmax, so the native label map overlays the input exactly. `sax_shifts_mm` (Z, 2): breath-hold
+    shifts (`cardiorecon.align`): the model grid holds the aligned slices, and each native slice is
+    sampled back from where it was acquired, so the native map still overlays the input.
     """
     cfg = net.config
-    grid = prepare_study(study, cfg.pixel_spacing_mm, cfg.image_size)
+    grid = prepare_study(study, cfg.pixel_spacing_mm, cfg.image_size, sax_shifts_mm=sax_shifts_mm)
     frames = list(range(study.num_frames)) if frames is None else frames
     data = grid.image.data[..., frames]
     X, Y, Z, T = data.shape
@@ -67,8 +81,9 @@ def segment_study(net: SegNet, study: Study, frames: list[int] | None = None) ->
     native = np.zeros((*native_shape, T), np.uint8)
     for ti in range(T):
         p = probs[ti * Z:(ti + 1) * Z].permute(2, 3, 0, 1).numpy()  # (X, Y, Z, C)
-        per_class = [resample(Volume(p[..., c], grid.image.affine), study.sax.affine, native_shape, order=1,
-                              cval=1.0 if c == 0 else 0.0).data for c in range(cfg.num_classes)]
+        per_class = [_to_native(Volume(p[..., c], grid.image.affine), study.sax.affine, native_shape,
+                                cval=1.0 if c == 0 else 0.0, sax_shifts_mm=sax_shifts_mm)
+                     for c in range(cfg.num_classes)]
         native[..., ti] = np.argmax(np.stack(per_class, -1), -1).astype(np.uint8)
     meta = {"frames": frames, "segmentation": cfg.name}
     return (Volume(model_labels, grid.image.affine, meta),

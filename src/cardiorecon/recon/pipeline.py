@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from cardiorecon.autoencoder import ModelGrid, prepare_study
 from cardiorecon.errors import InputError
-from cardiorecon.geometry import resample, upsampled_affine, upsampled_num_slices
+from cardiorecon.geometry import resample, upsampled_affine, upsampled_num_slices, voxel_to_world, world_to_voxel
 from cardiorecon.io.nifti import atomic_write, write_nifti
 from cardiorecon.models.config import NAMED_CONFIGS
 from cardiorecon.preprocess import intensity_map
@@ -283,15 +283,64 @@ def _lax_images(study: Study, operators: dict[str, LaxOperator], t: int) -> dict
     return images
 
 
-def to_native(recon: Reconstruction, study: Study) -> Volume:
-    """The dense volume resampled onto the input's in-plane grid (slices as reconstructed)."""
-    target = upsampled_affine(study.sax.affine, recon.factor)
-    X, Y = study.sax.spatial_shape[:2]
-    return resample(recon.volume, target, (X, Y, recon.volume.spatial_shape[2]), order=1)
+#: Width (mm) of the seam inside the working grid's edge over which the method's volume fades into
+#: linear interpolation of the input (no visible step where the heart region ends).
+SEAM_MM = 10.0
+
+
+def native_sax(recon: Reconstruction, study: Study) -> Volume:
+    """The acquired SAX on its own grid as the method saw it: the input itself, or, where breath-hold
+    alignment moved slices, each slice shifted by its estimate (resampled once, in-plane only)."""
+    shifts = None if recon.alignment is None else getattr(recon.alignment, "sax_shifts_mm", None)
+    if shifts is None or not np.any(np.asarray(shifts)):
+        return study.sax
+    from cardiorecon.geometry import resample_slices
+
+    return resample_slices(study.sax, study.sax.affine, study.sax.spatial_shape, np.asarray(shifts))
+
+
+def seam_weight(grid_affine: np.ndarray, grid_shape: tuple[int, int], native_affine: np.ndarray,
+                native_shape: tuple[int, int], seam_mm: float = SEAM_MM) -> np.ndarray:
+    """(X, Y) weight of the working-grid volume at each native pixel: 1 deeper than `seam_mm` inside
+    the working grid, falling linearly to 0 at its edge, 0 outside (both grids share the slice planes)."""
+    X, Y = native_shape
+    ii, jj = np.meshgrid(np.arange(X), np.arange(Y), indexing="ij")
+    world = voxel_to_world(native_affine, np.stack([ii, jj, np.zeros_like(ii)], -1))
+    g = world_to_voxel(grid_affine, world)
+    px = np.linalg.norm(grid_affine[:3, :2], axis=0)
+    depth = np.minimum.reduce([g[..., 0] * px[0], (grid_shape[0] - 1 - g[..., 0]) * px[0],
+                               g[..., 1] * px[1], (grid_shape[1] - 1 - g[..., 1]) * px[1]])
+    return np.clip(depth / max(seam_mm, 1e-6), 0.0, 1.0).astype(np.float32)
+
+
+def to_native(recon: Reconstruction, study: Study, seam_mm: float = SEAM_MM) -> Volume:
+    """The dense volume on the input's own in-plane grid and whole field of view.
+
+    Acquired slices are the input's own values (bit for bit without alignment; with alignment, the
+    input shifted by its estimate, resampled once). New slices: the method inside the heart region
+    (the working grid), linear interpolation of the input outside it, blended across a `seam_mm`
+    seam. Nothing is blank where the input is not."""
+    f = recon.factor
+    sax = native_sax(recon, study)
+    X, Y, Z = sax.spatial_shape
+    Zd = upsampled_num_slices(Z, f)
+    target = upsampled_affine(sax.affine, f)
+    method = resample(recon.volume, target, (X, Y, Zd), order=1).data
+    if method.ndim == 3:
+        method = method[..., None]
+    w = seam_weight(recon.volume.affine, recon.volume.spatial_shape[:2], target, (X, Y), seam_mm)[..., None]
+    out = np.empty((X, Y, Zd, len(recon.frames)), np.float32)
+    for i, t in enumerate(recon.frames):
+        acquired = sax.data[..., t]
+        base = interpolate_stack(np.asarray(acquired, np.float32), f, "linear")
+        out[..., i] = w * method[..., i] + (1 - w) * base
+        out[:, :, ::f, i] = acquired  # the acquired slices exactly as input (or as aligned)
+    meta = {**recon.volume.meta, "native": True, "seam_mm": seam_mm}
+    return Volume(out, target, meta)
 
 
 def write_reconstruction(recon: Reconstruction, out: str | Path, study: Study | None = None,
-                         native: bool = False) -> list[Path]:
+                         native: bool = True) -> list[Path]:
     """Write the dense NIfTI (and the native-grid one), and for lag the loss curves and the
     per-view LAX agreement before and after."""
     out = Path(out)
@@ -303,7 +352,10 @@ def write_reconstruction(recon: Reconstruction, out: str | Path, study: Study | 
         written.append(write_nifti(to_native(recon, study), out / f"recon_{recon.method}_native.nii.gz"))
     summary = {"method": recon.method, "factor": recon.factor, "frames": recon.frames,
                "seconds_per_frame": recon.seconds_per_frame, "peak_memory_mb": recon.peak_memory_mb,
-               "lax_views": recon.lax_views, "notes": recon.notes, "centre_from": recon.grid.centre_source}
+               "lax_views": recon.lax_views, "notes": recon.notes, "centre_from": recon.grid.centre_source,
+               "heart_region": None if recon.grid.region is None else recon.grid.region.to_json(),
+               "working_grid": {"shape": list(recon.grid.image.spatial_shape),
+                                "spacing_mm": [float(x) for x in recon.grid.image.spacing]}}
     if recon.alignment is not None:
         summary["alignment"] = recon.alignment.to_json()
     if recon.lag:
