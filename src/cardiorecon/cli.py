@@ -363,7 +363,11 @@ def evaluate(data: list[Path] = typer.Argument(..., help="Subject folders, or fo
         rows = PROTOCOLS[protocol](ev, folders, **kwargs)
         intro = (f"Protocol {protocol} on {len(folders)} case(s), methods {', '.join(method_list)}"
                  + (f", factor {factor}" if protocol != "slice-drop" else ", every other slice dropped (factor 2)"))
-        written = write_report(rows, ev.figures, method_list, out, f"cardiorecon evaluation: {protocol}", intro)
+        from cardiorecon.report.provenance import from_evaluator
+
+        prov = from_evaluator(ev, protocol, factor if protocol != "slice-drop" else 2)
+        written = write_report(rows, ev.figures, method_list, out, f"cardiorecon evaluation: {protocol}", intro,
+                               provenance=prov)
     except (CardioReconError, ValueError) as exc:
         _fail(exc)
     typer.echo("\n" + markdown(written["summary"]))
@@ -373,20 +377,25 @@ def evaluate(data: list[Path] = typer.Argument(..., help="Subject folders, or fo
 @app.command()
 def report(results: list[Path] = typer.Argument(..., help="results.csv files of `cardiorecon evaluate` runs"),
            title: str = typer.Option("cardiorecon evaluation", "--title"),
+           failures: Optional[Path] = typer.Option(None, "--failures",
+                                                   help="CSV of failed cases (columns case, error) to list"),
            out: Path = typer.Option(..., "--out", help="Output folder")) -> None:
-    """Merge evaluation runs (e.g. split across machines) into one CSV, summary, box/EF figures and HTML."""
+    """Merge evaluation runs (e.g. split across machines) into one CSV, summary, figures and HTML."""
     from cardiorecon.errors import CardioReconError
-    from cardiorecon.report.evaluation import markdown, read_csv, write_report
+    from cardiorecon.report.evaluation import markdown, read_csv, read_failures, write_report
+    from cardiorecon.report.provenance import collect
 
     try:
-        for p in results:
+        for p in results + ([failures] if failures else []):
             if not p.is_file():
                 raise typer.BadParameter(f"{p}: no such file")
         rows = read_csv(list(results))
         methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m != "truth-image"]
         cases = len({r["case"] for r in rows})
         written = write_report(rows, {}, methods, out, title,
-                               f"{cases} case(s) merged from {len(results)} run(s): {', '.join(map(str, results))}")
+                               f"{cases} case(s) merged from {len(results)} run(s): {', '.join(map(str, results))}",
+                               provenance=collect(extra={"merged_from": [str(p) for p in results]}),
+                               failures=read_failures(failures) if failures else None)
     except CardioReconError as exc:
         _fail(exc)
     typer.echo("\n" + markdown(written["summary"]))
