@@ -228,3 +228,17 @@ def test_align_command_without_lax_copies_the_input(tmp_path, still):
     assert "no LAX view" in res.output
     np.testing.assert_array_equal(read_study(tmp_path / "out" / "sa_aligned.nii.gz").sax.data,
                                   read_study(folder / "sa.nii.gz").sax.data)
+
+
+def test_report_section_table_and_figure(tmp_path):
+    from cardiorecon.report.alignment import alignment_section, alignment_table
+
+    a = Alignment(np.array([[1.0, -2.0], [0.0, 0.0]]), ["2ch"],
+                  lines=[{"slice": 0, "view": "2ch", "points": 20, "ncc_before": 0.8, "ncc_after": 0.9}])
+    found = {("case1", ("2ch",)): a, ("case2", ()): None}
+    (row,) = alignment_table(found)
+    assert row["shift_rms_mm"] == pytest.approx(np.sqrt(5 / 2)) and row["max_shift_mm"] == 2.0
+    secs = alignment_section(found, tmp_path)
+    assert "1.58" in secs[0]["html"] and "0.800" in secs[0]["html"] and "0.900" in secs[0]["html"]
+    assert secs[1]["png"].is_file()
+    assert alignment_section({("case2", ()): None}, tmp_path) == []

@@ -278,6 +278,24 @@ def estimate_alignment(study: Study, lax_views: list[str] | None = None, config:
     return Alignment(shifts, names, {n: 0.0 for n in names}, records, time.perf_counter() - t_start, notes, config)
 
 
+def line_agreement(study: Study, sax_shifts_mm: np.ndarray, lax_views: list[str] | None = None,
+                   config: AlignConfig = AlignConfig()) -> list[dict]:
+    """NCC along every intersection of the SAX slices with `lax_views` (default all), as acquired
+    and with the slices at `sax_shifts_mm` (Z, 2): one dict per line (slice, view, points,
+    ncc_before, ncc_after). Scores a held-out view that the estimate did not use."""
+    names = list(study.lax) if lax_views is None else list(lax_views)
+    shifts = np.asarray(sax_shifts_mm, dtype=np.float64)
+    px = study.sax.spacing[:2]
+    out = []
+    for line in _lines(study, names, config):
+        frames = torch.from_numpy(np.ascontiguousarray(np.moveaxis(
+            np.asarray(study.sax.data[:, :, line.k, :], dtype=np.float32), -1, 0)))
+        before, after = _line_ncc(line, frames, np.stack([np.zeros(2), shifts[line.k]]), px)
+        out.append({"slice": line.k, "view": line.view, "points": int(line.sax_ij.shape[1]),
+                    "ncc_before": float(before), "ncc_after": float(after)})
+    return out
+
+
 def align_study(study: Study, alignment: Alignment) -> Study:
     """The study with each SAX slice (and its labels) moved to where it was acquired; LAX untouched.
     Zero shifts return the SAX data unchanged."""
@@ -319,4 +337,5 @@ def write_alignment(alignment: Alignment, study: Study, out: str | Path) -> list
     return written
 
 
-__all__ = ["AlignConfig", "Alignment", "align_study", "estimate_alignment", "resolve_alignment", "write_alignment"]
+__all__ = ["AlignConfig", "Alignment", "align_study", "estimate_alignment", "line_agreement", "resolve_alignment",
+           "write_alignment"]

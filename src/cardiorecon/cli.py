@@ -230,6 +230,12 @@ def align(study: Path = typer.Argument(..., help="Subject folder (any layout)"),
         views = [v.strip() for v in lax_views.split(",")] if lax_views else None
         alignment = estimate_alignment(s, views, AlignConfig(bound_mm=bound))
         paths = write_alignment(alignment, s, out)
+        if alignment.lines:
+            from cardiorecon.report.alignment import alignment_figure, alignment_overlay_figure
+
+            name = str(s.meta.get("subject") or study.name)
+            paths.append(alignment_figure({(name, tuple(alignment.lax_views)): alignment}, out / "alignment.png"))
+            paths.append(alignment_overlay_figure(s, alignment, out / "alignment_overlay.png"))
     except CardioReconError as exc:
         _fail(exc)
     for note in alignment.notes:
@@ -343,8 +349,9 @@ def evaluate(data: list[Path] = typer.Argument(..., help="Subject folders, or fo
     from cardiorecon.errors import CardioReconError
     from cardiorecon.evaluate import PROTOCOLS, Evaluator
     from cardiorecon.recon import METHODS
-    from cardiorecon.report.evaluation import markdown, write_report
-    from cardiorecon.training.data import subject_folders
+    from cardiorecon.errors import InputError
+    from cardiorecon.io.discover import discover_studies
+    from cardiorecon.report.evaluation import markdown, write_csv, write_report
 
     if protocol not in PROTOCOLS:
         _fail(ValueError(f"--protocol must be one of {', '.join(PROTOCOLS)}"))
@@ -353,25 +360,61 @@ def evaluate(data: list[Path] = typer.Argument(..., help="Subject folders, or fo
     if unknown:
         _fail(ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}"))
     try:
-        folders = subject_folders(list(data))[:max_subjects]
+        found = discover_studies(list(data))
+        for path, why in found.skipped:
+            typer.echo(f"skipped {path}: {why}", err=True)
+        folders = found.studies[:max_subjects]
+        if not folders:
+            raise InputError(data[0], "no study found (UK Biobank, M&Ms-2, ACDC or DICOM layout)")
         _check_align(align)
         ev = Evaluator(method_list, align=align).load(weights, dmcvr_weights, seg_weights,
                                                       segmentation=not no_segmentation)
+        out.mkdir(parents=True, exist_ok=True)
+        # Rows so far and failures are written after every case: a long run cut off keeps what it did.
+        ev.on_rows = lambda so_far: (write_csv(so_far, out / "results.csv"),
+                                     _write_failures(ev.failures, out / "failures.csv"))
         kwargs = {"factor": factor} if protocol != "slice-drop" else {"frames": frames}
         if protocol == "lax-holdout":
             kwargs["frames"] = frames
         rows = PROTOCOLS[protocol](ev, folders, **kwargs)
+        _write_failures(ev.failures + [{"case": p.name, "folder": str(p), "error": f"skipped: {w}"}
+                                       for p, w in found.skipped], out / "failures.csv")
+        if not rows:
+            raise InputError(folders[0] if len(folders) == 1 else data[0],
+                             "every case failed: " + "; ".join(f"{f['case']}: {f['error']}" for f in ev.failures))
         intro = (f"Protocol {protocol} on {len(folders)} case(s), methods {', '.join(method_list)}"
                  + (f", factor {factor}" if protocol != "slice-drop" else ", every other slice dropped (factor 2)"))
         from cardiorecon.report.provenance import from_evaluator
 
         prov = from_evaluator(ev, protocol, factor if protocol != "slice-drop" else 2)
         written = write_report(rows, ev.figures, method_list, out, f"cardiorecon evaluation: {protocol}", intro,
-                               provenance=prov)
+                               provenance=prov, failures=ev.failures + [{"case": p.name, "error": f"skipped: {w}"}
+                                                                        for p, w in found.skipped])
     except (CardioReconError, ValueError) as exc:
         _fail(exc)
     typer.echo("\n" + markdown(written["summary"]))
+    for f in ev.failures:
+        typer.echo(f"FAILED {f['case']}: {f['error']}", err=True)
     typer.echo(f"report: {written['html']}  (rows: {written['csv']}, table: {written['markdown']})")
+
+
+def _write_failures(failures: list[dict], path: Path) -> None:
+    """failures.csv (case, folder, error), atomically; removed when nothing failed."""
+    import csv
+
+    from cardiorecon.io.nifti import atomic_write
+
+    if not failures:
+        path.unlink(missing_ok=True)
+        return
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=["case", "folder", "error"])
+            w.writeheader()
+            w.writerows({k: f.get(k, "") for k in ("case", "folder", "error")} for f in failures)
+
+    atomic_write(path, write, suffix=".csv")
 
 
 @app.command()

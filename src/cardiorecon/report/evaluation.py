@@ -16,7 +16,7 @@ from cardiorecon.report import figures as F
 from cardiorecon.report.findings import Finding, Measure, findings, near_best, unit_values
 
 SHORT = {"lv_cavity": "LV", "lv_myocardium": "Myo", "rv_cavity": "RV"}
-GROUPS = ("Image quality", "Segmentation", "Function", "Cost")
+GROUPS = ("Image quality", "Segmentation: overlap", "Segmentation: surface distance", "Function", "Cost")
 
 
 def write_csv(rows: list[dict], path: Path) -> Path:
@@ -70,21 +70,22 @@ def measures(protocol: str, rows: list[dict]) -> list[Measure]:
         if _has(rows, "ncc", lambda s: s == "image"):
             out.append(Measure("LAX NCC", "ncc", GROUPS[0], True))
     structs = tuple(s for s in STRUCTURES if _has(rows, "dice", lambda x, s=s: x == s or x.startswith(s + "@")))
-    for column, label, higher, digits, unit in (("dice", "Dice", True, 3, ""), ("hd95", "HD95", False, 2, "mm")):
+    for column, label, higher, digits, unit, group in (("dice", "Dice", True, 3, "", GROUPS[1]),
+                                                       ("hd95", "HD95", False, 2, "mm", GROUPS[2])):
         for s in structs:
-            out.append(Measure(f"{label} {SHORT[s]}", column, GROUPS[1], higher, (s,), digits=digits, unit=unit,
+            out.append(Measure(f"{label} {SHORT[s]}", column, group, higher, (s,), digits=digits, unit=unit,
                                headline=len(structs) == 1))
         if len(structs) > 1:
-            out.append(Measure(f"{label} mean", column, GROUPS[1], higher, structs, mean_over_structures=True,
+            out.append(Measure(f"{label} mean", column, group, higher, structs, mean_over_structures=True,
                                digits=digits, unit=unit))
     for s in ("lv", "rv"):
         if _has(rows, "ef_error", lambda x, s=s: x == s):
-            out.append(Measure(f"EF error {s.upper()}", "ef_error", GROUPS[2], False, (s,), digits=1, unit="pp"))
+            out.append(Measure(f"EF error {s.upper()}", "ef_error", GROUPS[3], False, (s,), digits=1, unit="pp"))
     cost = {"lax_prefix": True} if protocol == "lax-holdout" else {}
     if _has(rows, "seconds", lambda s: True):
-        out.append(Measure("time per frame", "seconds", GROUPS[3], False, headline=False, digits=2, **cost))
+        out.append(Measure("time per frame", "seconds", GROUPS[4], False, headline=False, digits=2, **cost))
     if _has(rows, "peak_mb", lambda s: True):
-        out.append(Measure("memory", "peak_mb", GROUPS[3], False, headline=False, digits=0, unit="MB", **cost))
+        out.append(Measure("memory", "peak_mb", GROUPS[4], False, headline=False, digits=0, unit="MB", **cost))
     return out
 
 
@@ -237,7 +238,7 @@ def tables(protocol: str, s: dict, rows: list[dict], colours: dict[str, str]) ->
                                    "title": f"n = {n}"})
                     details.append({"name": c, "cells": dc})
             trs.append({"name": m, "colour": colours.get(m, ""), "cells": cells, "details": details})
-        out.append({"id": f"t-{protocol}-{group.split()[0].lower()}", "title": f"{group}", "columns": cols,
+        out.append({"id": f"t-{protocol}-{GROUPS.index(group)}", "title": f"{group}", "columns": cols,
                     "rows": trs, "caption": "Click a column to sort; click a method for its per-case values."})
     return out
 
@@ -302,12 +303,16 @@ def write_report(rows: list[dict], figures_data: dict, methods: list[str], out: 
         md += "\nFailed cases:\n" + "".join(f"- {f['case']}: {f['error']}\n" for f in failures)
     written["markdown"] = atomic_write(out / "summary.md", lambda tmp: tmp.write_text(md), suffix=".md")
 
-    page_tables, page_findings, heads, page_notes = [], [], [], []
+    page_tables, page_findings, heads, page_notes, shared_warnings = [], [], [], [], []
     for protocol, s in summ.items():
         for t in tables(protocol, s, rows, colours):
             page_tables.append({**t, "title": f"{protocol}: {t['title']}"} if len(summ) > 1 else t)
-        page_findings += [{"sentence": f.sentence, "warning": f.warning, "verdict": _verdict(f)} for f in s["findings"]]
+        warnings = {f.warning for f in s["findings"]}
+        shared = warnings.pop() if len(warnings) == 1 else ""
+        page_findings += [{"sentence": f.sentence, "warning": "" if shared else f.warning, "verdict": _verdict(f)}
+                          for f in s["findings"]]
         heads.append(headline(s))
+        shared_warnings.append(shared)
         page_notes += notes(s)
 
     secs: list[dict] = []
@@ -341,8 +346,9 @@ def write_report(rows: list[dict], figures_data: dict, methods: list[str], out: 
                                     "resolution; contours: predicted labels sampled on the plane."})
     for protocol, s in summ.items():
         pr = [r for r in rows if r["protocol"] == protocol]
-        for group, name in ((GROUPS[0], "strip_image"), (GROUPS[1], "strip_segmentation")):
-            ms = [x for x in s["measures"] if x.group == group]
+        for groups, group, name in (((GROUPS[0],), GROUPS[0], "strip_image"),
+                                    ((GROUPS[1], GROUPS[2]), "Segmentation", "strip_segmentation")):
+            ms = [x for x in s["measures"] if x.group in groups]
             p = F.strip_figure(pr, ms, s["methods"], colours, figdir / f"{name}_{protocol}.png")
             if p:
                 written[f"{name}_{protocol}"] = p
@@ -377,8 +383,12 @@ def write_report(rows: list[dict], figures_data: dict, methods: list[str], out: 
                      "caption": "LAG's objective per iteration (solid), with its weighted LAX term (dashed) and "
                                 "continuity term (dotted), one colour per frame. A flat LAX term means the LAX views "
                                 "did not change the result."})
+    from cardiorecon.report.alignment import alignment_section  # issue 13: shifts, NCC before/after
+
+    secs += alignment_section(figures_data.get("alignment", {}), figdir)
     secs += sections or []
     page = build_page(title, intro, findings=page_findings, headline=" ".join(h for h in heads if h),
+                      warning="; ".join(w for w in dict.fromkeys(shared_warnings) if w),
                       tables=page_tables, sections=secs, provenance=provenance, failures=failures,
                       links=[("results.csv", "results.csv"), ("summary.md", "summary.md")],
                       notes=list(dict.fromkeys(page_notes)))
