@@ -38,8 +38,9 @@ def test_evaluate_command_writes_csv_markdown_figures_html(phantom_subject, seg_
     res = runner.invoke(app, ["evaluate", str(phantom_subject), "--protocol", "phantom", "--methods", "linear",
                               "--seg-weights", str(seg_weights), "--out", str(out)])
     assert res.exit_code == 0, res.output
-    for name in ("results.csv", "summary.md", "report.html", "figures/montage.png", "figures/lax_overlay.png",
-                 "figures/dice_hd95.png", "figures/ef_scatter.png"):
+    for name in ("results.csv", "summary.md", "report.html", "figures/montage.png", "figures/lax_overlay_4ch.png",
+                 "figures/strip_segmentation_phantom.png", "figures/ef_bland_altman.png",
+                 "figures/acquisition_geometry.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 100, name
     text = (out / "results.csv").read_text()
     assert "nan" not in text.lower() and "inf" not in text.lower()

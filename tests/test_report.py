@@ -71,7 +71,8 @@ def test_findings_from_a_known_csv(tmp_path):
     assert verdicts["better"].n == 24 and verdicts["better"].difference == pytest.approx(0.05, abs=0.005)
     assert verdicts["same"].verdict == "indistinguishable" and verdicts["same"].low < 0 < verdicts["same"].high
     assert verdicts["worse"].verdict == "worse" and verdicts["worse"].high < 0
-    assert "better +0.05" in f.sentence and "Indistinguishable from linear: same" in f.sentence
+    assert "Better than linear: better +0.05" in f.sentence and "Indistinguishable from linear: same" in f.sentence
+    assert "n = 24 paired units" in f.sentence
     assert f.warning == ""
     # lower is better (HD95): 'better' has the smaller distance and is found as such
     s = summary(rows)["phantom"]
@@ -92,7 +93,7 @@ def test_equal_methods_are_indistinguishable_and_small_n_warns(tmp_path):
     f = finding(rows, SSIM, ["linear", "same"])
     (c,) = f.comparisons
     assert c.verdict == "indistinguishable" and c.n == 4
-    assert "No method is distinguishable as better than linear" in f.sentence
+    assert "No method is better than linear beyond noise" in f.sentence
     assert "too few" in f.warning and "2 case(s)" in f.warning
     # identical values: a zero-width interval at 0 is still 'indistinguishable'
     twin = [dict(r, method="twin") for r in rows if r["method"] == "linear"]
@@ -194,7 +195,7 @@ def test_report_page_is_self_contained_and_valid(report):
     assert text.count("<figcaption>") >= 5
     # findings first, with the better method named and the failure listed
     assert text.index("id='findings-h'") < text.index("id='tables'") < text.index("id='provenance'")
-    assert re.search(r"better \+0\.05\d \[95% CI \+0\.0\d\d to", text) and "bad01" in text and "not a NIfTI" in text and "Alignment" in text
+    assert re.search(r"better \+0\.05\d \[\+0\.0\d\d, \+0\.0\d\d\]", text) and "bad01" in text and "not a NIfTI" in text and "Alignment" in text
     assert "±" in text and "+-" not in text
     for name in ("montage", "lax_overlay_4ch", "ef_bland_altman", "lag_loss", "strip_image_phantom"):
         assert written[name].is_file(), name

@@ -31,9 +31,12 @@ def run_demo(out: str | Path, methods: list[str], subjects: int = 2, echo: Calla
     echo(f"overlay figure: {overlay_figure(study, out / 'overlay.png', 0)}")
     ev = Evaluator(methods, echo=echo, save_to=out / "recon", align=align).load()
     rows = phantom_protocol(ev, folders, factor=5)
+    from cardiorecon.report.provenance import from_evaluator
+
     written = write_report(rows, ev.figures, methods, out, "cardiorecon demo: phantom protocol",
                            f"{subjects} heart-failure phantom subject(s) (seeds {DEMO_SEED}..), factor 5, ED and ES, "
-                           f"methods {', '.join(methods)}, shipped weights.")
+                           f"methods {', '.join(methods)}, shipped weights.",
+                           provenance=from_evaluator(ev, "phantom", 5))
     echo("\n" + markdown(written["summary"]))
     echo(f"report: {written['html']}\nrows: {written['csv']}\nsubjects: {out / 'subjects'}\nreconstructions (NIfTI; "
          f"*_native.nii.gz overlays the subject's sa.nii.gz in ITK-SNAP or 3D Slicer): {out / 'recon'}")

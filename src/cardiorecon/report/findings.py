@@ -134,19 +134,19 @@ def _num(x: float, digits: int, sign: bool = False) -> str:
     return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
 
 
-def describe(c: Comparison, measure: Measure) -> str:
+def describe(c: Comparison, measure: Measure, with_n: bool = False) -> str:
     d = measure.digits
     unit = f" {measure.unit}" if measure.unit else ""
+    n = f", n = {c.n}" if with_n else ""
     if c.verdict == "untested":
-        return f"{c.method} {_num(c.difference, d, True)}{unit} (n = {c.n}, no interval)"
-    return (f"{c.method} {_num(c.difference, d, True)}{unit} "
-            f"[95% CI {_num(c.low, d, True)} to {_num(c.high, d, True)}], n = {c.n}")
+        return f"{c.method} {_num(c.difference, d, True)}{unit} (no interval{n or ', n = ' + str(c.n)})"
+    return f"{c.method} {_num(c.difference, d, True)}{unit} [{_num(c.low, d, True)}, {_num(c.high, d, True)}]{n}"
 
 
 def finding(rows: list[dict], measure: Measure, methods: list[str], reference: str = "linear",
             **bootstrap) -> Finding | None:
     """The finding of one measure: best method by mean, every other method's paired difference
-    from `reference` with its interval, a plain sentence and, where n is small, a warning."""
+    from `reference` with its 95 % interval, a plain sentence and, where n is small, a warning."""
     means = {}
     for m in methods:
         v = unit_values(rows, measure, m)
@@ -163,18 +163,16 @@ def finding(rows: list[dict], measure: Measure, methods: list[str], reference: s
     worse = [c for c in comps if c.verdict == "worse"]
     same = [c for c in comps if c.verdict in ("indistinguishable", "untested")]
     d, label = measure.digits, measure.label
-    head = f"{label}: best {best} ({_num(means[best], d)}{' ' + measure.unit if measure.unit else ''})."
-    parts = [head]
-    if better:
-        parts.append("Better than " + reference + ": " + "; ".join(describe(c, measure) for c in better) + ".")
-    if not better and comps:
-        parts.append(f"No method is distinguishable as better than {reference} "
-                     f"(every 95% interval of the difference includes 0 or favours {reference}).")
-    if worse:
-        parts.append("Worse than " + reference + ": " + "; ".join(describe(c, measure) for c in worse) + ".")
-    if same:
-        parts.append("Indistinguishable from " + reference + ": " + "; ".join(describe(c, measure) for c in same)
-                     + ".")
+    ns = {c.n for c in comps}
+    same_n = len(ns) == 1
+    parts = [f"{label}: best {best} ({_num(means[best], d)}{' ' + measure.unit if measure.unit else ''})."]
+    if comps and not better:
+        parts.append(f"No method is better than {reference} beyond noise.")
+    for name, group in (("Better than", better), ("Worse than", worse), ("Indistinguishable from", same)):
+        if group:
+            parts.append(f"{name} {reference}: " + "; ".join(describe(c, measure, not same_n) for c in group) + ".")
+    if comps and same_n:
+        parts.append(f"(Difference from {reference} [95% CI], n = {ns.pop()} paired units.)")
     f.sentence = " ".join(parts)
     n = f.n
     cases = max((c.cases for c in comps), default=0)
@@ -203,13 +201,13 @@ def findings(rows: list[dict], measures: list[Measure], methods: list[str], refe
 
 
 def near_best(rows: list[dict], measure: Measure, methods: list[str], best: str, **bootstrap) -> set[str]:
-    """Methods whose paired difference from `best` has an interval that includes 0 (or that share
-    no units with it): not distinguishable from the best."""
+    """Methods whose paired difference from `best` has a 95 % interval that includes 0: not
+    distinguishable from the best (no interval, n < 2: not marked)."""
     out = set()
     for m in methods:
         if m == best:
             continue
         c = compare(rows, measure, m, best, **bootstrap)
-        if c is not None and (not np.isfinite(c.low) or c.low <= 0 <= c.high):
+        if c is not None and np.isfinite(c.low) and c.low <= 0 <= c.high:
             out.add(m)
     return out

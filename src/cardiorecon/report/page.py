@@ -35,6 +35,7 @@ h3{font-size:1.05em;margin:1.1em 0 .3em}
 .box{border:1px solid #9bb;border-radius:6px;padding:.6em 1em;margin:1em 0;background:#f5fafa}
 .box.fail{border-color:#c66;background:#fff4f4}
 .findings li{margin:.35em 0}.findings .warn{color:#8a5a00;font-size:.92em}
+.findings p.warn{font-size:1em;font-weight:500}
 .verdict{display:inline-block;min-width:1.2em;font-weight:bold}
 .scrollx{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;font-size:13px;margin:.3em 0}
@@ -112,7 +113,7 @@ def png_uri(png: bytes | str | Path) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode()
 
 
-def _findings_html(findings: list[dict], headline: str) -> str:
+def _findings_html(findings: list[dict], headline: str, warning: str = "") -> str:
     if not findings and not headline:
         return ""
     marks = {"better": ("&#9650;", "#1a7f37", "a method is better than the reference"),
@@ -124,7 +125,8 @@ def _findings_html(findings: list[dict], headline: str) -> str:
         warn = f"<br><span class='warn'>&#9888; {esc(f['warning'])}</span>" if f.get("warning") else ""
         items.append(f"<li><span class='verdict' style='color:{colour}' title='{esc(title)}'>{sym}</span> "
                      f"{esc(f['sentence'])}{warn}</li>")
-    lead = f"<p>{esc(headline)}</p>" if headline else ""
+    lead = (f"<p>{esc(headline)}</p>" if headline else "") + \
+        (f"<p class='warn'>&#9888; {esc(warning)}</p>" if warning else "")
     return (f"<section class='box findings' aria-labelledby='findings-h'><h2 id='findings-h' style='border:0;"
             f"margin-top:.2em'>Findings</h2>{lead}<ul>{''.join(items)}</ul></section>")
 
@@ -203,7 +205,7 @@ def _provenance_html(p: dict) -> str:
         heads = ["layout", "SAX matrix", "pixel mm", "SAX slices", "slice step mm", "thickness mm", "frames",
                  "LAX views", "reference labels"]
         rows = "".join("<tr><td>" + esc(case) + "</td>" + "".join(
-            f"<td>{esc(', '.join(d.get(c) or []) if c == 'lax_views' else ('yes' if d.get(c) else 'no') if c == 'labels' else d.get(c, ''))}</td>"
+            f"<td>{esc(', '.join(d.get(c) or []) or 'none' if c == 'lax_views' else ('yes' if d.get(c) else 'no') if c == 'labels' else d.get(c, ''))}</td>"
             for c in cols) + "</tr>" for case, d in data.items())
         out.append("<h3>Data</h3><div class='scrollx'><table><thead><tr><th>case</th>"
                    + "".join(f"<th>{h}</th>" for h in heads) + f"</tr></thead><tbody>{rows}</tbody></table></div>")
@@ -231,6 +233,7 @@ def _failures_html(failures: list[dict]) -> str:
 
 
 def build_page(title: str, intro: str = "", *, findings: list[dict] | None = None, headline: str = "",
+               warning: str = "",
                tables: list[dict] | None = None, sections: list[dict] | None = None,
                provenance: dict | None = None, failures: list[dict] | None = None,
                links: list[tuple[str, str]] | None = None, notes: list[str] | None = None) -> str:
@@ -242,7 +245,7 @@ def build_page(title: str, intro: str = "", *, findings: list[dict] | None = Non
              f"<header><h1>{esc(title)}</h1>" + (f"<p>{esc(intro)}</p>" if intro else "")
              + (f"<p class='note'>Data: {link_html}. Provenance at the <a href='#provenance'>end</a>.</p>"
                 if link_html else "") + "</header><main>",
-             _findings_html(findings or [], headline), _failures_html(failures or [])]
+             _findings_html(findings or [], headline, warning), _failures_html(failures or [])]
     if tables:
         parts.append("<h2 id='tables'>Results</h2>")
         parts += [table_html(t) for t in tables]

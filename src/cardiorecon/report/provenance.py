@@ -145,3 +145,25 @@ def protocol_text(protocol: str, factor: int | None = None) -> str:
     text = PROTOCOL_TEXT.get(protocol, protocol)
     f = factor or 5
     return text.format(factor=f, step=f"{10 / f:g}")
+
+
+def from_evaluator(ev, protocol: str, factor: int | None = None, command: list[str] | str | None = None,
+                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Provenance of an `cardiorecon.evaluate.Evaluator` run: its cases, weights and settings."""
+    import dataclasses
+
+    settings = {}
+    if dataclasses.is_dataclass(getattr(ev, "config", None)):
+        settings = {"reconstruction_settings": json_ready(dataclasses.asdict(ev.config))}
+    return collect(command, getattr(ev, "data", {}), getattr(ev, "weights", []), protocol,
+                   protocol_text(protocol, factor), {**settings, **(extra or {})})
+
+
+def json_ready(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): json_ready(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_ready(v) for v in x]
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    return str(x)
