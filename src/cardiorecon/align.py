@@ -20,7 +20,7 @@ frame of the same cardiac phase (`recon.pipeline.lax_frame`). The objective
 
 is chain-structured (one shift per slice, neighbours coupled), so it is minimised exactly on a
 grid by dynamic programming: a coarse 1 mm grid over the whole bounded square (global: finds 8 mm
-shifts), then finer grids around each slice's estimate (sub-voxel).
+shifts), then finer grids around each slice's estimate (sub-voxel: 0.5 mm, then 0.125 mm).
 """
 
 from __future__ import annotations
@@ -46,7 +46,11 @@ class AlignConfig:
 
     bound_mm: float = 10.0  # shifts are searched in [-bound, bound]^2
     coarse_step_mm: float = 1.0
-    fine_steps_mm: tuple[float, ...] = (0.25, 0.05)  # each refines +-1.5 steps of the previous one
+    fine_steps_mm: tuple[float, ...] = (0.5, 0.125)  # each refines +-1.5 steps of the previous one
+    # The coarse search uses every `coarse_point_stride`-th line sample, at most `coarse_frames`
+    # frames spread over the cycle and the middle of the LAX slab (the fine ones use everything).
+    coarse_point_stride: int = 2
+    coarse_frames: int = 8
     line_step_mm: float = 1.0  # sample spacing along an intersection line
     radius_mm: float = 70.0  # keep line samples within this distance of the heart centre
     thickness_samples: int = 3  # samples across each slab
@@ -185,11 +189,19 @@ def _ncc(sax: torch.Tensor, lax: torch.Tensor) -> torch.Tensor:
     return (a @ b) / (a.norm(dim=1) * b.norm()).clamp_min(1e-8)
 
 
-def _line_ncc(line: _Line, slice_frames: torch.Tensor, candidates_mm: np.ndarray, px: np.ndarray) -> np.ndarray:
-    """NCC of one line for every candidate shift (C, 2) mm of its slice -> (C,)."""
-    ij = line.sax_ij[None] - (candidates_mm / px)[:, None, None, :]  # (C, S, n, 2)
+def _line_ncc(line: _Line, slice_frames: torch.Tensor, candidates_mm: np.ndarray, px: np.ndarray,
+              point_stride: int = 1, frames: np.ndarray | None = None, coarse: bool = False) -> np.ndarray:
+    """NCC of one line for every candidate shift (C, 2) mm of its slice -> (C,), optionally on every
+    `point_stride`-th sample, on some `frames` only and (`coarse`) without the slab average."""
+    sax_ij, lax = line.sax_ij[:, ::point_stride], line.lax[:, ::point_stride]
+    if coarse:  # the middle of the LAX slab's trace only
+        middle = sax_ij.shape[0] // 2
+        sax_ij = sax_ij[middle:middle + 1]
+    if frames is not None:
+        slice_frames, lax = slice_frames[frames], lax[frames]
+    ij = sax_ij[None] - (candidates_mm / px)[:, None, None, :]  # (C, S, n, 2)
     samples = _sample_frames(slice_frames, ij).mean(2)  # (T, C, n)
-    return _ncc(samples.permute(1, 0, 2), torch.from_numpy(line.lax)).numpy()
+    return _ncc(samples.permute(1, 0, 2), torch.from_numpy(np.ascontiguousarray(lax))).numpy()
 
 
 def _chain_minimum(unary: list[np.ndarray], candidates: list[np.ndarray], smoothness: float) -> np.ndarray:
@@ -244,18 +256,21 @@ def estimate_alignment(study: Study, lax_views: list[str] | None = None, config:
               for k in {line.k for line in lines}}
     by_slice = {k: [line for line in lines if line.k == k] for k in range(Z)}
 
-    def unaries(candidates: list[np.ndarray]) -> list[np.ndarray]:
+    def unaries(candidates: list[np.ndarray], point_stride: int = 1, some: np.ndarray | None = None
+                ) -> list[np.ndarray]:
         out = []
         for k in range(Z):
             u = config.prior * (candidates[k] ** 2).sum(1)
             for line in by_slice[k]:
-                u = u + 1.0 - _line_ncc(line, frames[k], candidates[k], px)
+                u = u + 1.0 - _line_ncc(line, frames[k], candidates[k], px, point_stride, some, some is not None)
             out.append(u)
         return out
 
+    T = study.num_frames
+    some = np.unique(np.linspace(0, T - 1, min(T, config.coarse_frames)).round().astype(int))
     coarse = _square(config.coarse_step_mm, config.bound_mm)
     candidates = [coarse] * Z
-    idx = _chain_minimum(unaries(candidates), candidates, config.smoothness)
+    idx = _chain_minimum(unaries(candidates, config.coarse_point_stride, some), candidates, config.smoothness)
     shifts = np.stack([candidates[k][idx[k]] for k in range(Z)])
     previous = config.coarse_step_mm
     for step in config.fine_steps_mm:
