@@ -261,9 +261,14 @@ def lax_overlay_figures(fig_data: dict, methods: list[str], colours: dict[str, s
             ax.set_yticks([])
         for ax in list(axes.flat)[len(panels):]:
             ax.axis("off")
-        fig.suptitle(f"{v} view, {case}, frame {frame}: reconstruction on the LAX plane "
-                     "(green: where the plane crosses the SAX stack)", fontsize=9)
-        fig.tight_layout()
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], color="lime", lw=1.2, label="plane crosses the SAX stack")]
+        if any(fig_data[(v, m)][3] is not None for m in ms):
+            handles += _label_handles(truth_style=False)
+        fig.suptitle(f"{v} view, {case}, frame {frame}: reconstruction on the LAX plane", fontsize=9)
+        fig.tight_layout(rect=(0, 0.06 if len(handles) > 1 else 0.04, 1, 1))
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=7, frameon=False)
         out.append((v, save(fig, out_dir / f"lax_overlay_{v}.png")))
     return out
 

@@ -204,8 +204,18 @@ def _provenance_html(p: dict) -> str:
                 "lax_views", "labels"]
         heads = ["layout", "SAX matrix", "pixel mm", "SAX slices", "slice step mm", "thickness mm", "frames",
                  "LAX views", "reference labels"]
+        def region(d):
+            r = d.get("heart_region")
+            if not isinstance(r, dict):
+                return ""
+            size = r.get("size_mm")
+            return f"{size:.0f} mm, from {r.get('source', '?')}" if isinstance(size, (int, float)) else str(r)
+
+        if any(isinstance(d.get("heart_region"), dict) for d in data.values()):
+            cols.append("heart_region")
+            heads.append("heart region (working grid)")
         rows = "".join("<tr><td>" + esc(case) + "</td>" + "".join(
-            f"<td>{esc(', '.join(d.get(c) or []) or 'none' if c == 'lax_views' else ('yes' if d.get(c) else 'no') if c == 'labels' else d.get(c, ''))}</td>"
+            f"<td>{esc(', '.join(d.get(c) or []) or 'none' if c == 'lax_views' else ('yes' if d.get(c) else 'no') if c == 'labels' else region(d) if c == 'heart_region' else d.get(c, ''))}</td>"
             for c in cols) + "</tr>" for case, d in data.items())
         out.append("<h3>Data</h3><div class='scrollx'><table><thead><tr><th>case</th>"
                    + "".join(f"<th>{h}</th>" for h in heads) + f"</tr></thead><tbody>{rows}</tbody></table></div>")
