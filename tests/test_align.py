@@ -242,3 +242,23 @@ def test_report_section_table_and_figure(tmp_path):
     assert "1.58" in secs[0]["html"] and "0.800" in secs[0]["html"] and "0.900" in secs[0]["html"]
     assert secs[1]["png"].is_file()
     assert alignment_section({("case2", ()): None}, tmp_path) == []
+
+
+def test_lax_holdout_aligns_with_the_guiding_views_only(tmp_path, shifted):
+    from cardiorecon.evaluate import Evaluator, lax_holdout_protocol
+    from cardiorecon.io.nifti import write_nifti
+
+    study, _ = shifted
+    folder = tmp_path / "hf_1000"
+    folder.mkdir()
+    write_nifti(study.sax, folder / "sa.nii.gz")
+    for v in ("2ch", "4ch"):
+        write_nifti(study.lax[v], folder / f"la_{v}.nii.gz")
+    ev = Evaluator(["linear"], align="on", progress=False, echo=lambda _m: None)
+    rows = lax_holdout_protocol(ev, [folder], frames="0", factor=2)
+    assert {r["structure"] for r in rows} == {"lax_2ch", "lax_4ch"}
+    keys = sorted(views for _case, views in ev.figures["alignment"])
+    assert keys == [("2ch",), ("4ch",)]  # each estimate without its held-out view
+    off = Evaluator(["linear"], align="off", progress=False, echo=lambda _m: None)
+    lax_holdout_protocol(off, [folder], frames="0", factor=2)
+    assert not off.figures.get("alignment")
