@@ -141,11 +141,24 @@ def _verdict(f: Finding) -> str:
     return "better" if "better" in kinds else ("worse" if kinds == {"worse"} else "none")
 
 
+def _cost_sentence(s: dict) -> str:
+    j = next((j for j, x in enumerate(s["measures"]) if x.column == "seconds"), None)
+    if j is None:
+        return ""
+    parts = [f"{m} {_fmt(s['cells'][m][j][0], 0.0, 1, s['measures'][j])}" for m in s["methods"]
+             if s["cells"][m][j][2]]
+    return " Time per frame: " + ", ".join(parts) + "." if parts else ""
+
+
 def headline(s: dict) -> str:
-    """One sentence over every measure of a protocol's summary."""
+    """One sentence over every measure of a protocol's summary (and the time each method takes)."""
     fs: list[Finding] = s["findings"]
     if not fs:
-        return ""
+        return _cost_sentence(s).strip()
+    return _headline(s, fs) + _cost_sentence(s)
+
+
+def _headline(s: dict, fs: list[Finding]) -> str:
     ref = fs[0].reference
     better: dict[str, list[str]] = {}
     for f in fs:

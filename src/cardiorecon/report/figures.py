@@ -345,7 +345,7 @@ def scroller_strip(truth: np.ndarray, truth_labels: np.ndarray | None, methods: 
     t = _to_rgb(truth)
     _paint_edges(t, truth_labels)
     tiles_top.append(orient(t))
-    tiles_bottom.append(np.zeros_like(orient(t)))
+    tiles_bottom.append(np.full_like(orient(t), 255))  # no error map for the reference: blank (page colour)
     for img, lab in methods:
         rgb = _to_rgb(img)
         _paint_edges(rgb, truth_labels, dotted=True)
