@@ -85,7 +85,8 @@ def test_reconstruct_encode_decode_commands(tmp_path):
                                   "--out", str(tmp_path / f"dec{suffix}.nii.gz")])
         assert res.exit_code == 0, res.output
         dec = nib.load(str(tmp_path / f"dec{suffix}.nii.gz"))
-        assert dec.shape == (32, 32, sa.shape[2], 1)
+        # the working grid holds the heart region: the model's 32 px or more, square
+        assert dec.shape[0] == dec.shape[1] >= 32 and dec.shape[2:] == (sa.shape[2], 1)
 
 
 def test_reconstruct_rejects_unknown_views_and_methods(tmp_path):

@@ -26,6 +26,20 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(code=2)
 
 
+DEVICE_HELP = "Where the networks run: auto (CUDA when a GPU is visible, else CPU), cpu or cuda"
+
+
+def _device(name: str):
+    """The torch device `--device` names (one clear line and exit 2 when it cannot be had)."""
+    from cardiorecon.device import resolve_device
+    from cardiorecon.errors import CardioReconError
+
+    try:
+        return resolve_device(name)
+    except CardioReconError as exc:
+        _fail(exc)
+
+
 @app.command()
 def info(path: Path = typer.Argument(..., help="Subject folder (UK Biobank, M&Ms-2, ACDC, DICOM) or NIfTI file"),
          as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text")) -> None:
@@ -103,7 +117,8 @@ def train(config: str = typer.Option("tiny", "--config",
           seg_weights: Optional[Path] = typer.Option(
               None, "--seg-weights", help="Segmentation network for a DMCVR config's morphology (default: shipped)"),
           exclude_frame: Optional[list[str]] = typer.Option(
-              None, "--exclude-frame", help="SUBJECT:FRAME left out of training (held out), repeatable")) -> None:
+              None, "--exclude-frame", help="SUBJECT:FRAME left out of training (held out), repeatable"),
+          device: str = typer.Option("auto", "--device", help=DEVICE_HELP)) -> None:
     """Train the diffusion autoencoder, or DMCVR's morphology-conditioned one (resumable; --init-from to fine-tune)."""
     from cardiorecon.errors import CardioReconError
     from cardiorecon.training.diffae import TrainConfig, resolve_config
@@ -113,7 +128,8 @@ def train(config: str = typer.Option("tiny", "--config",
         cfg = resolve_config(config)
         tc = TrainConfig(batch_size=batch_size, lr=lr, max_steps=max_steps, precision=precision,  # type: ignore[arg-type]
                          strategy=strategy, devices=int(devices) if devices.isdigit() else devices,
-                         num_nodes=num_nodes, checkpoint_every=checkpoint_every, figure_every=figure_every, seed=seed)
+                         num_nodes=num_nodes, checkpoint_every=checkpoint_every, figure_every=figure_every, seed=seed,
+                         accelerator="gpu" if _device(device).type == "cuda" else "cpu")
         excluded: dict[str, list[int]] = {}
         for item in exclude_frame or []:
             name, _, frame = item.rpartition(":")
@@ -164,6 +180,7 @@ def segment(study: Path = typer.Argument(..., help="Subject folder (any layout) 
             align: str = typer.Option("auto", "--align",
                                     help="Breath-hold alignment of the SAX slices to the LAX views first: auto (when "
                                          "a LAX view exists), on or off"),
+            device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
             out: Path = typer.Option(..., "--out", help="Output folder")) -> None:
     """Segment the SAX (LV cavity 1, LV myocardium 2, RV cavity 3) on the input grid and the model grid."""
     from cardiorecon.errors import CardioReconError
@@ -174,7 +191,7 @@ def segment(study: Path = typer.Argument(..., help="Subject folder (any layout) 
 
     try:
         s = read_study(study)
-        net = load_segnet(weights)
+        net = load_segnet(weights).to(_device(device))
         frame_list = s.resolve_frames(_frames(frames))
         alignment = _alignment(s, align, None)
         model_grid, native = segment_study(net, s, frame_list,
@@ -278,6 +295,7 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
                 align: str = typer.Option("auto", "--align",
                                     help="Breath-hold alignment of the SAX slices to the LAX views first: auto (when "
                                          "a LAX view exists), on or off"),
+                device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
                 out: Path = typer.Option(..., "--out", help="Output folder")) -> None:
     """Reconstruct a dense SAX volume: on the input's own grid (recon_METHOD_native.nii.gz) and on the
     working grid around the heart (recon_METHOD.nii.gz)."""
@@ -296,6 +314,7 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
         _fail(ValueError(f"--init dmcvr applies to --method lag, not {method}"))
     if factor is None and spacing is None:
         factor = 5
+    dev = _device(device)
     try:
         s = read_study(study)
         model = None
@@ -307,6 +326,8 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
             from cardiorecon.models.pretrained import load_dmcvr
 
             model = load_dmcvr(weights)
+        if model is not None:
+            model = model.to(dev)
         lag = ReconConfig().lag
         if lag_iterations:
             lag = dataclasses.replace(lag, max_iterations=lag_iterations)
@@ -344,6 +365,7 @@ def evaluate(data: list[Path] = typer.Argument(..., help="Subject folders, or fo
              align: str = typer.Option("auto", "--align",
                                     help="Breath-hold alignment of the SAX slices to the LAX views first: auto (when "
                                          "a LAX view exists), on or off"),
+             device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
              out: Path = typer.Option(..., "--out", help="Output folder for the CSV, summary, figures and HTML")) -> None:
     """Run an evaluation protocol for several methods on the same cases; write CSV, Markdown, figures, HTML."""
     from cardiorecon.errors import CardioReconError
@@ -369,6 +391,10 @@ def evaluate(data: list[Path] = typer.Argument(..., help="Subject folders, or fo
         _check_align(align)
         ev = Evaluator(method_list, align=align).load(weights, dmcvr_weights, seg_weights,
                                                       segmentation=not no_segmentation)
+        dev = _device(device)
+        for attr in ("model", "dmcvr", "segnet"):  # tensors follow the models (cardiorecon.device)
+            if getattr(ev, attr, None) is not None:
+                setattr(ev, attr, getattr(ev, attr).to(dev))
         out.mkdir(parents=True, exist_ok=True)
         # Rows so far and failures are written after every case: a long run cut off keeps what it did.
         ev.on_rows = lambda so_far: (write_csv(so_far, out / "results.csv"),
@@ -415,6 +441,61 @@ def _write_failures(failures: list[dict], path: Path) -> None:
             w.writerows({k: f.get(k, "") for k in ("case", "folder", "error")} for f in failures)
 
     atomic_write(path, write, suffix=".csv")
+
+
+@app.command()
+def cohort(data: list[Path] = typer.Argument(..., help="Subject folders (any layout), or folders of them"),
+           out: Path = typer.Option(..., "--out", help="Output folder: cohort.csv, cohort.html, subjects/NAME/"),
+           method: str = typer.Option("linear", "--method", help="Reconstruction method (see reconstruct)"),
+           factor: int = typer.Option(5, "--factor", min=1, help="Through-plane upsampling factor"),
+           frames: str = typer.Option("all", "--frames", help="all, ed, es, an index, or comma-separated indices"),
+           workers: Optional[int] = typer.Option(None, "--workers", min=1,
+                                                 help="LocalCluster workers (default: one per core, at most one per "
+                                                      "subject)"),
+           scheduler: Optional[str] = typer.Option(None, "--scheduler",
+                                                   help="Address of a running Dask scheduler (tcp://HOST:PORT) "
+                                                        "instead of a LocalCluster"),
+           temporal: str = typer.Option("probability", "--temporal",
+                                        help="4D consistency of the segmentation: probability (class probabilities "
+                                             "smoothed over the cycle), intensity, or none (each frame alone)"),
+           temporal_sigma: float = typer.Option(0.75, "--temporal-sigma", min=0.0, help="Gaussian width in frames"),
+           weights: Optional[Path] = typer.Option(None, "--weights",
+                                                  help="DiffAE (diffae, lag) or DMCVR (dmcvr) weights (default: shipped)"),
+           seg_weights: Optional[Path] = typer.Option(None, "--seg-weights", help="Segmentation weights"),
+           align: str = typer.Option("auto", "--align", help="Breath-hold alignment to the LAX views: auto or off"),
+           meshes: bool = typer.Option(True, "--meshes/--no-meshes", help="Surface meshes at ED and ES"),
+           device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+           torch_threads: Optional[int] = typer.Option(None, "--torch-threads", min=1,
+                                                       help="Torch threads per worker (default: cores / workers)")
+           ) -> None:
+    """Every subject, every frame: align, reconstruct (4D), segment; per subject the dense 4D NIfTI (native
+    and working grid), 4D labels, volume curves (CSV, PNG), EDV/ESV/SV/EF, LV mass, ED/ES meshes (STL, PLY)
+    and a page; cohort.csv and cohort.html. Resumable (done subjects are skipped); failures are listed."""
+    from cardiorecon.cohort import CohortOptions, run_cohort
+    from cardiorecon.errors import CardioReconError
+    from cardiorecon.recon import METHODS
+
+    if method not in METHODS:
+        _fail(ValueError(f"--method must be one of {', '.join(METHODS)}"))
+    if temporal not in ("probability", "intensity", "none"):
+        _fail(ValueError(f"--temporal must be probability, intensity or none, not {temporal!r}"))
+    if align not in ("auto", "off"):
+        _fail(ValueError(f"--align must be auto or off, not {align!r}"))
+    _device(device)  # fail here, not on every worker, when the device cannot be had
+    options = CohortOptions(method=method, factor=factor, frames=frames, temporal=temporal,  # type: ignore[arg-type]
+                            temporal_sigma=temporal_sigma, device=device,
+                            weights=None if weights is None else str(weights.resolve()),
+                            seg_weights=None if seg_weights is None else str(seg_weights.resolve()),
+                            align=align, meshes=meshes, torch_threads=torch_threads)
+    try:
+        run = run_cohort(list(data), out, options, workers=workers, scheduler=scheduler, echo=typer.echo)
+    except CardioReconError as exc:
+        _fail(exc)
+    typer.echo(f"{run.done} done ({run.skipped} from earlier runs), {run.failed} failed, in {run.seconds:.0f} s")
+    for r in run.rows:
+        if r["status"] != "done":
+            typer.echo(f"{r['status'].upper()} {r['subject']}: {r['error']}", err=True)
+    typer.echo(f"wrote {run.csv} and {run.html}")
 
 
 @app.command()

@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from cardiorecon.errors import InputError
+from cardiorecon.errors import CardioReconError, InputError
 from cardiorecon.geometry import resample
 from cardiorecon.io import read_study
 from cardiorecon.metrics.image import masked_ncc, psnr, ssim
@@ -61,6 +61,8 @@ class Evaluator:
     weights: list[dict] = field(default_factory=list)  # provenance: name, file, hash of the weights loaded
     data: dict = field(default_factory=dict)  # provenance: {case: describe_data(study)}
     figure_cases: int = 3  # cases whose every frame and slice the report's scroller shows
+    failures: list[dict] = field(default_factory=list)  # cases that failed: case, folder, error
+    on_rows: Callable[[list[dict]], None] | None = None  # called with the rows so far after each case
 
     def load(self, weights=None, dmcvr_weights=None, seg_weights=None, segmentation: bool = True) -> "Evaluator":
         """Load what the methods need (None: the shipped weights) and the segmentation network."""
@@ -120,6 +122,16 @@ class Evaluator:
         weights_mb = 0.0 if method in ("nearest", "linear", "cubic") or model is None else \
             sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
         rec = dataclasses.replace(rec, peak_memory_mb=max(rec.peak_memory_mb - before_mb, 0.0) + weights_mb)
+        if rec.grid.region is not None and "heart_region" not in self.data[case]:
+            from cardiorecon.preprocess import region_share
+
+            entry = rec.grid.region.to_json()
+            if study.sax_labels is not None:  # scoring only: how much of the labelled heart the region holds
+                entry["labelled_share"] = region_share(rec.grid.region, study.sax_labels)
+            self.data[case]["heart_region"] = entry
+            share = entry.get("labelled_share")
+            self.echo(f"  heart region {entry['size_mm']:.0f} mm ({entry['source']})"
+                      + ("" if share is None else f", {100 * share:.1f} % of the labelled heart inside"))
         for t, res in rec.lag.items():  # the report's loss curves
             key = (case, ",".join(rec.lax_views))
             self.figures.setdefault("lag_curves", {}).setdefault(key, {})[t] = res.history
@@ -131,7 +143,10 @@ class Evaluator:
                     truth: np.ndarray, truth_labels: np.ndarray | None, slices: list[int], most: int = 12) -> None:
         """Keep up to `most` of `slices` (the new ones) of this case and frame for the report's slice and
         frame scroller: the method's (X, Y, Z) volume and segmentation beside the reference ones. Only
-        the first `figure_cases` cases are kept."""
+        the first `figure_cases` cases are kept. Artefact indicators are kept for every case."""
+        from cardiorecon.report.artefacts import indicators
+
+        self.figures.setdefault("artefacts", {})[(case, str(frame), method)] = indicators(dense, pred, slices)
         kept = self.figures.setdefault("scroller", {})
         if case not in kept and len(kept) >= self.figure_cases:
             return
@@ -144,6 +159,25 @@ class Evaluator:
 
         f = entry["frames"].setdefault(frame, {"truth": take(truth), "truth_labels": take(truth_labels), "methods": {}})
         f["methods"][method] = (take(dense), take(pred))
+
+
+def _run_cases(ev: Evaluator, folders: list[Path], case: Callable[[int, Path], list[dict]]) -> list[dict]:
+    """Run `case` on every folder: a case that fails is recorded in `ev.failures` (its error in one
+    line) and the others go on; `ev.on_rows` sees the rows so far after every finished case."""
+    rows: list[dict] = []
+    for n, folder in enumerate(folders):
+        try:
+            rows += case(n, Path(folder))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - one subject's failure must not stop the others
+            message = str(exc) if isinstance(exc, CardioReconError) else f"{type(exc).__name__}: {exc}"
+            ev.failures.append({"case": Path(folder).name, "folder": str(folder), "error": message})
+            ev.echo(f"[{n + 1}/{len(folders)}] {folder}: FAILED: {message}")
+            continue
+        if ev.on_rows is not None:
+            ev.on_rows(rows)
+    return rows
 
 
 def _row(protocol: str, case: str, method: str, frame, structure: str, **values) -> dict:
@@ -190,8 +224,8 @@ def _lax_ncc(study: Study, dense: np.ndarray, affine: np.ndarray, t: int, views:
 
 def phantom_protocol(ev: Evaluator, folders: list[Path], factor: int = 5) -> list[dict]:
     """The phantom protocol on subject folders holding truth_sa / truth_label_sa / subject.json."""
-    rows: list[dict] = []
-    for n, folder in enumerate(folders):
+    def case(n: int, folder: Path) -> list[dict]:
+        rows: list[dict] = []
         folder = Path(folder)
         for name in ("truth_sa.nii.gz", "truth_label_sa.nii.gz", "subject.json"):
             if not (folder / name).is_file():
@@ -242,7 +276,9 @@ def phantom_protocol(ev: Evaluator, folders: list[Path], factor: int = 5) -> lis
                                                          m["affine"], m["frame"]))
         for method, by_frame in volumes.items():
             rows += _function_rows("phantom", case, method, by_frame[frames[0]], by_frame[frames[1]], spacing, info)
-    return rows
+        return rows
+
+    return _run_cases(ev, folders, case)
 
 
 def _function_rows(protocol, case, method, ed, es, spacing, info) -> list[dict]:
@@ -290,8 +326,8 @@ def _annotated(study: Study) -> dict[tuple[int, int], tuple[int, ...]]:
 
 def slice_drop_protocol(ev: Evaluator, folders: list[Path], frames: str = "ed-es") -> list[dict]:
     """Drop every other SAX slice, reconstruct them at factor 2, score against the originals."""
-    rows: list[dict] = []
-    for n, folder in enumerate(folders):
+    def case(n: int, folder: Path) -> list[dict]:
+        rows: list[dict] = []
         study = read_study(folder)
         case = _case_name(study, Path(folder))
         frame_list = [study.ed_frame, study.es_frame] if frames == "ed-es" and study.es_frame is not None \
@@ -337,7 +373,9 @@ def slice_drop_protocol(ev: Evaluator, folders: list[Path], frames: str = "ed-es
                     rows.append(_row("slice-drop", case, method, t, name, dice=dice(p, r),
                                      hd95=float(np.mean(hds)) if hds else 0.0,
                                      note=f"{len(scored)} annotated dropped slice(s); 2D HD95 averaged"))
-    return rows
+        return rows
+
+    return _run_cases(ev, folders, case)
 
 
 # ---------------------------------------------------------------------------------- LAX holdout
@@ -363,13 +401,12 @@ def _masked_ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
 
 def lax_holdout_protocol(ev: Evaluator, folders: list[Path], frames: str = "ed-es", factor: int = 5) -> list[dict]:
     """For each LAX view in turn: guide with the others, score the reconstruction on its plane."""
-    rows: list[dict] = []
-    for n, folder in enumerate(folders):
+    def case(n: int, folder: Path) -> list[dict]:
+        rows: list[dict] = []
         study = read_study(folder)
         case = _case_name(study, Path(folder))
         if not study.lax:
-            warnings.warn(f"{folder}: no LAX views; skipped by the lax-holdout protocol")
-            continue
+            raise InputError(folder, "no LAX view: the lax-holdout protocol needs at least one")
         frame_list = [study.ed_frame, study.es_frame] if frames == "ed-es" and study.es_frame is not None \
             else study.resolve_frames(frames if frames != "ed-es" else "ed")
         ev.echo(f"[{n + 1}/{len(folders)}] {case}: views {sorted(study.lax)}, frames {frame_list}")
@@ -413,7 +450,9 @@ def lax_holdout_protocol(ev: Evaluator, folders: list[Path], frames: str = "ed-e
                                          hd95=hd95(p, r, px)))
                     if n == 0 and i == 0:
                         ev.figures["lax"][(held, method)] = (image, sampled, valid, plab)
-    return rows
+        return rows
+
+    return _run_cases(ev, folders, case)
 
 
 def lax_figure_data(study, methods_dense: dict[str, tuple[np.ndarray, np.ndarray | None]], affine: np.ndarray,

@@ -35,16 +35,31 @@ def load_segnet(path: str | Path | None = None) -> SegNet:
 def predict_slices(net: SegNet, x: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
     """Class probabilities (N, C, H, W) of slices (N, 1, H, W) in [-1, 1]."""
     net.eval()
-    out = [torch.softmax(net(x[i:i + batch_size].float()), dim=1) for i in range(0, len(x), batch_size)]
+    device = next(net.parameters()).device  # tensors follow the model (cardiorecon.device); results on the CPU
+    out = [torch.softmax(net(x[i:i + batch_size].float().to(device)), dim=1).cpu() for i in range(0, len(x), batch_size)]
     return torch.cat(out) if out else torch.zeros((0, net.config.num_classes, *x.shape[2:]))
 
 
 def segment_array(net: SegNet, data: np.ndarray) -> np.ndarray:
-    """Label map (uint8, same shape) of a model-grid array (X, Y, Z[, T]) in [-1, 1]."""
-    expected = (net.config.image_size, net.config.image_size)
-    if tuple(data.shape[:2]) != expected:
-        raise ValueError(f"segment_array needs the model grid {expected}, got in-plane {data.shape[:2]}")
-    probs = predict_slices(net, volume_to_slices(np.asarray(data, np.float32)))
+    """Label map (uint8, same shape) of an array (X, Y, Z[, T]) in [-1, 1] at the network's pixel
+    spacing. The working grid around the heart may be larger than the network's window: then MONAI's
+    sliding-window inference (Gaussian-weighted, 50 % overlap) covers the whole grid."""
+    size = net.config.image_size
+    if min(data.shape[:2]) < size:
+        raise ValueError(f"segment_array needs at least the network's window {size} x {size} in-plane, "
+                         f"got {data.shape[:2]}")
+    x = volume_to_slices(np.asarray(data, np.float32))
+    if tuple(data.shape[:2]) == (size, size):
+        probs = predict_slices(net, x)
+    else:
+        from monai.inferers import sliding_window_inference
+
+        net.eval()
+        with torch.no_grad():
+            probs = torch.cat([sliding_window_inference(x[i:i + 64], (size, size), 64,
+                                                        lambda b: torch.softmax(net(b), dim=1),
+                                                        overlap=0.5, mode="gaussian")
+                               for i in range(0, len(x), 64)])
     labels = slices_to_volume(probs.argmax(1, keepdim=True).to(torch.uint8), data.shape[2])
     return labels.reshape(data.shape).astype(np.uint8)
 
@@ -88,3 +103,146 @@ def segment_study(net: SegNet, study: Study, frames: list[int] | None = None,
     meta = {"frames": frames, "segmentation": cfg.name}
     return (Volume(model_labels, grid.image.affine, meta),
             Volume(native if T > 1 else native[..., 0], study.sax.affine, meta))
+
+
+# ------------------------------------------------------------------ whole field of view (window networks)
+#: the LV long axis points from the base toward the patient's left, anterior and inferior (RAS)
+APEX_DIRECTION = np.array([-1.0, 1.0, -1.0]) / np.sqrt(3.0)
+
+
+def canonical_flip(affine: np.ndarray) -> bool:
+    """Whether the second in-plane axis must be reversed so that (u, v, n) is right-handed with
+    the slice normal n = u x v pointing toward the apex: the orientation the window networks see.
+
+    Reversing an index axis is not a mirror of the anatomy (the affine follows it): every slice
+    is then seen from the same side, so the RV lies on the same side of the septum in every scan.
+    """
+    a = np.asarray(affine, np.float64)
+    return bool(np.cross(a[:3, 0], a[:3, 1]) @ APEX_DIRECTION < 0)
+
+
+def canonical_size(shape_xy: tuple[int, int], affine: np.ndarray, spacing_mm: float) -> tuple[int, int]:
+    """In-plane size of the field of view resampled to `spacing_mm` pixels."""
+    a = np.asarray(affine, np.float64)
+    sx, sy = np.linalg.norm(a[:3, 0]), np.linalg.norm(a[:3, 1])
+    return max(1, int(round(shape_xy[0] * sx / spacing_mm))), max(1, int(round(shape_xy[1] * sy / spacing_mm)))
+
+
+def to_canonical(slices: np.ndarray | torch.Tensor, affine: np.ndarray, spacing_mm: float, labels: bool = False
+                 ) -> torch.Tensor:
+    """Slices (N, X, Y) of a stack with `affine` -> (N, 1, X', Y') on the whole field of view at
+    `spacing_mm` pixels (bilinear, antialiased; nearest for labels), in canonical orientation.
+
+    The resampled grid spans the same field of view (pixel edges aligned), so `from_canonical`
+    is its exact geometric inverse."""
+    x = torch.as_tensor(np.asarray(slices)).float()[:, None]
+    size = canonical_size(tuple(x.shape[2:]), affine, spacing_mm)
+    if labels:
+        x = torch.nn.functional.interpolate(x, size=size, mode="nearest-exact")
+    else:
+        x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False,
+                                            antialias=size[0] < x.shape[2])
+    return x.flip(3) if canonical_flip(affine) else x
+
+
+def from_canonical(probs: torch.Tensor, affine: np.ndarray, shape_xy: tuple[int, int]) -> torch.Tensor:
+    """Class probabilities (N, C, X', Y') on the canonical grid -> (N, C, X, Y) on the input grid."""
+    p = probs.flip(3) if canonical_flip(affine) else probs
+    return torch.nn.functional.interpolate(p, size=tuple(shape_xy), mode="bilinear", align_corners=False)
+
+
+def normalise_images(data: np.ndarray) -> np.ndarray:
+    """Scanner intensities -> [-1, 1] by the 1st and 99th percentiles of the whole field of view
+    (all slices and frames), the map the window networks are trained for."""
+    from cardiorecon.preprocess import intensity_map
+
+    return intensity_map(data).forward(data)
+
+
+@torch.no_grad()
+def predict_window(net: SegNet, x: torch.Tensor, sw_batch_size: int = 16, overlap: float = 0.25) -> torch.Tensor:
+    """Class probabilities (N, C, H, W) of whole-field slices (N, 1, H, W) in [-1, 1] on the network's
+    pixel spacing: MONAI sliding-window inference with windows of the training patch size and
+    Gaussian blending of the overlaps."""
+    from monai.inferers import sliding_window_inference
+
+    net.eval()
+    roi = (net.config.image_size, net.config.image_size)
+    out = [sliding_window_inference(x[i:i + 64].float(), roi, sw_batch_size, lambda t: torch.softmax(net(t), 1),
+                                    overlap=overlap, mode="gaussian", padding_mode="constant", cval=-1.0)
+           for i in range(0, len(x), 64)]
+    return torch.cat(out) if out else torch.zeros((0, net.config.num_classes, *x.shape[2:]))
+
+
+def _keep_components(mask: np.ndarray, min_share: float) -> np.ndarray:
+    """Connected components of a 2D/3D mask holding at least `min_share` of the largest one."""
+    from scipy import ndimage
+
+    lab, n = ndimage.label(mask)
+    if n <= 1:
+        return mask
+    sizes = np.bincount(lab.ravel())[1:]
+    keep = np.flatnonzero(sizes >= min_share * sizes.max()) + 1
+    return np.isin(lab, keep)
+
+
+def clean_labels(labels: np.ndarray, spacing_mm: tuple[float, float, float], max_offset_mm: float = 30.0
+                 ) -> np.ndarray:
+    """Clean-up of one frame's label map (X, Y, Z): the largest 3D connected heart component
+    (slices joined through their overlap); per slice the largest LV cavity and myocardium
+    components and the RV components of at least a fifth of its largest; holes of the LV cavity
+    (papillary muscles) filled as cavity; slices whose LV centre lies more than `max_offset_mm`
+    in-plane from the median of the others lose their LV (slice-to-slice consistency)."""
+    from scipy import ndimage
+
+    out = np.asarray(labels, np.uint8).copy()
+    heart = _keep_components(out > 0, 1.0)
+    out[~heart] = 0
+    centres = {}
+    for z in range(out.shape[2]):
+        s = out[:, :, z]
+        cleaned = np.zeros_like(s)
+        for c, share in ((3, 0.2), (2, 1.0), (1, 1.0)):
+            m = _keep_components(s == c, share)
+            cleaned[m] = c
+        cleaned[ndimage.binary_fill_holes(cleaned == 1) & (cleaned != 1)] = 1
+        out[:, :, z] = cleaned
+        if (cleaned == 1).any():
+            centres[z] = np.argwhere(cleaned == 1).mean(0) * np.asarray(spacing_mm[:2])
+    if len(centres) >= 3:
+        med = np.median(np.stack(list(centres.values())), axis=0)
+        for z, c in centres.items():
+            if np.linalg.norm(c - med) > max_offset_mm:
+                s = out[:, :, z]
+                s[(s == 1) | (s == 2)] = 0
+    return out
+
+
+def segment_slices(images: np.ndarray, affine: np.ndarray, net: SegNet | None = None, clean: bool = True
+                   ) -> np.ndarray:
+    """Labels (uint8, same shape) of a SAX stack `images` (X, Y, Z[, T]) in scanner units with its
+    voxel-to-world `affine`, on the scan's own grid and whole field of view.
+
+    Each slice is resampled in-plane to the network's pixel spacing over the whole field of view
+    (canonical orientation, `canonical_flip`), intensities mapped to [-1, 1] by the percentiles of
+    the whole stack, segmented by sliding windows, the class probabilities resampled back onto the
+    input pixels before the argmax, and each frame cleaned (`clean_labels`). Needs a window network
+    (the default, `segnet_synth`)."""
+    net = load_segnet() if net is None else net
+    if net.config.inference != "window":
+        raise ValueError(f"segment_slices needs a whole-field (window) network, {net.config.name} is "
+                         f"{net.config.inference!r}")
+    data = np.asarray(images, np.float32)
+    if data.ndim not in (3, 4):
+        raise ValueError(f"images must be (X, Y, Z) or (X, Y, Z, T), got shape {data.shape}")
+    d4 = data if data.ndim == 4 else data[..., None]
+    X, Y, Z, T = d4.shape
+    norm = normalise_images(d4)
+    spacing = np.linalg.norm(np.asarray(affine, np.float64)[:3, :3], axis=0)
+    out = np.zeros((X, Y, Z, T), np.uint8)
+    for t in range(T):
+        x = to_canonical(np.moveaxis(norm[..., t], 2, 0), affine, net.config.pixel_spacing_mm)
+        probs = from_canonical(predict_window(net, x), affine, (X, Y))  # (Z, C, X, Y)
+        lab = probs.argmax(1).permute(1, 2, 0).numpy().astype(np.uint8)
+        out[..., t] = clean_labels(lab, tuple(spacing)) if clean else lab
+    return out if data.ndim == 4 else out[..., 0]
