@@ -4,11 +4,15 @@ resume from the markers, meshes, temporal segmentation, and the device option.""
 import csv
 import json
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
-from cardiorecon.cohort import (COLUMNS, MARKER, CohortOptions, load_models, run_cohort, run_subject, segment_4d)
+from cardiorecon.cli import app
+from cardiorecon.cohort import (COLUMNS, MARKER, CohortOptions, load_models, read_marker, run_cohort, run_subject,
+                                segment_4d)
 from cardiorecon.device import resolve_device
 from cardiorecon.errors import CardioReconError
 from cardiorecon.phantom import generate_cohort
@@ -82,17 +86,22 @@ def test_cohort_two_workers_failure_and_resume(cohort_data, tmp_path):
     assert 1 <= len({r["worker"] for r in done}) <= 2
     assert all(r["models_loaded"] == "1" for r in done)
     assert "corrupt_0000" in (out / "cohort.html").read_text()
-    # rerun: the three done subjects are skipped (markers untouched), the failed one is retried
+    # rerun, through the command line: the three done subjects are skipped (markers untouched), the
+    # failed one is retried and listed
     markers = {n: (out / "subjects" / n / MARKER).stat().st_mtime_ns for n in status if n != "corrupt_0000"}
-    rerun = run_cohort([cohort_data], out, FAST, workers=2, progress=False, echo=lambda s: None)
-    assert rerun.skipped == 3 and rerun.done == 3 and rerun.failed == 1
+    result = CliRunner().invoke(app, ["cohort", str(cohort_data), "--out", str(out), "--method", "linear",
+                                      "--workers", "2", "--torch-threads", "1", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "3 done (3 from earlier runs), 1 failed" in result.output
+    assert "FAILED corrupt_0000" in result.output
     assert {n: (out / "subjects" / n / MARKER).stat().st_mtime_ns for n in markers} == markers
     again = {r["subject"]: r for r in read_rows(out / "cohort.csv")}
     assert all(again[n]["resumed"] == "True" and again[n]["lv_ef"] == status[n]["lv_ef"] for n in markers)
-    # other options: not the same outputs, so not skipped
-    other = run_cohort([cohort_data / "healthy_0040"], out, CohortOptions(method="nearest", torch_threads=1),
-                       workers=1, progress=False, echo=lambda s: None)
-    assert other.skipped == 0 and other.done == 1
+    # other options would not give the same outputs: their marker does not count as done
+    folder = out / "subjects" / "healthy_0040"
+    assert read_marker(folder, FAST)["resumed"] is True
+    assert read_marker(folder, CohortOptions(method="nearest")) is None
+    assert read_marker(folder, CohortOptions(method="linear", device="auto", torch_threads=2)) is not None
 
 
 def test_segment_4d_temporal_modes(cohort_data):
@@ -105,6 +114,12 @@ def test_segment_4d_temporal_modes(cohort_data):
         assert np.array_equal(segment_4d(net, still, mode, sigma=1.0), ref)
     moving = np.stack([np.roll(frame, 3 * t, axis=0) for t in range(5)], axis=3)
     assert segment_4d(net, moving, "probability", sigma=1.0).shape == (64, 64, 6, 5)
+    # per frame, it is the segmenter's own labelling, on the window and on a larger working grid
+    from cardiorecon.segment import segment_array
+
+    wide = np.pad(moving, ((8, 8), (8, 8), (0, 0), (0, 0)), constant_values=-1)
+    for d in (moving, wide):
+        assert np.array_equal(segment_4d(net, d, "none"), segment_array(net, d))
     with pytest.raises(ValueError):
         segment_4d(net, still, "bogus")
 
@@ -112,6 +127,17 @@ def test_segment_4d_temporal_modes(cohort_data):
 def test_device_cpu_and_auto_agree(cohort_data, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("auto resolves to CUDA on this machine")
+    for cmd in (["reconstruct", str(cohort_data / "healthy_0041"), "--method", "linear"],
+                ["segment", str(cohort_data / "healthy_0041")]):
+        bad = CliRunner().invoke(app, [*cmd, "--device", "cuda", "--out", str(tmp_path / "x")])
+        assert bad.exit_code == 2 and "no CUDA device" in bad.output, bad.output
+    runs = {}
+    for dev in ("cpu", "auto"):
+        res = CliRunner().invoke(app, ["segment", str(cohort_data / "healthy_0041"), "--frames", "0", "--align", "off",
+                                       "--device", dev, "--out", str(tmp_path / f"seg_{dev}")])
+        assert res.exit_code == 0, res.output
+        runs[dev] = np.asarray(nib.load(tmp_path / f"seg_{dev}" / "seg_sa.nii.gz").dataobj)
+    assert runs["cpu"].any() and np.array_equal(runs["cpu"], runs["auto"])
     assert resolve_device("auto").type == "cpu"
     with pytest.raises(CardioReconError, match="CUDA"):
         resolve_device("cuda")
@@ -120,8 +146,6 @@ def test_device_cpu_and_auto_agree(cohort_data, tmp_path):
     a = run_subject(cohort_data / "healthy_0041", tmp_path / "cpu", CohortOptions(method="linear", device="cpu"))
     b = run_subject(cohort_data / "healthy_0041", tmp_path / "auto", CohortOptions(method="linear", device="auto"))
     assert a.row["device"] == b.row["device"] == "cpu"
-    import nibabel as nib
-
     for name in ("recon_linear.nii.gz", "seg_linear.nii.gz"):
         assert np.array_equal(np.asarray(nib.load(tmp_path / "cpu" / name).dataobj),
                               np.asarray(nib.load(tmp_path / "auto" / name).dataobj)), name

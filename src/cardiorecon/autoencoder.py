@@ -62,6 +62,9 @@ def encode(model: DiffAE, x0: torch.Tensor, invert_steps: int, batch_size: int =
     zs, xs = [], []
     with torch.no_grad():
         bar = tqdm(total=len(x0) * invert_steps, desc="encode (DDIM inversion)", unit="slice-step", disable=not progress)
+        device = next(model.parameters()).device  # tensors follow the model (cardiorecon.device)
+        x0 = x0.to(device)
+        morph = None if morph is None else morph.to(device)
         for sl in _batches(len(x0), batch_size):
             z = model.encode(x0[sl])
             xs.append(ddim_invert(model.eps, x0[sl], schedule, invert_steps, cond=_cond(z, morph, sl), depth=depth,
@@ -78,6 +81,9 @@ def decode(model: DiffAE, z_sem: torch.Tensor, x_T: torch.Tensor, decode_steps: 
     out = []
     with torch.no_grad():
         bar = tqdm(total=len(x_T) * decode_steps, desc="decode (DDIM)", unit="slice-step", disable=not progress)
+        device = next(model.parameters()).device  # tensors follow the model (cardiorecon.device)
+        z_sem, x_T = z_sem.to(device), x_T.to(device)
+        morph = None if morph is None else morph.to(device)
         for sl in _batches(len(x_T), batch_size):
             out.append(ddim_sample(model.eps, x_T[sl], schedule, decode_steps, cond=_cond(z_sem[sl], morph, sl),
                                    depth=depth,

@@ -137,24 +137,50 @@ def _frames(study, frames: str) -> list[int]:
     return study.resolve_frames(int(f) if f.lstrip("-").isdigit() else f)
 
 
-def _align(study, options: CohortOptions, notes: list[str]):
+def _alignment(study, options: CohortOptions, notes: list[str]):
+    """The breath-hold alignment of the SAX slices to the LAX views (`align.resolve_alignment`:
+    'auto' estimates it where LAX views exist), or None with a note saying why not."""
     if options.align == "off":
-        return study, None
+        return None
     if not study.lax:
         notes.append("no LAX view: the SAX slices are not aligned")
-        return study, None
+        return None
     try:
-        from cardiorecon.align import align_study, estimate_alignment
+        from cardiorecon.align import resolve_alignment
     except ImportError:
         notes.append("alignment not available in this installation: the SAX slices are not aligned")
-        return study, None
-    views = None if options.lax_views is None else list(options.lax_views)
-    alignment = estimate_alignment(study, views)
-    notes.extend(alignment.notes)
-    shifts = np.asarray(alignment.sax_shifts_mm)
-    notes.append(f"aligned to LAX {', '.join(alignment.lax_views)}: largest slice shift "
-                 f"{float(np.abs(shifts).max()) if shifts.size else 0.0:.1f} mm")
-    return align_study(study, alignment), alignment
+        return None
+    alignment = resolve_alignment(study, options.align, None if options.lax_views is None else list(options.lax_views))
+    if alignment is not None:
+        notes.extend(alignment.notes)
+        shifts = np.asarray(alignment.sax_shifts_mm)
+        notes.append(f"aligned to LAX {', '.join(alignment.lax_views)}: largest slice shift "
+                     f"{float(np.abs(shifts).max()) if shifts.size else 0.0:.1f} mm")
+    return alignment
+
+
+def class_probabilities(net, x, batch_size: int = 64):
+    """Class probabilities (N, C, X, Y) on the CPU of slices (N, 1, X, Y) in [-1, 1], as
+    `segment.segment_array` computes them: the network on its own window size, MONAI's Gaussian
+    sliding window (50 % overlap) on a larger working grid."""
+    import torch
+
+    from cardiorecon.segment import predict_slices
+
+    size = net.config.image_size
+    if min(x.shape[2:]) < size:
+        raise ValueError(f"the segmenter needs at least its window {size} x {size} in-plane, got {tuple(x.shape[2:])}")
+    if tuple(x.shape[2:]) == (size, size):
+        return predict_slices(net, x)
+    from monai.inferers import sliding_window_inference
+
+    device = next(net.parameters()).device
+    net.eval()
+    with torch.no_grad():
+        return torch.cat([sliding_window_inference(x[i:i + batch_size].to(device), (size, size), batch_size,
+                                                   lambda b: torch.softmax(net(b), dim=1), overlap=0.5,
+                                                   mode="gaussian").cpu()
+                          for i in range(0, len(x), batch_size)])
 
 
 def segment_4d(net, data: np.ndarray, temporal: Temporal = "none", sigma: float = 0.75,
@@ -167,7 +193,6 @@ def segment_4d(net, data: np.ndarray, temporal: Temporal = "none", sigma: float 
     from scipy.ndimage import gaussian_filter1d
 
     from cardiorecon.autoencoder import volume_to_slices
-    from cardiorecon.segment import predict_slices
 
     data = np.asarray(data, np.float32)
     if data.ndim != 4:
@@ -179,7 +204,7 @@ def segment_4d(net, data: np.ndarray, temporal: Temporal = "none", sigma: float 
         data = gaussian_filter1d(data, sigma, axis=3, mode=mode)
     elif temporal not in ("none", "probability", "intensity"):
         raise ValueError(f"temporal must be none, probability or intensity, got {temporal!r}")
-    probs = predict_slices(net, volume_to_slices(data)).cpu().numpy()  # (T*Z, C, X, Y), frame-major
+    probs = class_probabilities(net, volume_to_slices(data)).numpy()  # (T*Z, C, X, Y), frame-major
     probs = probs.reshape(T, Z, -1, X, Y)
     if temporal == "probability" and smooth:
         probs = gaussian_filter1d(probs, sigma, axis=0, mode=mode)
@@ -209,7 +234,7 @@ def run_subject(path: str | Path, out: str | Path, options: CohortOptions = Coho
 
     Raises on bad input (CardioReconError naming the file); the marker is written only on success.
     """
-    from cardiorecon.geometry import resample, upsampled_affine
+    from cardiorecon.geometry import resample
     from cardiorecon.io import read_study
     from cardiorecon.io.nifti import atomic_write, write_nifti
     from cardiorecon.meshes import ventricle_meshes, write_mesh
@@ -231,11 +256,11 @@ def run_subject(path: str | Path, out: str | Path, options: CohortOptions = Coho
     with PeakMemory() as mem:
         models = models or load_models(options)
         study = read_study(path)
-        study, _ = _align(study, options, notes)
+        alignment = _alignment(study, options, notes)
         frames = _frames(study, options.frames)
         rec = reconstruct(study, options.method, factor=options.factor, frames=frames,
                           lax_views=None if options.lax_views is None else list(options.lax_views),
-                          model=models.recon)
+                          model=models.recon, align=alignment if alignment is not None else "off")
         notes.extend(rec.notes)
         circular = len(frames) == study.num_frames
         labels = segment_4d(models.segnet, rec.normalised.data, options.temporal, options.temporal_sigma, circular)
@@ -247,11 +272,12 @@ def run_subject(path: str | Path, out: str | Path, options: CohortOptions = Coho
         m = options.method
         label_vol = Volume(labels, rec.volume.affine, {"frames": frames, "segmentation": "segnet"})
         files.append(write_nifti(rec.volume, out / f"recon_{m}.nii.gz"))
-        files.append(write_nifti(to_native(rec, study), out / f"recon_{m}_native.nii.gz"))
+        native = to_native(rec, study)
+        files.append(write_nifti(native, out / f"recon_{m}_native.nii.gz"))
         files.append(write_nifti(label_vol, out / f"seg_{m}.nii.gz"))
-        target = upsampled_affine(study.sax.affine, rec.factor)
-        native_shape = (*study.sax.spatial_shape[:2], rec.volume.spatial_shape[2])
-        files.append(write_nifti(resample(label_vol, target, native_shape, order=0), out / f"seg_{m}_native.nii.gz"))
+        # labels on the same native grid (nearest; zero outside the working grid)
+        files.append(write_nifti(resample(label_vol, native.affine, native.spatial_shape, order=0),
+                                 out / f"seg_{m}_native.nii.gz"))
 
         interval = study.sax.meta.get("frame_interval")
         times = [t * float(interval) if interval else float(t) for t in frames]

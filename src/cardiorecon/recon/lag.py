@@ -101,6 +101,7 @@ def _optimise(model, acquired, codes, factor, operators, images, config, progres
         raise ValueError(f"lag needs at least one iteration, got max_iterations = {config.max_iterations}")
     schedule = NoiseSchedule.linear(model.config.num_timesteps)
     seed_z, seed_x = codes.z_sem.detach().clone(), codes.x_T.detach().clone()
+    acquired = acquired.to(seed_x.device)  # tensors follow the model and its codes (cardiorecon.device)
     z = seed_z.clone().requires_grad_(True)
     x_T = seed_x.clone().requires_grad_(True)
     opt = torch.optim.Adam([z, x_T], lr=config.lr)
@@ -156,7 +157,7 @@ def _optimise(model, acquired, codes, factor, operators, images, config, progres
         with torch.no_grad():
             new = ddim_sample(model.eps, x_best, schedule, config.final_decode_steps, cond=cond(z_best), top=top)
         dense_best = assemble(acquired, new, codes, factor)
-    return LagResult(dense=dense_best.numpy(), history=history, agreement_before=agreement_before or {},
+    return LagResult(dense=dense_best.cpu().numpy(), history=history, agreement_before=agreement_before or {},
                      agreement_after=lax_agreement(dense_best, operators, images), iterations=len(history),
                      seconds=time.perf_counter() - t0, best_iteration=best_iteration, stopped=stopped)
 

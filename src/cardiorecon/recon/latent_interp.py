@@ -36,7 +36,7 @@ class GapCodes:
 
 def lerp(a: torch.Tensor, b: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """(1 - alpha) a + alpha b per row (alpha (N,)); exactly a at alpha = 0 and b at alpha = 1."""
-    w = alpha.to(a.dtype).reshape(-1, *([1] * (a.ndim - 1)))
+    w = alpha.to(device=a.device, dtype=a.dtype).reshape(-1, *([1] * (a.ndim - 1)))
     return (1 - w) * a + w * b
 
 
@@ -69,6 +69,7 @@ def diffae_codes(model: DiffAE, stack: np.ndarray, factor: int, invert_steps: in
     """Encode the acquired slices of one frame (X, Y, Z) and interpolate the gap codes (with a
     DMCVR model, also the morphology features)."""
     x0 = torch.from_numpy(np.ascontiguousarray(np.moveaxis(stack, 2, 0)))[:, None].float()
+    x0 = x0.to(next(model.parameters()).device)  # tensors follow the model (cardiorecon.device)
     morph = model.morphology(x0) if hasattr(model, "morphology") else None
     z, x_T = encode(model, x0, invert_steps, progress=progress, depth=depth, morph=morph)
     return x0, interpolate_codes(z, x_T, factor, morph)
@@ -81,5 +82,17 @@ def reconstruct_diffae(model: DiffAE, stack: np.ndarray, factor: int, invert_ste
     depth: how far DDIM inversion goes (1 = to pure noise, as the DiffAE paper; see ReconConfig)."""
     _, codes = diffae_codes(model, stack, factor, invert_steps, progress, depth)
     new = decode(model, codes.z_sem, codes.x_T, decode_steps, progress=progress, depth=depth, morph=codes.morph)
-    dense = assemble(torch.from_numpy(stack).float(), new, codes, factor)
-    return dense.numpy(), codes
+    dense = assemble(torch.from_numpy(stack).float().to(new.device), new, codes, factor)
+    return dense.cpu().numpy(), codes
+
+
+def dense_codes(model: DiffAE, dense: np.ndarray, factor: int, invert_steps: int, depth: float = 1.0) -> GapCodes:
+    """Codes of the new slices of a dense stack (X, Y, (Z-1)f+1) made by another method (`lag --init
+    register|fusion`): each new slice encoded itself (z_sem by the encoder, x_T by DDIM inversion),
+    so decoding the codes gives back (close to) that volume instead of the latent interpolants."""
+    num_acquired = (dense.shape[2] - 1) // factor + 1
+    ks, alphas, idx = new_slice_positions(num_acquired, factor)
+    x0 = torch.from_numpy(np.ascontiguousarray(np.moveaxis(dense[:, :, idx], 2, 0)))[:, None].float()
+    morph = model.morphology(x0) if hasattr(model, "morphology") else None
+    z, x_T = encode(model, x0, invert_steps, depth=depth, morph=morph)
+    return GapCodes(z, x_T, ks, alphas, idx, morph)
