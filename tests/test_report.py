@@ -157,6 +157,8 @@ def synthetic_figures(methods: list[str]) -> dict:
     valid[5:25, 4:22] = True
     lax_img = rng.standard_normal((30, 26))
     return {"scroller": scroller,
+            "artefacts": {(f"c{c:02d}", str(t), m): {"overshoot": 0.01 * k, "islands": float(k)}
+                          for c in range(2) for t in (0, 9) for k, m in enumerate(methods)},
             "montage": {"truth": truth, "truth_labels": lab, "new": [1, 2, 3, 5], "case": "c00", "frame": 0,
                         **{m: (truth + 0.1, lab) for m in methods}},
             "lax": {("4ch", m): (lax_img, lax_img + 0.1, valid, None) for m in methods},
@@ -197,6 +199,7 @@ def test_report_page_is_self_contained_and_valid(report):
     assert text.index("id='findings-h'") < text.index("id='tables'") < text.index("id='provenance'")
     assert re.search(r"better \+0\.05\d \[\+0\.0\d\d, \+0\.0\d\d\]", text) and "bad01" in text and "not a NIfTI" in text and "Alignment" in text
     assert "±" in text and "+-" not in text
+    assert "Artefact indicators" in text and "label islands per volume" in text
     for name in ("montage", "lax_overlay_4ch", "ef_bland_altman", "lag_loss", "strip_image_phantom"):
         assert written[name].is_file(), name
     # time per frame: milliseconds where small, seconds otherwise, never "0.00"
@@ -267,3 +270,29 @@ def test_report_in_headless_chromium(report, tmp_path):
     desc = [float(v) for v in probe["desc"][:-1]]
     assert asc == sorted(asc) and desc == sorted(desc, reverse=True) and asc != desc
     assert probe["expanded"] and probe["scrolled"]
+
+
+def test_artefact_indicators_hand_cases():
+    from scipy.interpolate import CubicSpline
+
+    from cardiorecon.report.artefacts import islands, overshoot_fraction
+
+    # a step through the stack: acquired slices 0, 4, 8, 12 (factor 4), new slices in between
+    acquired = np.array([-1.0, -1.0, 1.0, 1.0])
+    z_acq, z = np.arange(4) * 4, np.arange(13)
+    new = [k for k in z if k % 4]
+    linear = np.broadcast_to(np.interp(z, z_acq, acquired), (3, 2, 13)).copy()
+    cubic = np.broadcast_to(CubicSpline(z_acq, acquired)(z), (3, 2, 13)).copy()
+    assert overshoot_fraction(linear, new) == 0.0
+    # not-a-knot through 4 points is the cubic p(u) = -u^3/96 + 13u/24, u = z - 6: in the outer gaps
+    # (|u| = 3, 4, 5) |p| = 1.34, 1.50, 1.41 > 1.05 (all 6 rings); in the middle one |p| < 1 (none)
+    assert overshoot_fraction(cubic, new) == pytest.approx(6 / 9)
+    lab = np.zeros((10, 10, 4), np.int16)
+    lab[1:4, 1:4, :] = 1
+    lab[7, 7, 2] = 1  # a one-voxel island of class 1
+    lab[5:7, 0:2, 0] = 3
+    assert islands(lab) == 1
+    lab[8:10, 8:10, 0] = 1  # not touching (7, 7, 2): two slices away
+    assert islands(lab) == 2
+    lab[8, 8, 1] = 1  # bridges (8, 8, 0) and (7, 7, 2) diagonally: one island again
+    assert islands(lab) == 1

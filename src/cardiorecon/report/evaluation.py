@@ -256,6 +256,41 @@ def tables(protocol: str, s: dict, rows: list[dict], colours: dict[str, str]) ->
     return out
 
 
+def artefact_table(artefacts: dict, methods: list[str], colours: dict[str, str]) -> dict | None:
+    """Plain-data table of `cardiorecon.report.artefacts` indicators {(case, frame, method): {...}}:
+    per method the mean ± std over case x frame, per-case rows on click."""
+    if not artefacts:
+        return None
+    keys = [("overshoot", "overshoot (% of new-slice voxels)", 100.0, 2),
+            ("islands", "label islands per volume", 1.0, 1)]
+    keys = [k for k in keys if any(k[0] in v for v in artefacts.values())]
+    cases = list(dict.fromkeys(c for c, _, _ in artefacts))
+
+    def cell(vals, scale, digits):
+        a = np.array([v * scale for v in vals if v == v])
+        if not len(a):
+            return {"text": "-", "value": None}
+        text = f"{a.mean():.{digits}f} ± {a.std():.{digits}f}" if len(a) > 1 else f"{a.mean():.{digits}f}"
+        return {"text": text, "value": float(a.mean()), "title": f"n = {len(a)}"}
+
+    rows = []
+    for m in methods:
+        items = {k: v for k, v in artefacts.items() if k[2] == m}
+        if not items:
+            continue
+        cells = [cell([v[k] for v in items.values() if k in v], sc, d) for k, _, sc, d in keys]
+        details = [{"name": c, "cells": [cell([v[k] for (cc, _, _), v in items.items() if cc == c and k in v], sc, d)
+                                         for k, _, sc, d in keys]} for c in cases]
+        rows.append({"name": m, "colour": colours.get(m, ""), "cells": cells, "details": details})
+    return {"id": "t-artefacts", "title": "Artefact indicators", "columns": [{"label": k[1], "title": "lower is "
+                                                                                 "better"} for k in keys],
+            "rows": rows,
+            "notes": ["Overshoot: new-slice voxels brighter or darker than both acquired slices around them (by more "
+                      "than 0.05 of the [-1, 1] range): ringing of a spline, or structure a prior invented; nearest "
+                      "and linear cannot overshoot. Islands: connected pieces of a predicted label class beyond its "
+                      "largest, in 3D (false contour islands, stray blobs)."]}
+
+
 # --------------------------------------------------------------------------------------- figures
 
 def _scroller_section(figures_data: dict, methods: list[str], colours: dict[str, str]) -> dict | None:
@@ -328,6 +363,9 @@ def write_report(rows: list[dict], figures_data: dict, methods: list[str], out: 
         shared_warnings.append(shared)
         page_notes += notes(s)
 
+    art = artefact_table(figures_data.get("artefacts", {}), methods, colours)
+    if art:
+        page_tables.append(art)
     secs: list[dict] = []
     scroller = _scroller_section(figures_data, methods, colours)
     if scroller:
