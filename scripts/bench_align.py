@@ -57,7 +57,8 @@ def holdout(studies: list[Path], cfg: AlignConfig) -> list[dict]:
                    "guide_ncc_before": a.mean_ncc("before"), "guide_ncc_after": a.mean_ncc("after"),
                    "shift_rms_mm": float(np.sqrt((a.sax_shifts_mm ** 2).sum(1).mean())),
                    "max_shift_mm": float(np.abs(a.sax_shifts_mm).max()),
-                   "sax_shifts_mm": np.round(a.sax_shifts_mm, 2).tolist(), "seconds": a.seconds,
+                   "sax_shifts_mm": np.round(a.sax_shifts_mm, 2).tolist(), "lax_offsets_mm": a.lax_offsets_mm,
+                   "seconds": a.seconds,
                    "frames": study.num_frames, "slices": study.sax.spatial_shape[2]}
             print(json.dumps({k: v for k, v in row.items() if k != "sax_shifts_mm"}), flush=True)
             rows.append(row)
@@ -71,9 +72,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--radius", type=float, default=AlignConfig.radius_mm)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--lax-offsets", action="store_true", help="also estimate each LAX view's normal offset")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = AlignConfig(radius_mm=args.radius)
+    cfg = AlignConfig(radius_mm=args.radius, lax_offsets=args.lax_offsets)
     t0 = time.perf_counter()
     rows = phantom(args.paths, cfg) if args.mode == "phantom" else holdout(args.paths, cfg)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -62,6 +62,14 @@ class AlignConfig:
     prior: float = 1e-4
     min_points: int = 12  # lines with fewer valid samples are not used
     max_slab_factor: float = 2.0  # a slab's trace on an oblique plane is capped at this x its thickness
+    # Optional offset of each LAX view along its normal (its own breath-hold), with two or more views:
+    # searched in [-offset_bound, offset_bound] alternately with the SAX shifts, `offset_prior` per mm^2.
+    # The part of the offsets that equals a common SAX shift is left to the SAX shifts (the views
+    # stay the reference frame).
+    lax_offsets: bool = False
+    offset_bound_mm: float = 6.0
+    offset_prior: float = 1e-3
+    offset_rounds: int = 2
 
 
 @dataclass
@@ -70,7 +78,7 @@ class Alignment:
 
     sax_shifts_mm: (Z, 2) float, (d_row, d_col) per SAX slice (see the module docstring).
     lax_views: the views the estimate used. lax_offsets_mm: offset of each view along its normal
-    (the views are the reference frame here, so 0). lines: one dict per intersection line used,
+    (0 unless `AlignConfig.lax_offsets`). lines: one dict per intersection line used,
     with the slice, the view, the number of samples and the NCC before and after.
     """
 
@@ -115,6 +123,9 @@ class _Line:
     view: str
     sax_ij: np.ndarray  # (S, n, 2) SAX in-plane voxel coordinates at zero shift
     lax: np.ndarray  # (T, n) LAX samples, slab-averaged, paired by phase with the SAX frames
+    # (d_row, d_col) mm: the view's normal projected on the SAX plane. The view moved by `offset`
+    # along its normal shows, at its header pixels, what the SAX slice holds at shift -offset * normal_ij.
+    normal_ij: np.ndarray = field(default_factory=lambda: np.zeros(2))
 
 
 def _slab_offsets(thickness_mm: float, sin_angle: float, cfg: AlignConfig) -> np.ndarray:
@@ -176,7 +187,9 @@ def _lines(study: Study, views: list[str], cfg: AlignConfig) -> list[_Line]:
             lax = _sample_frames(lax_frames, lax_ij[:, keep]).mean(1).numpy()  # (T, n)
             if lax.std() < 1e-6:
                 continue
-            out.append(_Line(k, v, sax_ij[:, keep], lax))
+            inplane = n_lax - (n_lax @ plane.normal) * plane.normal
+            normal_ij = np.array([inplane @ sax.directions[:, 0], inplane @ sax.directions[:, 1]])
+            out.append(_Line(k, v, sax_ij[:, keep], lax, normal_ij))
     return out
 
 
@@ -256,15 +269,46 @@ def estimate_alignment(study: Study, lax_views: list[str] | None = None, config:
               for k in {line.k for line in lines}}
     by_slice = {k: [line for line in lines if line.k == k] for k in range(Z)}
 
+    offsets = {n: 0.0 for n in names}
+
+    def effective(line: _Line, shift: np.ndarray) -> np.ndarray:
+        """The shift at which to sample the SAX for this line, given its view's offset."""
+        return shift - offsets[line.view] * line.normal_ij
+
     def unaries(candidates: list[np.ndarray], point_stride: int = 1, some: np.ndarray | None = None
                 ) -> list[np.ndarray]:
         out = []
         for k in range(Z):
             u = config.prior * (candidates[k] ** 2).sum(1)
             for line in by_slice[k]:
-                u = u + 1.0 - _line_ncc(line, frames[k], candidates[k], px, point_stride, some, some is not None)
+                u = u + 1.0 - _line_ncc(line, frames[k], effective(line, candidates[k]), px, point_stride, some,
+                                        some is not None)
             out.append(u)
         return out
+
+    def refine(shifts: np.ndarray, previous: float) -> np.ndarray:
+        for step in config.fine_steps_mm:
+            local = _square(step, 1.5 * previous)
+            candidates = [np.clip(shifts[k] + local, -config.bound_mm, config.bound_mm) for k in range(Z)]
+            idx = _chain_minimum(unaries(candidates), candidates, config.smoothness)
+            shifts = np.stack([candidates[k][idx[k]] for k in range(Z)])
+            previous = step
+        return shifts
+
+    def best_offset(view: str, shifts: np.ndarray) -> float:
+        """1D search of one view's offset, the SAX shifts fixed (0.5 mm grid, then 0.1 mm)."""
+        mine = [line for line in lines if line.view == view]
+        centre, width, best = 0.0, config.offset_bound_mm, 0.0
+        for step in (0.5, 0.1):
+            grid = np.clip(centre + np.arange(-width, width + 1e-9, step), -config.offset_bound_mm,
+                           config.offset_bound_mm)
+            cost = config.offset_prior * grid ** 2
+            for line in mine:
+                cands = shifts[line.k][None] - grid[:, None] * line.normal_ij[None]
+                cost = cost + 1.0 - _line_ncc(line, frames[line.k], cands, px)
+            best = float(grid[int(np.argmin(cost))])
+            centre, width = best, 1.5 * step
+        return best
 
     T = study.num_frames
     some = np.unique(np.linspace(0, T - 1, min(T, config.coarse_frames)).round().astype(int))
@@ -272,25 +316,26 @@ def estimate_alignment(study: Study, lax_views: list[str] | None = None, config:
     candidates = [coarse] * Z
     idx = _chain_minimum(unaries(candidates, config.coarse_point_stride, some), candidates, config.smoothness)
     shifts = np.stack([candidates[k][idx[k]] for k in range(Z)])
-    previous = config.coarse_step_mm
-    for step in config.fine_steps_mm:
-        local = _square(step, 1.5 * previous)
-        candidates = [np.clip(shifts[k] + local, -config.bound_mm, config.bound_mm) for k in range(Z)]
-        idx = _chain_minimum(unaries(candidates), candidates, config.smoothness)
-        shifts = np.stack([candidates[k][idx[k]] for k in range(Z)])
-        previous = step
+    shifts = refine(shifts, config.coarse_step_mm)
+    notes = []
+    if config.lax_offsets and len(names) >= 2:
+        for _ in range(config.offset_rounds):
+            offsets.update({n: best_offset(n, shifts) for n in names})
+            shifts = refine(shifts, 2 * config.fine_steps_mm[0])
+    elif config.lax_offsets:
+        notes.append("LAX offsets need two or more views: not estimated")
     shifts = np.round(shifts, 6)
     # Slices that no line crosses follow their neighbours through the smoothness term alone.
     records = []
     for line in lines:
-        before, after = _line_ncc(line, frames[line.k], np.stack([np.zeros(2), shifts[line.k]]), px)
+        before, after = _line_ncc(line, frames[line.k], np.stack([np.zeros(2), effective(line, shifts[line.k])]), px)
         records.append({"slice": line.k, "view": line.view, "points": int(line.sax_ij.shape[1]),
                         "ncc_before": float(before), "ncc_after": float(after)})
-    notes = []
     unseen = [k for k in range(Z) if not by_slice[k]]
     if unseen:
         notes.append(f"SAX slice(s) {unseen} cross no LAX view over the heart: their shifts follow the neighbours")
-    return Alignment(shifts, names, {n: 0.0 for n in names}, records, time.perf_counter() - t_start, notes, config)
+    return Alignment(shifts, names, {n: round(v, 3) for n, v in offsets.items()}, records,
+                     time.perf_counter() - t_start, notes, config)
 
 
 def line_agreement(study: Study, sax_shifts_mm: np.ndarray, lax_views: list[str] | None = None,
@@ -309,6 +354,21 @@ def line_agreement(study: Study, sax_shifts_mm: np.ndarray, lax_views: list[str]
         out.append({"slice": line.k, "view": line.view, "points": int(line.sax_ij.shape[1]),
                     "ncc_before": float(before), "ncc_after": float(after)})
     return out
+
+
+def offset_views(study: Study, alignment: Alignment | None) -> Study:
+    """The study with each LAX view's affine moved along its normal by its estimated offset (no
+    resampling: the images are untouched); the study itself when there is no offset."""
+    if alignment is None or not any(alignment.lax_offsets_mm.values()):
+        return study
+    lax = dict(study.lax)
+    for name, offset in alignment.lax_offsets_mm.items():
+        if offset and name in lax:
+            view = lax[name]
+            affine = view.affine.copy()
+            affine[:3, 3] += offset * view.slice_normal
+            lax[name] = Volume(view.data, affine, dict(view.meta))
+    return dataclasses.replace(study, lax=lax)
 
 
 def align_study(study: Study, alignment: Alignment) -> Study:
@@ -352,5 +412,5 @@ def write_alignment(alignment: Alignment, study: Study, out: str | Path) -> list
     return written
 
 
-__all__ = ["AlignConfig", "Alignment", "align_study", "estimate_alignment", "line_agreement", "resolve_alignment",
-           "write_alignment"]
+__all__ = ["AlignConfig", "Alignment", "align_study", "estimate_alignment", "line_agreement", "offset_views",
+           "resolve_alignment", "write_alignment"]

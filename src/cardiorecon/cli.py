@@ -235,6 +235,8 @@ def align(study: Path = typer.Argument(..., help="Subject folder (any layout)"),
           lax_views: Optional[str] = typer.Option(None, "--lax-views",
                                                   help="Comma-separated LAX views to align with (default: all)"),
           bound: float = typer.Option(10.0, "--bound", min=0.5, help="Largest shift searched (mm)"),
+          lax_offsets: bool = typer.Option(False, "--lax-offsets",
+                                           help="Also estimate each LAX view's offset along its normal (2+ views)"),
           out: Path = typer.Option(..., "--out", help="Output folder")) -> None:
     """Breath-hold alignment: an in-plane shift per SAX slice (all frames) from the agreement with the LAX
     views along every intersection line; writes alignment.json and the aligned SAX (sa_aligned.nii.gz)."""
@@ -245,7 +247,7 @@ def align(study: Path = typer.Argument(..., help="Subject folder (any layout)"),
     try:
         s = read_study(study)
         views = [v.strip() for v in lax_views.split(",")] if lax_views else None
-        alignment = estimate_alignment(s, views, AlignConfig(bound_mm=bound))
+        alignment = estimate_alignment(s, views, AlignConfig(bound_mm=bound, lax_offsets=lax_offsets))
         paths = write_alignment(alignment, s, out)
         if alignment.lines:
             from cardiorecon.report.alignment import alignment_figure, alignment_overlay_figure
@@ -259,6 +261,9 @@ def align(study: Path = typer.Argument(..., help="Subject folder (any layout)"),
         typer.echo(f"note: {note}")
     for k, (dr, dc) in enumerate(alignment.sax_shifts_mm):
         typer.echo(f"slice {k:2d}: d_row {dr:+6.2f} mm  d_col {dc:+6.2f} mm")
+    if any(alignment.lax_offsets_mm.values()):
+        typer.echo("LAX offsets along their normals (mm): "
+                   + ", ".join(f"{v} {o:+.2f}" for v, o in alignment.lax_offsets_mm.items()))
     typer.echo(f"intersection NCC (mean of {len(alignment.lines)} lines) {alignment.mean_ncc('before'):.3f} -> "
                f"{alignment.mean_ncc('after'):.3f}; {alignment.seconds:.1f} s")
     for p in paths:

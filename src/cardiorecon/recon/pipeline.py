@@ -200,13 +200,14 @@ def reconstruct(study: Study, method: str, factor: int | None = None, spacing_mm
         if method == "lag" and is_dmcvr:
             notes.append("lag starts from the dmcvr codes (DMCVR decoder, morphology features fixed)")
         spacing, size = model.config.pixel_spacing_mm, model.config.image_size
-    from cardiorecon.align import resolve_alignment
+    from cardiorecon.align import offset_views, resolve_alignment
 
     # Breath-hold alignment (issue 13): estimated from the guiding views only, applied in the single
     # in-plane resampling onto the working grid. align: 'auto' | 'on' | 'off' or an Alignment.
     alignment = resolve_alignment(study, align, lax_views)
     if alignment is not None:
         notes += alignment.notes
+        study = offset_views(study, alignment)  # estimated LAX offsets (if any) move the views' affines only
     grid = prepare_study(study, spacing, size,
                          sax_shifts_mm=None if alignment is None else alignment.sax_shifts_mm)
     operators: dict[str, LaxOperator] = {}
