@@ -1,0 +1,162 @@
+"""The `fusion` method: slice-profile forward model, the fit, and `lag --init register|fusion`."""
+
+import numpy as np
+import pytest
+import torch
+
+from cardiorecon.geometry import resample
+from cardiorecon.metrics.image import ssim
+from cardiorecon.models.config import DiffAEConfig
+from cardiorecon.models.diffae import DiffAE
+from cardiorecon.phantom import AcquisitionConfig, generate, sample_params
+from cardiorecon.recon import ReconConfig, reconstruct
+from cardiorecon.recon.fusion import FusionConfig, SliceProfile, charbonnier, fuse, total_variation
+from cardiorecon.recon.lag import LagConfig
+from cardiorecon.volume import Study
+
+pytest.importorskip("SimpleITK")
+
+
+# ------------------------------------------------------------------------------ slice profile
+
+def test_box_profile_weights_by_hand():
+    # Thickness 2 dense steps, centre on dense slice 2: the box [1, 3] covers the hat of slice 2
+    # whole (integral 1) and half of the hats of slices 1 and 3 (1/2 each); divided by 2.
+    P = SliceProfile.build(num_acquired=3, factor=2, thickness=2.0, profile="box")
+    np.testing.assert_allclose(P.weights[1].numpy(), [0, 0.25, 0.5, 0.25, 0], atol=1e-6)
+    # At the first slice the box [-1, 1] is cut to [0, 1]: hats of 0 and 1 get 1/2 each.
+    np.testing.assert_allclose(P.weights[0].numpy(), [0.5, 0.5, 0, 0, 0], atol=1e-6)
+    # Thickness 0: the acquired slice is the dense slice itself.
+    P0 = SliceProfile.build(3, 2, 0.0)
+    np.testing.assert_array_equal(P0.weights.numpy(), np.eye(5)[[0, 2, 4]])
+
+
+def test_profile_averages_across_the_thickness():
+    # V varying only through the plane: a dense slice of ones on zeros gives each acquired slice the
+    # fraction of its box that the hat of that slice covers.
+    Z = 4
+    P = SliceProfile.build(Z, 5, thickness=4.0, profile="box")  # 8 mm slices, 10 mm apart, 2 mm steps
+    V = torch.zeros(2, 3, 16)
+    V[:, :, 5] = 1.0  # the plane of acquired slice 1 only
+    out = P.apply(V)
+    # Box [3, 7] of width 4 integrates the hat of slice 5 fully (1): 1/4 of the average.
+    np.testing.assert_allclose(out[0, 0].numpy(), [0, 0.25, 0, 0], atol=1e-6)
+    # A linear ramp through the plane is averaged to its value at the centre.
+    ramp = torch.arange(16, dtype=torch.float32).expand(2, 3, 16)
+    np.testing.assert_allclose(P.apply(ramp)[1, 2, 1:3].numpy(), [5.0, 10.0], atol=1e-5)
+    # Gaussian profile of FWHM t, cut at 4 sigma: its second moment is the truncated Gaussian's
+    # variance sigma^2 (1 - 8 phi(4) / erf(4 / sqrt 2)) plus 1/6 (convolved with the linear-
+    # interpolation hat, whose variance is 1/6).
+    G = SliceProfile.build(3, 20, thickness=6.0, profile="gaussian")
+    w = G.weights[1].numpy()
+    z = np.arange(len(w)) - 20
+    sigma = 6.0 / (2 * np.sqrt(2 * np.log(2)))
+    np.testing.assert_allclose(w.sum(), 1.0, atol=1e-6)
+    np.testing.assert_allclose((w * z).sum(), 0.0, atol=1e-6)
+    from math import erf, exp, pi, sqrt
+
+    truncated = sigma**2 * (1 - 8 * exp(-8) / sqrt(2 * pi) / erf(4 / sqrt(2)))
+    np.testing.assert_allclose((w * z * z).sum(), truncated + 1 / 6, rtol=2e-4)
+
+
+def test_charbonnier_and_tv():
+    r = torch.tensor([0.0, 3.0, -4.0])
+    np.testing.assert_allclose(float(charbonnier(r, 1e-6)), 7 / 3, rtol=1e-5)
+    flat = torch.ones(4, 4, 4)
+    assert float(total_variation(flat, 1.0, eps=0.0)) == 0.0
+    step = torch.zeros(4, 4, 4)
+    step[2:] = 1.0  # one jump of 1 along x over 3x3x3 differences: 9 of 27 are 1
+    np.testing.assert_allclose(float(total_variation(step, 1.0, eps=0.0)), 9 / 27, rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------ the fit
+
+@pytest.fixture(scope="module")
+def subject():
+    params = sample_params(21, "heart-failure", num_frames=6)
+    return generate(params, AcquisitionConfig(), frames=[0, params.es_frame])
+
+
+@pytest.fixture(scope="module")
+def study(subject):
+    return Study(subject.sax, subject.lax, subject.sax_labels, subject.lax_labels, 0, 1, {"source": "phantom"})
+
+
+def _new_slice_ssim(rec, truth, frame_index, t):
+    dense = rec.normalised.data[..., frame_index]
+    shape = rec.normalised.spatial_shape
+    ref = rec.grid.intensity.forward(resample(truth.frame(t), rec.normalised.affine, shape, order=1).data)
+    new = [k for k in range(shape[2]) if k % rec.factor]
+    return ssim(dense[:, :, new], ref[:, :, new], 2.0)
+
+
+def test_fusion_on_a_phantom_beats_linear_and_its_data_term_falls(study, subject):
+    fusion = reconstruct(study, "fusion", factor=5, frames=[0])
+    linear = reconstruct(study, "linear", factor=5, frames=[0])
+    s_fus, s_lin = _new_slice_ssim(fusion, subject.truth, 0, 0), _new_slice_ssim(linear, subject.truth, 0, 0)
+    assert s_fus > s_lin + 0.01, (s_fus, s_lin)
+    res = fusion.fusion[0]
+    assert sorted(fusion.lax_views) == ["2ch", "3ch", "4ch"] and len(res.gains) == 3
+    data = [h["data"] for h in res.history]
+    assert data[-1] < 0.8 * data[0]
+    assert np.isfinite(res.sax_residual_rms) and res.sax_residual_rms < 0.2
+
+
+def test_fusion_fits_an_acquired_stack_through_the_profile():
+    # Truth: a smooth volume; data: its thick-slice averages. Starting from zero with no prior, the
+    # SAX data term must fall and the fitted volume reproduce the data through the same profile.
+    torch.manual_seed(0)
+    Z, f = 4, 3
+    P = SliceProfile.build(Z, f, thickness=2.0)
+    zz = torch.linspace(0, 1, (Z - 1) * f + 1)
+    truth = torch.sin(3 * zz)[None, None].expand(8, 8, -1).contiguous()
+    acquired = P.apply(truth).numpy()
+    cfg = FusionConfig(iterations=150, lr=0.02, lambda_tv=0.0, lambda_prior=0.0)
+    res = fuse(acquired, np.zeros(truth.shape, np.float32), P, {}, {}, cfg)
+    assert res.history[-1]["sax"] < 0.1 * res.history[0]["sax"]
+    assert res.sax_residual_rms < 0.02
+
+
+def test_temporal_term_only_between_adjacent_frames(study):
+    rec = reconstruct(study, "fusion", factor=5, frames=[0, 1], config=ReconConfig(fusion=FusionConfig(iterations=3)))
+    # The study is a 2-frame cine, so frame 1 follows frame 0: the second fit carries the temporal
+    # term towards the first; the first has no previous frame.
+    assert rec.fusion[0].history[0]["temporal"] == 0.0
+    assert rec.fusion[1].history[0]["temporal"] > 0.0
+
+
+# ------------------------------------------------------------------------------ lag --init
+
+MICRO = DiffAEConfig(name="micro", image_size=32, pixel_spacing_mm=4.0, base_channels=8, channel_mult=(1, 2),
+                     attention_levels=(), encoder_channels=8, z_dim=16)
+
+
+@pytest.mark.parametrize("init", ["register", "fusion"])
+def test_lag_init_starts_from_the_given_volume_codes(study, init, monkeypatch):
+    from cardiorecon.recon import pipeline
+    from cardiorecon.recon.latent_interp import dense_codes
+
+    torch.manual_seed(0)
+    model = DiffAE(MICRO)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    model.eval()
+    seen = {}
+    real = pipeline.optimise
+
+    def spy(model_, acquired, codes, *args, **kwargs):
+        seen["codes"] = codes
+        return real(model_, acquired, codes, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "optimise", spy)
+    cfg = ReconConfig(lag=LagConfig(ddim_steps=1, invert_steps=2, max_iterations=1, depth=0.4),
+                      fusion=FusionConfig(iterations=5), lag_init=init)
+    reconstruct(study, "lag", factor=5, frames=[0], model=model, config=cfg)
+    # The volume it should start from, on the same grid.
+    ref = reconstruct(study, init, factor=5, frames=[0], model=model,
+                      config=ReconConfig(fusion=FusionConfig(iterations=5)))
+    expected = dense_codes(model, ref.normalised.data[..., 0], 5, 2, depth=0.4)
+    torch.testing.assert_close(seen["codes"].z_sem, expected.z_sem, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(seen["codes"].x_T, expected.x_T, atol=1e-5, rtol=1e-4)
+    np.testing.assert_array_equal(seen["codes"].out_index, expected.out_index)
