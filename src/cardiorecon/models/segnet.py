@@ -7,6 +7,7 @@ config), with its encoder features exposed for DMCVR's morphology condition.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -19,6 +20,9 @@ class SegConfig:
     pixel_spacing_mm: float = 2.0
     num_classes: int = 4
     features: tuple[int, ...] = (16, 16, 32, 64, 128, 16)
+    # "crop": slices on the DiffAE model grid (image_size pixels around the heart); "window": any field
+    # of view at pixel_spacing_mm, by sliding windows of image_size pixels (cardiorecon.segment.segment_slices)
+    inference: Literal["crop", "window"] = "crop"
 
     def __post_init__(self):
         if self.image_size % 16:
@@ -27,7 +31,12 @@ class SegConfig:
             raise ValueError(f"BasicUNet takes 6 feature sizes, got {self.features}")
 
 
-NAMED_SEG_CONFIGS = {"seg_tiny": SegConfig()}
+NAMED_SEG_CONFIGS = {
+    "seg_tiny": SegConfig(),
+    # whole field of view, trained on synthetic appearance (training/synth.py)
+    "seg_synth": SegConfig(name="seg_synth", image_size=96, pixel_spacing_mm=1.5,
+                           features=(16, 32, 64, 128, 256, 16), inference="window"),
+}
 
 
 class SegNet(nn.Module):

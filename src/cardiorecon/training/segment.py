@@ -213,3 +213,159 @@ def write_scores(path: Path, scores: dict) -> None:
     clean = {k: {m: (v if np.isfinite(v) else None) for m, v in s.items()} for k, s in scores.items()}
     text = json.dumps(clean, indent=2)  # null: the structure is not annotated there
     atomic_write(path, lambda tmp: tmp.write_text(text), suffix=".json")
+
+
+# ------------------------------------------------------------------ synthetic appearance (issue 15)
+def read_ep_contours(study: Study, contour_folder: str | Path) -> Study:
+    """ep_preclinical's automatic LV contours (`IM-0001-NNNN-{i,o}contour-auto.txt`, pixel x y,
+    file NNNN pairs with `I0NNN.dcm`) -> `study.sax_labels` and `study.meta['annotated']`, as
+    `add_sunnybrook_labels` does for manual contours."""
+    import re
+
+    from cardiorecon.io.contours import polygon_mask, read_polygon
+    from cardiorecon.volume import Volume
+
+    files = study.sax.meta.get("files")
+    by_number = {}
+    for z, frame_files in enumerate(files):
+        for t, f in enumerate(frame_files):
+            digits = re.sub(r"\D", "", Path(f).stem)
+            if digits:
+                by_number[int(digits)] = (z, t)
+    pattern = re.compile(r"IM-\d+-(\d+)-(icontour|ocontour)-auto\.txt$")
+    contours: dict[int, dict[str, np.ndarray]] = {}
+    for path in sorted(Path(contour_folder).glob("*-auto.txt")):
+        m = pattern.search(path.name)
+        if m and int(m.group(1)) in by_number:
+            contours.setdefault(int(m.group(1)), {})[m.group(2)] = read_polygon(path)
+    X, Y, Z, T = study.sax.shape
+    labels = np.zeros((X, Y, Z, T), np.uint8)
+    annotated = []
+    for number, kinds in sorted(contours.items()):
+        if "icontour" not in kinds:
+            continue
+        z, t = by_number[number]
+        classes = [LABELS["lv_cavity"]]
+        if "ocontour" in kinds:
+            labels[:, :, z, t][polygon_mask(kinds["ocontour"], (X, Y))] = LABELS["lv_myocardium"]
+            classes.append(LABELS["lv_myocardium"])
+        labels[:, :, z, t][polygon_mask(kinds["icontour"], (X, Y))] = LABELS["lv_cavity"]
+        annotated.append({"slice": z, "frame": t, "classes": classes})
+    study.sax_labels = Volume(labels, study.sax.affine, {"source": str(contour_folder)})
+    study.meta["annotated"] = annotated
+    return study
+
+
+@dataclass(frozen=True)
+class SynthTrainConfig:
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    max_steps: int = 20000
+    real_fraction: float = 0.25  # share of each batch from contoured real slices
+    seed: int = 0
+    checkpoint_every: int = 100
+    warmup_steps: int = 200
+
+
+def load_real_studies(paths: list[str | Path]) -> list[tuple[str, Study]]:
+    """Contoured real studies: Sunnybrook DICOM folders (manual contours via link.csv) and the
+    ep_preclinical SAX folder (automatic contours in the `lvContours` folder beside it)."""
+    out = []
+    for p in map(Path, paths):
+        study = read_study(p)
+        if "annotated" not in study.meta and (p.parent / "lvContours").is_dir():
+            study = read_ep_contours(study, p.parent / "lvContours")
+        if not study.meta.get("annotated"):
+            raise ValueError(f"{p}: no contoured slices")
+        out.append((p.name, study))
+    return out
+
+
+def train_synth_segnet(config: SegConfig, tissue_dir: str | Path, real: list[str | Path], out: str | Path,
+                       tc: SynthTrainConfig = SynthTrainConfig(), real_weights: list[float] | None = None,
+                       progress: bool = True) -> Path:
+    """Train (or resume) a whole-field window segmenter on synthetic-appearance images made from the
+    phantom tissue stacks in `tissue_dir` (`synth.write_tissue_bank`) plus the contoured slices of
+    `real` (partial labels marginalised). Checkpoint every `checkpoint_every` steps; the weights
+    at OUT/weights/model.* are rewritten at each checkpoint, so a run stopped early still ships."""
+    from cardiorecon.training.synth import RealAugmenter, SynthConfig, Synthesizer, load_tissue_bank, real_slices
+
+    run = Path(out)
+    run.mkdir(parents=True, exist_ok=True)
+    scfg = SynthConfig(spacing_mm=config.pixel_spacing_mm, patch_size=config.image_size)
+    settings = {"model": config_to_json(config), "train": config_to_json(tc), "synth": config_to_json(scfg),
+                "tissue": str(tissue_dir), "real": [str(r) for r in real], "real_weights": real_weights}
+    (run / "run.json").write_text(json.dumps(json.loads(json.dumps(settings)), indent=2))
+    stacks = load_tissue_bank(tissue_dir)
+    synth = Synthesizer(stacks, scfg)
+    bank = real_slices(load_real_studies(real), config.pixel_spacing_mm, config.num_classes, real_weights) \
+        if real else None
+    augment = RealAugmenter(bank, synth) if bank is not None else None
+    print(f"training on {len(stacks)} phantom tissue stacks and {0 if bank is None else len(bank.images)} "
+          f"contoured real slices", flush=True)
+    torch.manual_seed(tc.seed)
+    net = SegNet(config)
+    opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    warm = torch.optim.lr_scheduler.LinearLR(opt, 0.05, 1.0, tc.warmup_steps)
+    cos = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, tc.max_steps - tc.warmup_steps))
+    sched = torch.optim.lr_scheduler.SequentialLR(opt, [warm, cos], [tc.warmup_steps])
+    ckpt, start = run / "checkpoints" / "last", 0
+    if ckpt.with_suffix(".safetensors").is_file():
+        state = load_state(ckpt)
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start = int(state["step"])
+        print(f"resumed at step {start}", flush=True)
+    log_path = run / "log.csv"
+    new_log = not log_path.is_file()
+    n_real = int(round(tc.batch_size * tc.real_fraction)) if augment is not None else 0
+    full_known = torch.ones(config.num_classes, dtype=torch.bool)
+    with open(log_path, "a", newline="") as fh:
+        log = csv.writer(fh)
+        if new_log:
+            log.writerow(["step", "loss", "loss_synth", "loss_real", "steps_per_s", "time"])
+        t0, done = time.perf_counter(), 0
+        net.train()
+        for step in range(start, tc.max_steps):
+            g = step_generator(tc.seed, step)
+            xs, ys = synth.batch(tc.batch_size - n_real, g)
+            ks = full_known.expand(len(xs), -1)
+            if n_real:
+                reals = [augment.sample(g) for _ in range(n_real)]
+                xs = torch.cat([xs, torch.stack([r[0] for r in reals])])
+                ys = torch.cat([ys, torch.stack([r[1] for r in reals])])
+                ks = torch.cat([ks, torch.stack([r[2] for r in reals])])
+            x, y, known = xs.as_subclass(torch.Tensor), ys.as_subclass(torch.Tensor), ks
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                logits = net(x)
+            full = known[:, 1:].all(1)
+            loss_ce = partial_label_loss(logits, y, known)
+            loss = loss_ce + soft_dice_loss(logits, y, full)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            done += 1
+            s = step + 1
+            if s % 25 == 0:
+                with torch.no_grad():
+                    ls = partial_label_loss(logits[full], y[full], known[full]).item() if full.any() else float("nan")
+                    lr_ = partial_label_loss(logits[~full], y[~full], known[~full]).item() if (~full).any() \
+                        else float("nan")
+                rate = done / (time.perf_counter() - t0)
+                log.writerow([s, round(loss.item(), 5), round(ls, 5), round(lr_, 5), round(rate, 3),
+                              time.strftime("%Y-%m-%dT%H:%M:%S")])
+                fh.flush()
+                if progress:
+                    print(f"step {s} loss {float(loss):.4f} synth-CE {ls:.4f} real-CE {lr_:.4f} {rate:.2f} it/s",
+                          flush=True)
+            if s % tc.checkpoint_every == 0 or s == tc.max_steps:
+                save_state({"model": net.state_dict(), "optimizer": opt.state_dict(),
+                            "scheduler": sched.state_dict(), "step": s}, ckpt)
+                save_weights(net, config, run / "weights" / "model",
+                             extra={"steps": s, "tissue": str(tissue_dir), "real": settings["real"]})
+    net.eval()
+    return run
