@@ -1,7 +1,8 @@
 """Lightning checkpoints without pickles: tensors to safetensors, everything else to JSON.
 
 Lightning's own `.ckpt` is a torch pickle; this CheckpointIO keeps the whole resume state
-(weights, EMA, optimizer moments, loop counters) in `NAME.safetensors` + `NAME.json`.
+(weights, EMA, optimizer moments, loop counters) in one file, `NAME.safetensors`, the JSON tree
+in its metadata (written with one atomic rename).
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ def _decode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 
 def save_state(state: dict[str, Any], path: str | Path) -> None:
-    """Write `state` as path.safetensors + path.json (both atomically)."""
+    """Write `state` as one file, path.safetensors: the tensors, and the rest of the tree as JSON in
+    its metadata. One file means one rename: a crash leaves the old checkpoint or the new one,
+    never the tensors of one and the counters of the other."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -58,18 +61,36 @@ def save_state(state: dict[str, Any], path: str | Path) -> None:
     tree = _encode(state, tensors, "")
     # safetensors refuses tensors that share memory; store independent copies.
     tensors = {k: v.clone() for k, v in tensors.items()}
-    atomic_write(path.with_suffix(".safetensors"), lambda tmp: save_file(tensors, str(tmp)), suffix=".safetensors")
-    atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(tree)), suffix=".json")
+    meta = {"cardiorecon_checkpoint": json.dumps(tree)}
+    atomic_write(path.with_suffix(".safetensors"), lambda tmp: save_file(tensors, str(tmp), metadata=meta),
+                 suffix=".safetensors")
+    path.with_suffix(".json").unlink(missing_ok=True)  # the two-file form of earlier versions
 
 
 def load_state(path: str | Path) -> dict[str, Any]:
-    from safetensors.torch import load_file
+    """Read a checkpoint written by `save_state` (or the older pair path.safetensors + path.json)."""
+    from safetensors import safe_open
 
     path = Path(path)
-    for p in (path.with_suffix(".safetensors"), path.with_suffix(".json")):
-        if not p.is_file():
-            raise InputError(p, "checkpoint file not found")
-    return _decode(json.loads(path.with_suffix(".json").read_text()), load_file(str(path.with_suffix(".safetensors"))))
+    file = path.with_suffix(".safetensors")
+    if not file.is_file():
+        raise InputError(file, "checkpoint file not found")
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        if "cardiorecon_checkpoint" in meta:
+            tree = json.loads(meta["cardiorecon_checkpoint"])
+        else:
+            legacy = path.with_suffix(".json")
+            if not legacy.is_file():
+                raise InputError(file, "not a cardiorecon checkpoint (no state in its metadata, no .json beside it)")
+            tree = json.loads(legacy.read_text())
+        return _decode(tree, tensors)
+    except InputError:
+        raise
+    except Exception as exc:  # a truncated or foreign file
+        raise InputError(file, f"unreadable checkpoint ({type(exc).__name__}: {exc})") from exc
 
 
 class SafetensorsCheckpointIO(CheckpointIO):

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from cardiorecon.diffusion import NoiseSchedule, ddim_invert, ddim_sample
 from cardiorecon.errors import InputError
+from cardiorecon.io.nifti import atomic_write
 from cardiorecon.models.config import (NAMED_CONFIGS, DiffAEConfig, config_from_json, config_to_json, load_weights,
                                        read_config, save_weights)
 from cardiorecon.models.diffae import DiffAE
@@ -144,6 +145,10 @@ class RunLogger(L.Callback):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         step, tc = trainer.global_step, module.train_config
+        if step % tc.checkpoint_every == 0 or step == tc.max_steps:
+            # Every rank calls this: it holds a barrier (under DDP only rank 0 writes). Called from
+            # rank 0 alone, the other ranks never reach the barrier and the run hangs.
+            trainer.save_checkpoint(self.run / "checkpoints" / "last")
         if trainer.global_rank != 0:
             return
         if step % 25 == 0 or step == tc.max_steps:
@@ -158,7 +163,6 @@ class RunLogger(L.Callback):
                     w.writerow(["step", "loss", "steps_per_s", "time"])
                 w.writerow([step, float(outputs["loss"]), round(rate, 3), time.strftime("%Y-%m-%dT%H:%M:%S")])
         if step % tc.checkpoint_every == 0 or step == tc.max_steps:
-            trainer.save_checkpoint(self.run / "checkpoints" / "last")
             save_weights(module.ema, module.config, self.run / "weights" / "ema",
                          extra={"step": step, "train": config_to_json(tc)})
         if step % tc.figure_every == 0 or step == tc.max_steps:
@@ -247,7 +251,8 @@ def train(config: DiffAEConfig, data: list[str | Path], out: str | Path, train_c
         saved = json.loads(settings_path.read_text())
         if saved["model"] != settings["model"]:
             raise InputError(settings_path, "this run folder holds a run with another model config")
-    settings_path.write_text(json.dumps(settings, indent=2))
+    text = json.dumps(settings, indent=2)  # every DDP rank writes the same text: atomically
+    atomic_write(settings_path, lambda tmp: tmp.write_text(text), suffix=".json")
     print(f"building the slice data from {len(data)} path(s) ...", flush=True)
     bank = build_bank(list(data), config.pixel_spacing_mm, config.image_size, cache=run / "data" / "train.npy",
                       exclude_frames=exclude_frames)
@@ -280,5 +285,7 @@ def train(config: DiffAEConfig, data: list[str | Path], out: str | Path, train_c
         plugins=[SafetensorsCheckpointIO()], callbacks=[RunLogger(run, holdout_x)], max_epochs=-1,
         log_every_n_steps=25, enable_model_summary=False,
     )
+    if ckpt.is_file():
+        print(f"resuming from {ckpt}", flush=True)
     trainer.fit(module, ckpt_path=str(ckpt) if ckpt.is_file() else None)
     return run
