@@ -71,6 +71,7 @@ def phantom(out: Path = typer.Option(..., "--out", help="Folder to write subject
 
     if cohort not in ("healthy", "heart-failure"):
         _fail(ValueError(f"--cohort must be healthy or heart-failure, got {cohort!r}"))
+    _check_out(out, [])
     acq = AcquisitionConfig(breath_hold_shift_mm=4.0 if breath_hold else 0.0)
     folders = generate_cohort(out, subjects, cohort, seed, frames, acq, truth=truth)  # type: ignore[arg-type]
     if figure:
@@ -91,7 +92,9 @@ def overlay(study: Path = typer.Argument(..., help="Subject folder or DICOM fold
     from cardiorecon.report.overlay import overlay_figure
 
     try:
-        path = overlay_figure(read_study(study), out, frame)
+        s = read_study(study)
+        s.resolve_frames([frame])
+        path = overlay_figure(s, out, frame)
     except CardioReconError as exc:
         _fail(exc)
     typer.echo(f"wrote {path}")
@@ -189,6 +192,7 @@ def segment(study: Path = typer.Argument(..., help="Subject folder (any layout) 
     from cardiorecon.metrics import ventricular_function
     from cardiorecon.segment import load_segnet, segment_study
 
+    _check_out(out, [study], ("seg_sa.nii.gz", "seg_sa_model_grid.nii.gz"))
     try:
         s = read_study(study)
         net = load_segnet(weights).to(_device(device))
@@ -271,17 +275,35 @@ def align(study: Path = typer.Argument(..., help="Subject folder (any layout)"),
 
 
 def _frames(frames: str):
-    return int(frames) if frames.lstrip("-").isdigit() else frames
+    """--frames text -> 'ed' | 'es' | 'all' | index | [indices]; FrameSelectionError (exit 2) otherwise."""
+    from cardiorecon.volume import parse_frames
+
+    return parse_frames(frames)
+
+
+#: the files `evaluate` and `report` write into --out (an input there is refused before any work)
+_REPORT_FILES = ("results.csv", "summary.md", "report.html", "failures.csv")
+
+
+def _check_out(out: Path, inputs: list[Path], names: tuple[str, ...] = ()) -> None:
+    """Refuse an unusable --out before any work starts (exit 2, one line)."""
+    from cardiorecon.errors import CardioReconError
+    from cardiorecon.io.nifti import check_output_folder
+
+    try:
+        check_output_folder(out, list(inputs), names)
+    except CardioReconError as exc:
+        _fail(exc)
 
 
 @app.command()
 def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layout) or NIfTI"),
-                method: str = typer.Option("lag", "--method", help="nearest, linear, cubic, diffae, lag or dmcvr"),
+                method: str = typer.Option("lag", "--method", help="nearest, linear, cubic, register, fusion, diffae, lag or dmcvr"),
                 factor: Optional[int] = typer.Option(None, "--factor", min=1, help="Through-plane upsampling factor"),
                 spacing: Optional[float] = typer.Option(None, "--spacing", help="Target slice spacing (mm)"),
                 frames: str = typer.Option("ed", "--frames", help="ed, es, all or a frame index"),
                 lax_views: Optional[str] = typer.Option(None, "--lax-views",
-                                                        help="Comma-separated LAX views guiding lag (default: all)"),
+                                                        help="Comma-separated LAX views guiding lag and fusion (default: all)"),
                 weights: Optional[Path] = typer.Option(
                     None, "--weights", help="DiffAE weights, or DMCVR weights for dmcvr and --init dmcvr (default: shipped)"),
                 native: bool = typer.Option(True, "--native/--no-native",
@@ -295,8 +317,9 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
                 lag_iterations: Optional[int] = typer.Option(None, "--lag-iterations", min=1),
                 lag_steps: Optional[int] = typer.Option(None, "--lag-ddim-steps", min=1),
                 init: str = typer.Option("diffae", "--init",
-                                         help="lag only: start from the diffae codes, or from the dmcvr codes "
-                                              "(DMCVR weights, morphology fixed)"),
+                                         help="lag only: start from the diffae codes, from the dmcvr codes "
+                                              "(DMCVR weights, morphology fixed), or from the codes of the "
+                                              "register or fusion volume"),
                 align: str = typer.Option("auto", "--align",
                                     help="Breath-hold alignment of the SAX slices to the LAX views first: auto (when "
                                          "a LAX view exists), on or off"),
@@ -313,17 +336,20 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
 
     if method not in METHODS:
         _fail(ValueError(f"--method must be one of {', '.join(METHODS)}"))
-    if init not in ("diffae", "dmcvr"):
-        _fail(ValueError(f"--init must be diffae or dmcvr, not {init!r}"))
-    if init == "dmcvr" and method != "lag":
-        _fail(ValueError(f"--init dmcvr applies to --method lag, not {method}"))
+    if init not in ("diffae", "dmcvr", "register", "fusion"):
+        _fail(ValueError(f"--init must be diffae, dmcvr, register or fusion, not {init!r}"))
+    if init != "diffae" and method != "lag":
+        _fail(ValueError(f"--init {init} applies to --method lag, not {method}"))
+    if spacing is not None and not spacing > 0:
+        _fail(ValueError(f"--spacing must be a positive number of mm, got {spacing}"))
     if factor is None and spacing is None:
         factor = 5
+    _check_out(out, [study])
     dev = _device(device)
     try:
         s = read_study(study)
         model = None
-        if method in ("diffae", "lag") and init == "diffae":
+        if method in ("diffae", "lag") and init != "dmcvr":
             from cardiorecon.models.pretrained import load_diffae
 
             model = load_diffae(weights)
@@ -338,7 +364,8 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
             lag = dataclasses.replace(lag, max_iterations=lag_iterations)
         if lag_steps:
             lag = dataclasses.replace(lag, ddim_steps=lag_steps)
-        cfg = ReconConfig(invert_steps=invert_steps, decode_steps=decode_steps, depth=depth, lag=lag)
+        cfg = ReconConfig(invert_steps=invert_steps, decode_steps=decode_steps, depth=depth, lag=lag,
+                          lag_init=init if init in ("register", "fusion") else "diffae")
         views = [v.strip() for v in lax_views.split(",")] if lax_views else None
         rec = run(s, method, factor=factor, spacing_mm=spacing if factor is None else None, frames=_frames(frames),
                   lax_views=views, model=model, config=cfg, progress=True, align=_alignment(s, align, views))
@@ -386,6 +413,7 @@ def evaluate(data: list[Path] = typer.Argument(..., help="Subject folders, or fo
     unknown = [m for m in method_list if m not in METHODS]
     if unknown:
         _fail(ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}"))
+    _check_out(out, list(data), _REPORT_FILES)
     try:
         found = discover_studies(list(data))
         for path, why in found.skipped:
@@ -514,6 +542,7 @@ def report(results: list[Path] = typer.Argument(..., help="results.csv files of 
     from cardiorecon.report.evaluation import markdown, read_csv, read_failures, write_report
     from cardiorecon.report.provenance import collect
 
+    _check_out(out, list(results) + ([failures] if failures else []), _REPORT_FILES)
     try:
         for p in results + ([failures] if failures else []):
             if not p.is_file():
@@ -593,7 +622,8 @@ def sample(out: Path = typer.Option(..., "--out", help="PNG grid to write (and N
 
 @app.command()
 def demo(out: Path = typer.Option(Path("out/demo"), "--out", help="Output folder"),
-         methods: str = typer.Option("nearest,linear,cubic,diffae,lag,dmcvr", "--methods", help="Comma-separated methods"),
+         methods: str = typer.Option("nearest,linear,cubic,register,fusion,diffae,lag,dmcvr", "--methods",
+                                     help="Comma-separated methods"),
          subjects: int = typer.Option(2, "--subjects", min=1, help="Phantom subjects to generate and score"),
          align: str = typer.Option("auto", "--align",
                                     help="Breath-hold alignment of the SAX slices to the LAX views first: auto (when "

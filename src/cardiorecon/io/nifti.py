@@ -187,3 +187,30 @@ def write_nifti(volume: Volume, path: str | Path, dtype: Any = None) -> Path:
         zooms[3] = float(volume.meta["frame_interval"])
         img.header.set_zooms(zooms)
     return atomic_write(path, lambda tmp: nib.save(img, str(tmp)), suffix=".nii.gz" if path.name.endswith(".gz") else ".nii")
+
+
+def check_output_folder(out: str | Path, inputs: list[str | Path] = (), names: tuple[str, ...] = ()) -> Path:
+    """Check, before any work starts, that `out` can be the output folder: not an existing file,
+    not one of the `inputs` (nor a folder holding an input file among `names`, the files the
+    command will write there), and writable. Creates nothing; raises OutputError naming `out`."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(out, "exists and is not a folder; give a folder for --out")
+    resolved = out.resolve()
+    for inp in inputs:
+        p = Path(inp).resolve()
+        if p == resolved:
+            raise OutputError(out, "is an input; give another folder for --out (outputs never replace inputs)")
+        if p.parent == resolved and p.name in names:
+            raise OutputError(out, f"would overwrite the input {inp}; give another folder for --out")
+    for name in names:
+        if is_input(out / name):
+            raise OutputError(out / name, "is an input; give another folder for --out")
+    existing = out
+    while not existing.exists():  # the nearest folder that exists must let us create the rest
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(out, f"{existing} is a file, so this folder cannot be created")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(out, f"cannot write into {existing} (permission denied)")
+    return out
