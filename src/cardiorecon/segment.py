@@ -40,10 +40,17 @@ def predict_slices(net: SegNet, x: torch.Tensor, batch_size: int = 128) -> torch
     return torch.cat(out) if out else torch.zeros((0, net.config.num_classes, *x.shape[2:]))
 
 
-def segment_array(net: SegNet, data: np.ndarray) -> np.ndarray:
+def segment_array(net: SegNet, data: np.ndarray, affine: np.ndarray | None = None) -> np.ndarray:
     """Label map (uint8, same shape) of an array (X, Y, Z[, T]) in [-1, 1] at the network's pixel
     spacing. The working grid around the heart may be larger than the network's window: then MONAI's
-    sliding-window inference (Gaussian-weighted, 50 % overlap) covers the whole grid."""
+    sliding-window inference (Gaussian-weighted, 50 % overlap) covers the whole grid.
+
+    A window network (`SegConfig.inference == "window"`) takes any grid at any pixel spacing and
+    needs the array's `affine` (spacing and orientation): it segments as `segment_slices` does."""
+    if net.config.inference == "window":
+        if affine is None:
+            raise ValueError(f"{net.config.name} segments any grid but needs the array's affine")
+        return segment_slices(data, affine, net)
     size = net.config.image_size
     if min(data.shape[:2]) < size:
         raise ValueError(f"segment_array needs at least the network's window {size} x {size} in-plane, "
@@ -84,8 +91,14 @@ def segment_study(net: SegNet, study: Study, frames: list[int] | None = None,
     argmax, so the native label map overlays the input exactly. `sax_shifts_mm` (Z, 2): breath-hold
     shifts (`cardiorecon.align`): the model grid holds the aligned slices, and each native slice is
     sampled back from where it was acquired, so the native map still overlays the input.
+
+    A window network segments every slice where it was acquired, over the whole field of view
+    (`segment_slices`; breath-hold shifts do not change a per-slice segmentation); its "model
+    grid" is the canonical whole-field grid at its pixel spacing (`canonical_affine`).
     """
     cfg = net.config
+    if cfg.inference == "window":
+        return _segment_study_window(net, study, frames)
     grid = prepare_study(study, cfg.pixel_spacing_mm, cfg.image_size, sax_shifts_mm=sax_shifts_mm)
     frames = list(range(study.num_frames)) if frames is None else frames
     data = grid.image.data[..., frames]
@@ -246,3 +259,31 @@ def segment_slices(images: np.ndarray, affine: np.ndarray, net: SegNet | None = 
         lab = probs.argmax(1).permute(1, 2, 0).numpy().astype(np.uint8)
         out[..., t] = clean_labels(lab, tuple(spacing)) if clean else lab
     return out if data.ndim == 4 else out[..., 0]
+
+
+def canonical_affine(affine: np.ndarray, shape_xy: tuple[int, int], spacing_mm: float) -> np.ndarray:
+    """Voxel-to-world affine of the canonical grid of `to_canonical` (same field of view, pixel
+    edges aligned, second axis reversed where `canonical_flip`)."""
+    a = np.asarray(affine, np.float64)
+    size = canonical_size(tuple(shape_xy), a, spacing_mm)
+    fx, fy = shape_xy[0] / size[0], shape_xy[1] / size[1]
+    m = np.eye(4)  # canonical index -> input index (pixel centres, align_corners=False)
+    m[0, 0], m[0, 3] = fx, 0.5 * fx - 0.5
+    if canonical_flip(a):
+        m[1, 1], m[1, 3] = -fy, (size[1] - 0.5) * fy - 0.5
+    else:
+        m[1, 1], m[1, 3] = fy, 0.5 * fy - 0.5
+    return a @ m
+
+
+def _segment_study_window(net: SegNet, study: Study, frames: list[int] | None) -> tuple[Volume, Volume]:
+    frames = list(range(study.num_frames)) if frames is None else frames
+    labels = segment_slices(study.sax.data[..., frames], study.sax.affine, net)  # (X, Y, Z, T)
+    canon = np.stack([to_canonical(np.moveaxis(labels[..., t], 2, 0), study.sax.affine, net.config.pixel_spacing_mm,
+                                   labels=True)[:, 0].numpy() for t in range(len(frames))], -1)
+    canon = np.moveaxis(canon, 0, 2).astype(np.uint8)  # (X', Y', Z, T)
+    meta = {"frames": frames, "segmentation": net.config.name}
+    T = len(frames)
+    grid_affine = canonical_affine(study.sax.affine, study.sax.spatial_shape[:2], net.config.pixel_spacing_mm)
+    return (Volume(canon if T > 1 else canon[..., 0], grid_affine, meta),
+            Volume(labels if T > 1 else labels[..., 0], study.sax.affine, meta))

@@ -1,0 +1,180 @@
+"""Benchmark of SAX segmenters on the acquired slices themselves (issue 15), several networks on
+the same cases in one run:
+
+- Sunnybrook SCD0000301 (held out of every segmenter's training): Dice LV cavity and LV
+  myocardium against the manual contours (pooled over the contoured slices of each frame, and
+  the mean 2D Dice of the model card), LV cavity volume at ED and ES on the contoured slices;
+- biv-me patient1 (never trained on): mean distance (mm, in-plane) of the SAX guide points (LV
+  endo/epi, RV free wall and septum, every frame) to the predicted boundary of their structure;
+- phantom subjects with the dense truth (e.g. hf_2000..2009, never trained on): 3D Dice per
+  structure of the segmenter on the true image, native grid, ED and ES;
+- seconds per 3D frame at native resolution.
+
+    python scripts/bench_segment.py --weights A --weights B --phantoms DIR... --out OUT.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cardiorecon.geometry import world_to_voxel
+from cardiorecon.io import read_guidepoints, read_study
+from cardiorecon.metrics.seg import dice
+from cardiorecon.segment import load_segnet, segment_study
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+GUIDE_KINDS = {"SAX_LV_ENDOCARDIAL": (1,), "SAX_LV_EPICARDIAL": (1, 2), "SAX_RV_FREEWALL": (3,),
+               "SAX_RV_SEPTUM": (3,)}
+
+
+def native_labels(net, study, frames: list[int]) -> tuple[np.ndarray, float]:
+    """Labels (X, Y, Z, T) on the input grid and seconds per frame."""
+    t0 = time.perf_counter()
+    _, native = segment_study(net, study, frames)
+    sec = (time.perf_counter() - t0) / len(frames)
+    lab = native.data if native.data.ndim == 4 else native.data[..., None]
+    return lab, sec
+
+
+def sunnybrook(net, folder: Path) -> dict:
+    study = read_study(folder)
+    ann = study.meta["annotated"]
+    frames = sorted({a["frame"] for a in ann})
+    lab, sec = native_labels(net, study, frames)
+    ref = study.sax_labels.data
+    spacing = np.linalg.norm(study.sax.affine[:3, :3], axis=0)
+    voxel_ml = float(np.prod(spacing)) / 1000
+    out = {"seconds_per_frame": sec, "frames": {}}
+    d2 = {1: [], 2: []}
+    for t in frames:
+        sl = {c: [a["slice"] for a in ann if a["frame"] == t and c in a["classes"]] for c in (1, 2)}
+        p = lab[..., frames.index(t)]
+        fr = {}
+        for c, name in ((1, "lv"), (2, "myo")):
+            if not sl[c]:
+                continue
+            fr[f"dice_{name}"] = dice(p[:, :, sl[c]] == c, ref[:, :, sl[c], t] == c)
+            d2[c] += [dice(p[:, :, z] == c, ref[:, :, z, t] == c) for z in sl[c]]
+        fr["lv_ml_pred"] = float((p[:, :, sl[1]] == 1).sum() * voxel_ml)
+        fr["lv_ml_ref"] = float((ref[:, :, sl[1], t] == 1).sum() * voxel_ml)
+        fr["lv_volume_error_pct"] = 100 * (fr["lv_ml_pred"] - fr["lv_ml_ref"]) / fr["lv_ml_ref"]
+        fr["slices_lv"], fr["slices_myo"] = sl[1], sl[2]
+        out["frames"]["ED" if t == study.ed_frame else "ES" if t == study.es_frame else str(t)] = fr
+    for c, name in ((1, "lv"), (2, "myo")):
+        # pooled over every contoured (slice, frame)
+        pairs = [(a["slice"], a["frame"]) for a in ann if c in a["classes"]]
+        pm = np.stack([lab[:, :, z, frames.index(t)] == c for z, t in pairs])
+        rm = np.stack([ref[:, :, z, t] == c for z, t in pairs])
+        out[f"dice_{name}"] = dice(pm, rm)
+        out[f"dice2d_{name}"] = float(np.mean(d2[c]))
+        out[f"n_slices_{name}"] = len(pairs)
+    return out
+
+
+def _segments(mask: np.ndarray) -> np.ndarray:
+    """Boundary of a 2D mask as line segments (M, 2, 2) in pixel index coordinates (level 0.5)."""
+    from skimage.measure import find_contours
+
+    padded = np.pad(mask.astype(float), 1)
+    segs = [np.stack([c[:-1], c[1:]], 1) - 1 for c in find_contours(padded, 0.5) if len(c) > 1]
+    return np.concatenate(segs) if segs else np.zeros((0, 2, 2))
+
+
+def _point_segment_distance(p: np.ndarray, segs: np.ndarray) -> np.ndarray:
+    """Distance of points (N, 2) to the nearest of segments (M, 2, 2) (same units)."""
+    a, b = segs[None, :, 0], segs[None, :, 1]
+    ab = b - a
+    t = np.clip(((p[:, None] - a) * ab).sum(-1) / np.maximum((ab * ab).sum(-1), 1e-12), 0, 1)
+    closest = a + t[..., None] * ab
+    return np.linalg.norm(p[:, None] - closest, axis=-1).min(1)
+
+
+def bivme(net, folder: Path) -> dict:
+    study = read_study(folder / "dicoms")
+    T = study.num_frames
+    lab, sec = native_labels(net, study, list(range(T)))
+    A = study.sax.affine
+    spacing = np.linalg.norm(A[:3, :3], axis=0)
+    dists: dict[str, list[float]] = {k: [] for k in GUIDE_KINDS}
+    missing: dict[str, int] = {k: 0 for k in GUIDE_KINDS}
+    off_plane = 0
+    for t in range(T):
+        gp = read_guidepoints(folder / "guidepoints", t)
+        for (sid, kind), pts in gp.contours.items():
+            if kind not in GUIDE_KINDS:
+                continue
+            ijk = world_to_voxel(A, pts)
+            z = int(round(float(np.median(ijk[:, 2]))))
+            if not 0 <= z < lab.shape[2] or np.abs(ijk[:, 2] - z).max() > 0.1:
+                off_plane += len(pts)
+                continue
+            mask = np.isin(lab[:, :, z, t], GUIDE_KINDS[kind])
+            segs = _segments(mask)
+            if not len(segs):
+                missing[kind] += len(pts)
+                continue
+            d = _point_segment_distance(ijk[:, :2] * spacing[:2], segs * spacing[:2])
+            dists[kind] += d.tolist()
+    out = {"seconds_per_frame": sec, "off_plane_points": off_plane}
+    for k, v in dists.items():
+        out[k] = {"mean_mm": float(np.mean(v)) if v else None, "median_mm": float(np.median(v)) if v else None,
+                  "n": len(v), "points_without_structure": missing[k]}
+    allv = sum(dists.values(), [])
+    out["all"] = {"mean_mm": float(np.mean(allv)), "n": len(allv), "points_without_structure": sum(missing.values())}
+    return out
+
+
+def phantom(net, folders: list[Path]) -> dict:
+    per = {"lv": [], "myo": [], "rv": []}
+    secs = []
+    for folder in folders:
+        truth = read_study(folder / "truth_sa.nii.gz")
+        truth_lab = read_study(folder / "truth_label_sa.nii.gz").sax.data
+        info = json.loads((folder / "subject.json").read_text())
+        frames = [info["ed_frame"], info["es_frame"]]
+        lab, sec = native_labels(net, truth, frames)
+        secs.append(sec)
+        for i, t in enumerate(frames):
+            for c, name in ((1, "lv"), (2, "myo"), (3, "rv")):
+                per[name].append(dice(lab[..., i] == c, truth_lab[..., t] == c))
+    out = {k: float(np.mean(v)) for k, v in per.items()}
+    out["mean"] = float(np.mean([out["lv"], out["myo"], out["rv"]]))
+    out["n_frames"] = len(per["lv"])
+    out["seconds_per_frame"] = float(np.mean(secs))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--weights", action="append", required=True, help="weights folder (repeat)")
+    ap.add_argument("--phantoms", nargs="*", type=Path, default=[])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    warnings.simplefilter("ignore")
+    results = {}
+    for w in args.weights:
+        net = load_segnet(w)
+        r = {"config": net.config.name}
+        r["SCD0000301"] = sunnybrook(net, DATA / "sunnybrook" / "SCD0000301")
+        print(w, "SCD0000301", json.dumps({k: v for k, v in r["SCD0000301"].items() if k != "frames"}), flush=True)
+        print("   ", json.dumps(r["SCD0000301"]["frames"]), flush=True)
+        r["bivme_patient1"] = bivme(net, DATA / "bivme_patient1")
+        print(w, "biv-me", json.dumps(r["bivme_patient1"]), flush=True)
+        if args.phantoms:
+            r["phantom"] = phantom(net, args.phantoms)
+            print(w, "phantom", json.dumps(r["phantom"]), flush=True)
+        results[str(w)] = r
+    args.out.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
