@@ -106,7 +106,7 @@ class Evaluator:
     def run(self, study: Study, method: str, factor: int, frames: list[int], lax_views: list[str] | None = None,
             align: str | None = None) -> Reconstruction:
         model = self.dmcvr if method == "dmcvr" else self.model
-        if method in ("nearest", "linear", "cubic"):  # on the same model grid as the others
+        if method in ("nearest", "linear", "cubic", "register", "fusion"):  # on the same model grid as the others
             model = self.model if self.model is not None else self.dmcvr
         from cardiorecon.recon.pipeline import PeakMemory
         from cardiorecon.report.provenance import describe_data
@@ -119,7 +119,7 @@ class Evaluator:
                           config=self.config, progress=self.progress, align=alignment)
         # Memory of this method alone: the peak above what the process held before it (other methods'
         # models, the data), plus the weights this method uses; a classical method uses none.
-        weights_mb = 0.0 if method in ("nearest", "linear", "cubic") or model is None else \
+        weights_mb = 0.0 if method in ("nearest", "linear", "cubic", "register", "fusion") or model is None else \
             sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
         rec = dataclasses.replace(rec, peak_memory_mb=max(rec.peak_memory_mb - before_mb, 0.0) + weights_mb)
         if rec.grid.region is not None and "heart_region" not in self.data[case]:
@@ -161,6 +161,23 @@ class Evaluator:
         f["methods"][method] = (take(dense), take(pred))
 
 
+def frames_to_score(study: Study, frames: str) -> list[int]:
+    """'ed-es' (ED and ES where known, else ED, else frame 0 with a note), 'ed', 'es', 'all', an index,
+    or a comma-separated list of indices."""
+    if frames == "ed-es":
+        known = [t for t in (study.ed_frame, study.es_frame) if t is not None]
+        if known:
+            return known
+        study.meta.setdefault("notes", []).append("ED and ES unknown: frame 0 scored")
+        return [0]
+    if "," in frames:
+        try:
+            return study.resolve_frames([int(x) for x in frames.split(",") if x.strip()])
+        except ValueError as exc:
+            raise InputError(study.meta.get("source"), f"--frames {frames!r}: {exc}") from exc
+    return study.resolve_frames(frames)
+
+
 def _run_cases(ev: Evaluator, folders: list[Path], case: Callable[[int, Path], list[dict]]) -> list[dict]:
     """Run `case` on every folder: a case that fails is recorded in `ev.failures` (its error in one
     line) and the others go on; `ev.on_rows` sees the rows so far after every finished case."""
@@ -194,8 +211,8 @@ def _case_name(study: Study, folder: Path) -> str:
     return str(study.meta.get("subject") or folder.name)
 
 
-def _segment(ev: Evaluator, dense: np.ndarray) -> np.ndarray | None:
-    return None if ev.segnet is None else segment_array(ev.segnet, dense)
+def _segment(ev: Evaluator, dense: np.ndarray, affine: np.ndarray | None = None) -> np.ndarray | None:
+    return None if ev.segnet is None else segment_array(ev.segnet, dense, affine)
 
 
 def _structure_rows(protocol, case, method, frame, pred, ref, spacing, structures=STRUCTURES, **extra):
@@ -256,12 +273,12 @@ def phantom_protocol(ev: Evaluator, folders: list[Path], factor: int = 5) -> lis
                                  seconds=rec.seconds_per_frame[i], peak_mb=rec.peak_memory_mb,
                                  note="; ".join(rec.notes)))
                 rows += [_row("phantom", case, method, t, f"lax_{v}", ncc=c) for v, c in ncc.items()]
-                pred = _segment(ev, dense)
+                pred = _segment(ev, dense, dense_affine)
                 if pred is not None:
                     rows += _structure_rows("phantom", case, method, t, pred, ref_lab, spacing)
                     volumes.setdefault(method, {})[t] = pred
                     if method == ev.methods[0]:  # the segmentation network on the true image, once
-                        ref_pred = _segment(ev, ref)
+                        ref_pred = _segment(ev, ref, dense_affine)
                         rows += _structure_rows("phantom", case, TRUTH_IMAGE, t, ref_pred, ref_lab, spacing)
                         volumes.setdefault(TRUTH_IMAGE, {})[t] = ref_pred
                 ev.keep_slices(case, t, method, dense, pred, ref, ref_lab, new)
@@ -330,8 +347,7 @@ def slice_drop_protocol(ev: Evaluator, folders: list[Path], frames: str = "ed-es
         rows: list[dict] = []
         study = read_study(folder)
         case = _case_name(study, Path(folder))
-        frame_list = [study.ed_frame, study.es_frame] if frames == "ed-es" and study.es_frame is not None \
-            else study.resolve_frames(frames if frames != "ed-es" else "ed")
+        frame_list = frames_to_score(study, frames)
         sub = drop_slices(study, 2)
         annotated = _annotated(study)
         ev.echo(f"[{n + 1}/{len(folders)}] {case}: {study.sax.spatial_shape[2]} slices -> "
@@ -360,19 +376,22 @@ def slice_drop_protocol(ev: Evaluator, folders: list[Path], frames: str = "ed-es
                 scored = [(z, annotated[(z, t)]) for z in dropped if (z, t) in annotated]
                 if not scored or ev.segnet is None:
                     continue
-                pred = segment_array(ev.segnet, dense[:, :, [z for z, _ in scored]])
                 ref_lab = resample(study.sax_labels.frame(t), affine, shape, order=0).data
                 classes = set.intersection(*(set(c) for _, c in scored))
-                for name, v in STRUCTURES.items():
-                    if v not in classes:
-                        continue
-                    p = np.stack([pred[:, :, j] == v for j in range(len(scored))], -1)
-                    r = np.stack([ref_lab[:, :, z] == v for z, _ in scored], -1)
-                    hds = [hd95(p[..., j], r[..., j], spacing[:2]) for j in range(len(scored))
-                           if p[..., j].any() or r[..., j].any()]
-                    rows.append(_row("slice-drop", case, method, t, name, dice=dice(p, r),
-                                     hd95=float(np.mean(hds)) if hds else 0.0,
-                                     note=f"{len(scored)} annotated dropped slice(s); 2D HD95 averaged"))
+                # the truth-image row: the segmenter on the acquired slices themselves (its own floor), once
+                scoring = [(method, dense)] + ([(TRUTH_IMAGE, ref)] if method == ev.methods[0] else [])
+                for name_m, image in scoring:
+                    pred = segment_array(ev.segnet, image, affine)[:, :, [z for z, _ in scored]]
+                    for name, v in STRUCTURES.items():
+                        if v not in classes:
+                            continue
+                        p = np.stack([pred[:, :, j] == v for j in range(len(scored))], -1)
+                        r = np.stack([ref_lab[:, :, z] == v for z, _ in scored], -1)
+                        hds = [hd95(p[..., j], r[..., j], spacing[:2]) for j in range(len(scored))
+                               if p[..., j].any() or r[..., j].any()]
+                        rows.append(_row("slice-drop", case, name_m, t, name, dice=dice(p, r),
+                                         hd95=float(np.mean(hds)) if hds else 0.0,
+                                         note=f"{len(scored)} annotated dropped slice(s); 2D HD95 averaged"))
         return rows
 
     return _run_cases(ev, folders, case)
@@ -407,8 +426,7 @@ def lax_holdout_protocol(ev: Evaluator, folders: list[Path], frames: str = "ed-e
         case = _case_name(study, Path(folder))
         if not study.lax:
             raise InputError(folder, "no LAX view: the lax-holdout protocol needs at least one")
-        frame_list = [study.ed_frame, study.es_frame] if frames == "ed-es" and study.es_frame is not None \
-            else study.resolve_frames(frames if frames != "ed-es" else "ed")
+        frame_list = frames_to_score(study, frames)
         ev.echo(f"[{n + 1}/{len(folders)}] {case}: views {sorted(study.lax)}, frames {frame_list}")
         for method in ev.methods:
             shared = None  # methods that ignore the LAX views give the same volume for every held-out view
@@ -416,10 +434,11 @@ def lax_holdout_protocol(ev: Evaluator, folders: list[Path], frames: str = "ed-e
                 others = [v for v in study.lax if v != held]
                 # With alignment every method's slices move with the guiding views' estimate (the
                 # held-out view plays no part), so nothing is shared across held-out views.
-                if method == "lag" or shared is None or ev.align != "off":
+                guided = method in ("lag", "fusion")  # methods that read the LAX views: the others guide
+                if guided or shared is None or ev.align != "off":
                     rec = ev.run(study, method, factor, frame_list,
-                                 lax_views=others if method == "lag" or ev.align != "off" else None)
-                    if method != "lag" and ev.align == "off":
+                                 lax_views=others if guided or ev.align != "off" else None)
+                    if not guided and ev.align == "off":
                         shared = rec
                 else:
                     rec = shared
@@ -435,12 +454,12 @@ def lax_holdout_protocol(ev: Evaluator, folders: list[Path], frames: str = "ed-e
                     rows.append(_row("lax-holdout", case, method, t, f"lax_{held}",
                                      ncc=masked_ncc(sampled, image, valid), ssim=_masked_ssim(sampled, image, valid),
                                      seconds=rec.seconds_per_frame[i], peak_mb=rec.peak_memory_mb,
-                                     note=f"guided by {','.join(others)}" if method == "lag" else ""))
+                                     note=f"guided by {','.join(others)}" if guided else ""))
                     if n == 0 and i == 0:
                         ev.figures.setdefault("lax", {})[(held, method)] = (image, sampled, valid, None)
                     if ev.segnet is None or held not in study.lax_labels:
                         continue
-                    pred = segment_array(ev.segnet, dense)
+                    pred = segment_array(ev.segnet, dense, affine)
                     plab = op.sample(torch.from_numpy(pred.astype(np.float32)), mode="nearest").numpy().round()
                     lab = lax_frame(study.lax_labels[held], t, study.num_frames)
                     px = tuple(float(s) for s in study.lax[held].spacing[:2])

@@ -13,6 +13,7 @@ import os
 import threading
 import time
 import warnings
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -30,7 +31,7 @@ from cardiorecon.preprocess import intensity_map
 from cardiorecon.recon.interpolate import interpolate_stack
 from cardiorecon.recon.lag import LagConfig, LagResult, optimise
 from cardiorecon.recon.latent_interp import dense_codes, diffae_codes, reconstruct_diffae
-from cardiorecon.recon.fusion import FusionConfig, FusionResult, SliceProfile, fuse
+from cardiorecon.recon.fusion import FusionConfig, FusionResult, SliceProfile, coarsen_view, fuse
 from cardiorecon.recon.lax import LaxOperator
 from cardiorecon.recon.register import RegisterConfig, register_stack
 from cardiorecon.volume import Study, Volume
@@ -211,9 +212,9 @@ def reconstruct(study: Study, method: str, factor: int | None = None, spacing_mm
     grid = prepare_study(study, spacing, size,
                          sax_shifts_mm=None if alignment is None else alignment.sax_shifts_mm)
     operators: dict[str, LaxOperator] = {}
-    if method in ("lag", "fusion"):
+    if method == "lag":
         operators = guiding_views(study, grid, f, lax_views, config.lax_samples, notes)
-        if method == "lag" and not operators:
+        if not operators:
             msg = f"no LAX view guides this study: lag falls back to {'dmcvr' if is_dmcvr else 'diffae'}"
             warnings.warn(msg)
             notes.append(msg)
@@ -225,6 +226,13 @@ def reconstruct(study: Study, method: str, factor: int | None = None, spacing_mm
         dense_step = float(grid.image.spacing[2]) / f
         profile = SliceProfile.build(Z, f, study.sax.slice_thickness / dense_step, config.fusion.profile)
         z_scale = float(grid.image.spacing[0]) / dense_step
+        # The LAX views block-averaged to the grid's pixel size (their footprint; recon/fusion.py).
+        fusion_study = dataclasses.replace(study, lax={n: coarsen_view(v, float(grid.image.spacing[0]))
+                                                       for n, v in study.lax.items()})
+        fusion_ops = guiding_views(fusion_study, grid, f, lax_views, config.lax_samples,
+                                   notes if method == "fusion" else [])
+        if method == "fusion":
+            operators = fusion_ops
     bar = tqdm(frame_list, desc=f"{method} x{f}", unit="frame", disable=not progress)
     with PeakMemory() as mem:
         for i, t in enumerate(bar):
@@ -236,8 +244,12 @@ def reconstruct(study: Study, method: str, factor: int | None = None, spacing_mm
                 start = register_stack(stack, f, config.register)
                 if method == "fusion":
                     adjacent = i > 0 and (t - frame_list[i - 1]) % study.num_frames == 1
-                    res = fuse(stack, start, profile, operators, _lax_images(study, operators, t), config.fusion,
-                               z_scale, previous=dense[..., i - 1] if adjacent else None)
+                    fit_bar = tqdm(total=config.fusion.iterations, desc=f"  fusion frame {t}", unit="it", leave=False,
+                                   disable=not progress)
+                    res = fuse(stack, start, profile, fusion_ops, _lax_images(fusion_study, fusion_ops, t), config.fusion,
+                               z_scale, previous=dense[..., i - 1] if adjacent else None,
+                               progress=lambda it, total, loss, bar=fit_bar: bar.update(1))
+                    fit_bar.close()
                     fusion_results[t] = res
                     start = res.dense
                 dense[..., i] = start
@@ -249,7 +261,7 @@ def reconstruct(study: Study, method: str, factor: int | None = None, spacing_mm
                 if config.lag_init in PER_SUBJECT:  # lag --init register|fusion: codes of that volume
                     start = register_stack(stack, f, config.register)
                     if config.lag_init == "fusion":
-                        start = fuse(stack, start, profile, operators, _lax_images(study, operators, t),
+                        start = fuse(stack, start, profile, fusion_ops, _lax_images(fusion_study, fusion_ops, t),
                                      config.fusion, z_scale).dense
                     codes = dense_codes(model, start, f, lc.invert_steps, depth=lc.depth)
                 else:
