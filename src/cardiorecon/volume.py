@@ -24,6 +24,10 @@ LABELS: Mapping[str, int] = MappingProxyType(
 )
 
 
+#: a LAX view whose plane is within this angle of the SAX slices' is refused (it cuts no slice)
+LAX_MIN_ANGLE_DEG = 5.0
+
+
 def check_affine(affine: np.ndarray, source: Any = None) -> np.ndarray:
     """Return `affine` as a float64 (4, 4) array, or raise InputError naming `source`."""
     a = np.asarray(affine, dtype=np.float64)
@@ -197,6 +201,10 @@ class Study:
         for name, view in self.lax.items():
             if view.spatial_shape[2] != 1:
                 raise InputError(view.meta.get("source"), f"LAX view {name!r} must have one slice, got shape {view.shape}")
+            angle = float(np.degrees(np.arccos(min(1.0, abs(float(view.slice_normal @ self.sax.slice_normal))))))
+            if angle < LAX_MIN_ANGLE_DEG:
+                raise InputError(view.meta.get("source"), f"LAX view {name!r} is parallel to the SAX slices ({angle:.1f} "
+                                                          "degrees apart): it is not a long-axis view")
         if self.sax_labels is not None and self.sax_labels.spatial_shape != self.sax.spatial_shape:
             raise InputError(
                 self.sax_labels.meta.get("source"),

@@ -114,6 +114,8 @@ def _read_headers(folder: Path) -> list[tuple[Path, object]]:
             if claims_dicom:
                 raise InputError(path, f"corrupt DICOM header ({type(exc).__name__}: {exc})") from exc
             continue
+        if claims_dicom and len(ds) == 0:
+            raise InputError(path, "truncated DICOM file: no data elements after the file header")
         try:
             has_geometry = ds.get("ImageOrientationPatient") is not None and ds.get("ImagePositionPatient") is not None
         except Exception as exc:

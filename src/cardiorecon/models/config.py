@@ -127,8 +127,11 @@ def load_weights(module: nn.Module, config: Any, path: str | Path) -> nn.Module:
     if saved != expected:
         diff = {k: (v, expected.get(k)) for k, v in saved.items() if expected.get(k) != v}
         raise ConfigMismatchError(f"{path.with_suffix('.json')}: config does not match (saved, expected): {diff}")
-    with safe_open(str(st), framework="pt") as fh:
-        inner = (fh.metadata() or {}).get("config")
+    try:
+        with safe_open(str(st), framework="pt") as fh:
+            inner = (fh.metadata() or {}).get("config")
+    except Exception as exc:  # a pickle, a truncated file: safetensors refuses it (never unpickled)
+        raise InputError(st, f"not a safetensors weights file ({type(exc).__name__}: {exc})") from exc
     # compared as dataclasses, so that weights saved before a field with a default existed (e.g.
     # morph_source) still load when that default describes them
     try:
@@ -137,7 +140,10 @@ def load_weights(module: nn.Module, config: Any, path: str | Path) -> nn.Module:
         raise ConfigMismatchError(f"{st}: the config stored in the weights is unreadable ({exc})") from exc
     if stored != config:
         raise ConfigMismatchError(f"{st}: the config stored in the weights differs from {path.with_suffix('.json')}")
-    state = load_file(str(st))
+    try:
+        state = load_file(str(st))
+    except Exception as exc:
+        raise InputError(st, f"unreadable safetensors weights ({type(exc).__name__}: {exc})") from exc
     own = module.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     shapes = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]

@@ -40,9 +40,14 @@ def read_csv(paths: list[Path]) -> list[dict]:
                 from cardiorecon.errors import InputError
 
                 raise InputError(path, f"not a cardiorecon results.csv (columns {reader.fieldnames})")
-            for r in reader:
+            for n, r in enumerate(reader, start=2):
                 for k in COLUMNS[5:-1]:
-                    r[k] = float(r[k]) if r[k] != "" else ""
+                    try:
+                        r[k] = float(r[k]) if r[k] != "" else ""
+                    except (TypeError, ValueError):
+                        from cardiorecon.errors import InputError
+
+                        raise InputError(path, f"line {n}: column {k!r} must be a number, got {r[k]!r}") from None
                 rows.append(r)
     return rows
 
