@@ -176,9 +176,13 @@ def montage_figure(fig_data: dict, methods: list[str], colours: dict[str, str], 
     names = [m for m in methods if m in fig_data]
     truth, tlab = fig_data["truth"], fig_data.get("truth_labels")
     ncol = 2 * len(picks)
-    fig, axes = plt.subplots(1 + len(names), ncol, figsize=(1.35 * ncol, 1.45 * (1 + len(names)) + 0.6),
-                             squeeze=False)
+    tile = 1.5
+    fig, axes = plt.subplots(1 + len(names), ncol, figsize=(tile * ncol + 1.0, tile * (1 + len(names)) + 0.8),
+                             squeeze=False, gridspec_kw={"wspace": 0.04, "hspace": 0.12})
+    fig.subplots_adjust(left=0.06, right=0.9, top=1 - 0.45 / (tile * (1 + len(names)) + 0.8),
+                        bottom=0.5 / (tile * (1 + len(names)) + 0.8))
     emax = 0.5
+    im = None
     for c, z in enumerate(picks):
         ax = axes[0, 2 * c]
         ax.imshow(truth[:, :, z].T, cmap="gray", vmin=-1, vmax=1, origin="lower")
@@ -195,18 +199,18 @@ def montage_figure(fig_data: dict, methods: list[str], colours: dict[str, str], 
             im = err.imshow(np.abs(img[:, :, z] - truth[:, :, z]).T, cmap="magma", vmin=0, vmax=emax, origin="lower")
             if r == 1:
                 err.set_title("|error|", fontsize=8)
-    for r, name in enumerate(["truth"] + names):
+    for r, name in enumerate(["reference"] + names):
         axes[r, 0].set_ylabel(name, fontsize=9, color=colours.get(name, "black"))
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    if names:
-        cb = fig.colorbar(im, ax=axes[:, -1].tolist(), fraction=0.04, pad=0.02)
-        cb.set_label("|error| (intensity, range [-1, 1])", fontsize=7)
+    if im is not None:
+        cax = fig.add_axes((0.92, 0.3, 0.012, 0.4))
+        cb = fig.colorbar(im, cax=cax)
+        cb.set_label("|error| (of the [-1, 1] range)", fontsize=7)
         cb.ax.tick_params(labelsize=7)
     if tlab is not None:
-        fig.legend(handles=_label_handles(), loc="lower center", ncol=4, fontsize=7, frameon=False,
-                   facecolor="black")
+        fig.legend(handles=_label_handles(), loc="lower center", ncol=4, fontsize=7, frameon=False)
     fig.suptitle(f"{fig_data['case']}, frame {fig_data['frame']}: new slices", fontsize=9)
     return save(fig, path)
 
