@@ -154,13 +154,27 @@ def train_seg(data: list[Path] = typer.Option(..., "--data", help="Labelled subj
               max_steps: int = typer.Option(3000, "--max-steps", min=1),
               batch_size: int = typer.Option(32, "--batch-size", min=1),
               lr: float = typer.Option(1e-3, "--lr"),
-              seed: int = typer.Option(0, "--seed")) -> None:
+              seed: int = typer.Option(0, "--seed"),
+              tissue: Optional[Path] = typer.Option(
+                  None, "--tissue", help="Phantom tissue stacks (scripts/train_seg_synth.py renders them): train the "
+                                         "whole-field seg_synth network on synthetic appearance; --data then lists "
+                                         "the contoured real scans (Sunnybrook, ep_preclinical)")) -> None:
     """Train the SAX segmentation network (resumable); scores Dice on --holdout."""
     from cardiorecon.errors import CardioReconError
-    from cardiorecon.models.segnet import SegConfig
+    from cardiorecon.models.segnet import NAMED_SEG_CONFIGS, SegConfig
     from cardiorecon.segment import load_segnet
     from cardiorecon.training.segment import SegTrainConfig, build_seg_bank, evaluate_bank, train_segnet, write_scores
 
+    if tissue is not None:
+        from cardiorecon.training.segment import SynthTrainConfig, train_synth_segnet
+
+        try:
+            run = train_synth_segnet(NAMED_SEG_CONFIGS["seg_synth"], tissue, list(data), out,
+                                     SynthTrainConfig(max_steps=max_steps, seed=seed))  # its own lr and batch
+        except CardioReconError as exc:
+            _fail(exc)
+        typer.echo(f"run folder: {run} (weights in {run / 'weights'})")
+        return
     try:
         cfg = SegConfig()
         run = train_segnet(cfg, list(data), out, SegTrainConfig(batch_size=batch_size, lr=lr, max_steps=max_steps,

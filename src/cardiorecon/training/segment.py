@@ -253,6 +253,7 @@ def read_ep_contours(study: Study, contour_folder: str | Path) -> Study:
         annotated.append({"slice": z, "frame": t, "classes": classes})
     study.sax_labels = Volume(labels, study.sax.affine, {"source": str(contour_folder)})
     study.meta["annotated"] = annotated
+    study.meta["contours"] = "automatic"
     return study
 
 
@@ -299,8 +300,10 @@ def train_synth_segnet(config: SegConfig, tissue_dir: str | Path, real: list[str
     (run / "run.json").write_text(json.dumps(json.loads(json.dumps(settings)), indent=2))
     stacks = load_tissue_bank(tissue_dir)
     synth = Synthesizer(stacks, scfg)
-    bank = real_slices(load_real_studies(real), config.pixel_spacing_mm, config.num_classes, real_weights) \
-        if real else None
+    studies = load_real_studies(real) if real else []
+    if real_weights is None:  # automatic contours count half as much as a person's
+        real_weights = [0.5 if s.meta.get("contours") == "automatic" else 1.0 for _, s in studies]
+    bank = real_slices(studies, config.pixel_spacing_mm, config.num_classes, real_weights) if real else None
     augment = RealAugmenter(bank, synth) if bank is not None else None
     print(f"training on {len(stacks)} phantom tissue stacks and {0 if bank is None else len(bank.images)} "
           f"contoured real slices", flush=True)
