@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= out/demo
 
-.PHONY: demo test test-slow install clean
+.PHONY: demo test test-slow install clean bench-real
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,3 +27,7 @@ test-slow: $(STAMP)
 
 clean:
 	rm -rf $(VENV) out
+
+# The real-data benchmark (needs ../shared/data): every method on biv-me, Sunnybrook and ep_preclinical.
+bench-real: $(STAMP)
+	$(PY) scripts/bench_real.py --out out/bench-real

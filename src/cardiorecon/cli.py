@@ -338,6 +338,9 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
                                     help="Breath-hold alignment of the SAX slices to the LAX views first: auto (when "
                                          "a LAX view exists), on or off"),
                 device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+                lax_thickness: Optional[float] = typer.Option(
+                    None, "--lax-thickness", help="LAX slice thickness in mm for every view (default: the header's, "
+                                                  "or 6 mm where the header's is not a cine slice's, with a warning)"),
                 out: Path = typer.Option(..., "--out", help="Output folder")) -> None:
     """Reconstruct a dense SAX volume: on the input's own grid (recon_METHOD_native.nii.gz) and on the
     working grid around the heart (recon_METHOD.nii.gz)."""
@@ -361,7 +364,7 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
     _check_out(out, [study])
     dev = _device(device)
     try:
-        s = read_study(study)
+        s = read_study(study, lax_thickness_mm=lax_thickness)
         model = None
         if method in ("diffae", "lag") and init != "dmcvr":
             from cardiorecon.models.pretrained import load_diffae
@@ -412,6 +415,9 @@ def evaluate(data: list[Path] = typer.Argument(..., help="Subject folders, or fo
                                     help="Breath-hold alignment of the SAX slices to the LAX views first: auto (when "
                                          "a LAX view exists), on or off"),
              device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+             lax_thickness: Optional[float] = typer.Option(
+                 None, "--lax-thickness", help="LAX slice thickness in mm for every view (default: the header's, "
+                                               "or 6 mm where the header's is not a cine slice's, with a warning)"),
              out: Path = typer.Option(..., "--out", help="Output folder for the CSV, summary, figures and HTML")) -> None:
     """Run an evaluation protocol for several methods on the same cases; write CSV, Markdown, figures, HTML."""
     from cardiorecon.errors import CardioReconError
@@ -436,8 +442,8 @@ def evaluate(data: list[Path] = typer.Argument(..., help="Subject folders, or fo
         if not folders:
             raise InputError(data[0], "no study found (UK Biobank, M&Ms-2, ACDC or DICOM layout)")
         _check_align(align)
-        ev = Evaluator(method_list, align=align).load(weights, dmcvr_weights, seg_weights,
-                                                      segmentation=not no_segmentation)
+        ev = Evaluator(method_list, align=align, lax_thickness_mm=lax_thickness).load(
+            weights, dmcvr_weights, seg_weights, segmentation=not no_segmentation)
         dev = _device(device)
         for attr in ("model", "dmcvr", "segnet"):  # tensors follow the models (cardiorecon.device)
             if getattr(ev, attr, None) is not None:

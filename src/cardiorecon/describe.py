@@ -41,13 +41,19 @@ def describe_study(study: Study) -> dict[str, Any]:
         "ed_frame": study.ed_frame,
         "es_frame": study.es_frame,
         "sax": {**_view_info(study.sax), "centre_mm": [round(float(v), 3) for v in study.sax.center_world]},
-        "lax": {name: {**_view_info(v), **lax_geometry(study.sax, v)} for name, v in study.lax.items()},
+        "lax": {name: {**_view_info(v), **lax_geometry(study.sax, v),
+                       "frame_pairing": v.meta.get("sax_frame_pairing"),
+                       "frame_pairing_rule": v.meta.get("sax_frame_pairing_rule", "fraction of the cycle")}
+                for name, v in study.lax.items()},
         "labels": {
             "sax": study.sax_labels is not None,
             "lax": sorted(study.lax_labels),
             "labelled_frames": study.meta.get("labelled_frames", []),
         },
     }
+    from cardiorecon.preprocess import heart_region
+
+    out["heart_region"] = heart_region(study).to_json()
     names = [n for n in ("2ch", "4ch") if n in study.lax] or list(study.lax)[:2]
     if len(names) == 2:
         try:
@@ -62,6 +68,13 @@ def describe_study(study: Study) -> dict[str, Any]:
         except ValueError:
             pass
     return out
+
+
+def _short(pairing) -> str:
+    if not pairing:
+        return "-"
+    return ", ".join(map(str, pairing)) if len(pairing) <= 12 else \
+        ", ".join(map(str, pairing[:10])) + f", ... ({len(pairing)} frames)"
 
 
 def format_description(info: dict[str, Any]) -> str:
@@ -80,11 +93,17 @@ def format_description(info: dict[str, Any]) -> str:
     lines.append(f"LAX: {len(info['lax'])} views")
     for name, v in info["lax"].items():
         lines.append(view_line(name, v) + f"\n          angle to SAX normal {v['angle_to_sax_normal_deg']:.1f} deg, "
-                     f"SAX centre {v['distance_to_sax_centre_mm']:.1f} mm from the plane")
+                     f"SAX centre {v['distance_to_sax_centre_mm']:.1f} mm from the plane"
+                     f"\n          LAX frame per SAX frame by {v['frame_pairing_rule']}: "
+                     f"{_short(v['frame_pairing'])}")
     if "long_axis" in info:
         la = info["long_axis"]
         lines.append(f"LV long axis ({' x '.join(la['from_views'])}): {la['angle_to_sax_normal_deg']:.1f} deg from the "
                      f"SAX normal, {la['distance_to_sax_centre_mm']:.1f} mm from the SAX centre")
+    if info.get("heart_region"):
+        hr = info["heart_region"]
+        lines.append(f"heart region: {hr['size_mm']:.0f} mm square ({hr['source']})"
+                     + "".join(f"\n  note: {n}" for n in hr["notes"]))
     lab = info["labels"]
     lines.append(f"labels: SAX {'yes' if lab['sax'] else 'no'} (frames {lab['labelled_frames']}), "
                  f"LAX {', '.join(lab['lax']) or 'none'}")

@@ -62,6 +62,7 @@ class Evaluator:
     data: dict = field(default_factory=dict)  # provenance: {case: describe_data(study)}
     figure_cases: int = 3  # cases whose every frame and slice the report's scroller shows
     failures: list[dict] = field(default_factory=list)  # cases that failed: case, folder, error
+    lax_thickness_mm: float | None = None  # override of every LAX view's slice thickness (--lax-thickness)
     on_rows: Callable[[list[dict]], None] | None = None  # called with the rows so far after each case
 
     def load(self, weights=None, dmcvr_weights=None, seg_weights=None, segmentation: bool = True) -> "Evaluator":
@@ -248,7 +249,7 @@ def phantom_protocol(ev: Evaluator, folders: list[Path], factor: int = 5) -> lis
             if not (folder / name).is_file():
                 raise InputError(folder / name, "the phantom protocol needs the phantom's dense truth "
                                                 "(generate with `cardiorecon phantom`, without --no-truth)")
-        study = read_study(folder)
+        study = read_study(folder, lax_thickness_mm=ev.lax_thickness_mm)
         case = _case_name(study, folder)
         truth = read_study(folder / "truth_sa.nii.gz").sax
         truth_lab = read_study(folder / "truth_label_sa.nii.gz").sax
@@ -345,7 +346,7 @@ def slice_drop_protocol(ev: Evaluator, folders: list[Path], frames: str = "ed-es
     """Drop every other SAX slice, reconstruct them at factor 2, score against the originals."""
     def case(n: int, folder: Path) -> list[dict]:
         rows: list[dict] = []
-        study = read_study(folder)
+        study = read_study(folder, lax_thickness_mm=ev.lax_thickness_mm)
         case = _case_name(study, Path(folder))
         frame_list = frames_to_score(study, frames)
         sub = drop_slices(study, 2)
@@ -422,7 +423,7 @@ def lax_holdout_protocol(ev: Evaluator, folders: list[Path], frames: str = "ed-e
     """For each LAX view in turn: guide with the others, score the reconstruction on its plane."""
     def case(n: int, folder: Path) -> list[dict]:
         rows: list[dict] = []
-        study = read_study(folder)
+        study = read_study(folder, lax_thickness_mm=ev.lax_thickness_mm)
         case = _case_name(study, Path(folder))
         if not study.lax:
             raise InputError(folder, "no LAX view: the lax-holdout protocol needs at least one")

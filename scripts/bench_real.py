@@ -1,0 +1,115 @@
+"""The real-data benchmark (issue 12): every method on the real cases of ../shared/data.
+
+- biv-me patient1: LAX hold-out, each of its 5 LAX views held out in turn (the others guide and align);
+- Sunnybrook SC-HF-I-1, -2, -4 (SCD0000101/201/301): slice-drop (every other SAX slice dropped and
+  reconstructed), ED and ES, Dice against the manual LV contours of the dropped slices;
+- ep_preclinical: slice-drop of its 20 contiguous 5 mm SAX slices (the dropped slices are real acquired
+  images), frames 0 and 9 (ED/ES are not given with this data set).
+
+Each case runs through `cardiorecon.evaluate` (the same code as `cardiorecon evaluate`) into OUT/<run>/
+(results.csv, report.html); this script then prints and writes OUT/table.md: per case and method the
+held-out measure, seconds per frame and the share of labelled heart inside the heart region.
+
+    python scripts/bench_real.py --out out/bench-real [--methods linear,register,...] [--data ../shared/data]
+
+Heavy: with `lag` it takes most of an hour on 2 cores. `make bench-real` runs it with the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cardiorecon.evaluate import PROTOCOLS, Evaluator
+from cardiorecon.recon import METHODS
+from cardiorecon.report.evaluation import write_report
+
+RUNS = [  # (run name, protocol, case folders under DATA, frames, factor)
+    ("bivme-lax-holdout", "lax-holdout", ["bivme_patient1/dicoms"], "ed-es", 5),
+    ("sunnybrook-slice-drop", "slice-drop", ["sunnybrook/SCD0000101", "sunnybrook/SCD0000201",
+                                             "sunnybrook/SCD0000301"], "ed-es", 2),
+    ("ep_preclinical-slice-drop", "slice-drop", ["ep_preclinical"], "0,9", 2),
+]
+
+PROTOCOL_OF = {r[0]: r[1] for r in RUNS}
+
+
+def _mean(rows, col):
+    vals = [float(r[col]) for r in rows if r[col] != "" and np.isfinite(float(r[col]))]
+    return (float(np.mean(vals)), len(vals)) if vals else (float("nan"), 0)
+
+
+def table(results: dict[str, list[dict]], data: dict[str, dict], methods: list[str]) -> str:
+    lines = ["| case | protocol | method | n | SSIM | PSNR dB | NCC held-out LAX | Dice LV / Myo | s/frame |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for run, rows in results.items():
+        for case in dict.fromkeys(r["case"] for r in rows):
+            for m in methods:
+                img = [r for r in rows if r["case"] == case and r["method"] == m and
+                       (r["structure"] == "image" or r["structure"].startswith("lax_"))]
+                if not img:
+                    continue
+                ssim, n = _mean(img, "ssim")
+                psnr, _ = _mean(img, "psnr")
+                ncc, _ = _mean(img, "ncc")
+                lv, _ = _mean([r for r in rows if r["case"] == case and r["method"] == m and r["structure"] == "lv"],
+                              "dice")
+                myo, _ = _mean([r for r in rows if r["case"] == case and r["method"] == m and
+                                r["structure"] == "myo"], "dice")
+                sec, _ = _mean(img, "seconds")
+                f = lambda v, d=3: "" if not np.isfinite(v) else f"{v:.{d}f}"  # noqa: E731
+                dice = "" if not np.isfinite(lv) else f"{lv:.3f} / {f(myo)}"
+                lines.append(f"| {case} | {PROTOCOL_OF[run]} | {m} | {n} | "
+                             f"{f(ssim)} | {f(psnr, 2)} | {f(ncc)} | {dice} | {f(sec, 2)} |")
+    lines.append("")
+    lines.append("| case | heart region (mm, found from) | labelled heart inside |")
+    lines.append("|---|---|---|")
+    for case, d in data.items():
+        hr = d.get("heart_region") or {}
+        share = hr.get("labelled_share")
+        lines.append(f"| {case} | {hr.get('size_mm', float('nan')):.0f} ({hr.get('source', '?')}) | "
+                     f"{'' if share is None else f'{100 * share:.1f} %'} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    ap.add_argument("--out", type=Path, default=Path("out/bench-real"))
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--runs", default=",".join(r[0] for r in RUNS))
+    ap.add_argument("--align", default="auto")
+    ap.add_argument("--no-segmentation", action="store_true")
+    args = ap.parse_args()
+    if not args.data.is_dir():
+        raise SystemExit(f"{args.data}: real data folder not found (the benchmark needs ../shared/data)")
+    methods = [m for m in args.methods.split(",") if m]
+    results, data, t0 = {}, {}, time.time()
+    for run, protocol, cases, frames, factor in RUNS:
+        if run not in args.runs.split(","):
+            continue
+        ev = Evaluator(methods, align=args.align).load(segmentation=not args.no_segmentation)
+        kwargs = {"frames": frames} if protocol == "slice-drop" else {"frames": frames, "factor": factor}
+        rows = PROTOCOLS[protocol](ev, [args.data / c for c in cases], **kwargs)
+        out = args.out / run
+        write_report(rows, ev.figures, methods, out, f"real benchmark: {run}",
+                     f"{protocol} on {', '.join(cases)}; methods {', '.join(methods)}", failures=ev.failures)
+        results[run] = rows
+        data.update(ev.data)
+        for f in ev.failures:
+            print(f"FAILED {run} {f['case']}: {f['error']}")
+        print(f"{run}: done at {time.time() - t0:.0f} s")
+    text = table(results, data, methods)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "table.md").write_text(text + "\n")
+    (args.out / "cases.json").write_text(json.dumps(data, indent=1, default=str))
+    print(text)
+    print(f"total {time.time() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
