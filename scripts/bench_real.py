@@ -26,7 +26,7 @@ import numpy as np
 
 from cardiorecon.evaluate import PROTOCOLS, Evaluator
 from cardiorecon.recon import METHODS
-from cardiorecon.report.evaluation import write_report
+from cardiorecon.report.evaluation import read_csv, write_csv, write_report
 
 RUNS = [  # (run name, protocol, case folders under DATA, frames, factor)
     ("bivme-lax-holdout", "lax-holdout", ["bivme_patient1/dicoms"], "ed-es", 5),
@@ -84,18 +84,24 @@ def main() -> None:
     ap.add_argument("--runs", default=",".join(r[0] for r in RUNS))
     ap.add_argument("--align", default="auto")
     ap.add_argument("--no-segmentation", action="store_true")
+    ap.add_argument("--merge", type=Path, nargs="*", default=[],
+                    help="OUT folders of earlier runs whose results join the table")
     args = ap.parse_args()
     if not args.data.is_dir():
         raise SystemExit(f"{args.data}: real data folder not found (the benchmark needs ../shared/data)")
     methods = [m for m in args.methods.split(",") if m]
+    if args.runs == "none":
+        methods = []
     results, data, t0 = {}, {}, time.time()
     for run, protocol, cases, frames, factor in RUNS:
         if run not in args.runs.split(","):
             continue
         ev = Evaluator(methods, align=args.align).load(segmentation=not args.no_segmentation)
+        out = args.out / run
+        out.mkdir(parents=True, exist_ok=True)
+        ev.on_rows = lambda so_far, out=out: write_csv(so_far, out / "results.csv")  # kept if cut off
         kwargs = {"frames": frames} if protocol == "slice-drop" else {"frames": frames, "factor": factor}
         rows = PROTOCOLS[protocol](ev, [args.data / c for c in cases], **kwargs)
-        out = args.out / run
         write_report(rows, ev.figures, methods, out, f"real benchmark: {run}",
                      f"{protocol} on {', '.join(cases)}; methods {', '.join(methods)}", failures=ev.failures)
         results[run] = rows
@@ -103,6 +109,15 @@ def main() -> None:
         for f in ev.failures:
             print(f"FAILED {run} {f['case']}: {f['error']}")
         print(f"{run}: done at {time.time() - t0:.0f} s")
+    for extra in args.merge:  # results of other runs of this script (e.g. lag alone), same layout
+        for run, *_ in RUNS:
+            if (extra / run / "results.csv").is_file():
+                results.setdefault(run, [])
+                results[run] += read_csv([extra / run / "results.csv"])
+        if (extra / "cases.json").is_file():
+            for case, d in json.loads((extra / "cases.json").read_text()).items():
+                data.setdefault(case, d)
+        methods += [m for r in results.values() for m in dict.fromkeys(x["method"] for x in r) if m not in methods]
     text = table(results, data, methods)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "table.md").write_text(text + "\n")
