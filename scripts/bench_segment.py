@@ -151,12 +151,60 @@ def phantom(net, folders: list[Path]) -> dict:
     return out
 
 
+def figure(net, path: Path) -> None:
+    """Predicted contours on SCD0000301 (ED, 4 slices; manual contours dashed) and biv-me patient1
+    (frame 0, every SAX slice; guide points as dots), whole field of view."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sb = read_study(DATA / "sunnybrook" / "SCD0000301")
+    bv = read_study(DATA / "bivme_patient1" / "dicoms")
+    sb_lab, _ = native_labels(net, sb, [sb.ed_frame])
+    bv_lab, _ = native_labels(net, bv, [0])
+    gp = read_guidepoints(DATA / "bivme_patient1" / "guidepoints", 0)
+    fig, axes = plt.subplots(2, 6, figsize=(18, 6.4))
+    colours = {1: "red", 2: "lime", 3: "deepskyblue"}
+    sb_slices = [z for z in (1, 3, 5, 7, 8, 9) if z < sb.sax.spatial_shape[2]][:6]
+    for ax, z in zip(axes[0], sb_slices):
+        ax.imshow(sb.sax.data[:, :, z, sb.ed_frame].T, cmap="gray", origin="lower")
+        for c, col in colours.items():
+            if (sb_lab[:, :, z, 0] == c).any():
+                ax.contour((sb_lab[:, :, z, 0] == c).T, levels=[0.5], colors=col, linewidths=0.8)
+            if c < 3 and (sb.sax_labels.data[:, :, z, sb.ed_frame] == c).any():
+                ax.contour((sb.sax_labels.data[:, :, z, sb.ed_frame] == c).T, levels=[0.5], colors=col,
+                           linewidths=0.8, linestyles="dashed")
+        ax.set_title(f"SCD0000301 ED slice {z}", fontsize=8)
+        ax.axis("off")
+    A = bv.sax.affine
+    for ax, z in zip(axes[1], range(bv.sax.spatial_shape[2])):
+        ax.imshow(bv.sax.data[:, :, z, 0].T, cmap="gray", origin="lower")
+        for c, col in colours.items():
+            if (bv_lab[:, :, z, 0] == c).any():
+                ax.contour((bv_lab[:, :, z, 0] == c).T, levels=[0.5], colors=col, linewidths=0.8)
+        for (sid, kind), pts in gp.contours.items():
+            if kind in GUIDE_KINDS:
+                ijk = world_to_voxel(A, pts)
+                if np.abs(ijk[:, 2] - z).max() < 0.1:
+                    ax.plot(ijk[:, 0], ijk[:, 1], ".", ms=2, color={"SAX_LV_ENDOCARDIAL": "orange",
+                            "SAX_LV_EPICARDIAL": "yellow", "SAX_RV_FREEWALL": "cyan", "SAX_RV_SEPTUM": "magenta"}[kind])
+        ax.set_title(f"biv-me patient1 frame 0 slice {z}", fontsize=8)
+        ax.axis("off")
+    fig.suptitle(f"{net.config.name}: predicted LV cavity (red), myocardium (green), RV (blue); "
+                 "manual contours dashed; biv-me guide points dotted", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--weights", action="append", required=True, help="weights folder (repeat)")
     ap.add_argument("--phantoms", nargs="*", type=Path, default=[])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--figure", type=Path, help="contour figure of the last network (PNG)")
+    ap.add_argument("--skip-real", action="store_true", help="phantoms only")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
@@ -164,16 +212,20 @@ def main() -> None:
     for w in args.weights:
         net = load_segnet(w)
         r = {"config": net.config.name}
-        r["SCD0000301"] = sunnybrook(net, DATA / "sunnybrook" / "SCD0000301")
-        print(w, "SCD0000301", json.dumps({k: v for k, v in r["SCD0000301"].items() if k != "frames"}), flush=True)
-        print("   ", json.dumps(r["SCD0000301"]["frames"]), flush=True)
-        r["bivme_patient1"] = bivme(net, DATA / "bivme_patient1")
-        print(w, "biv-me", json.dumps(r["bivme_patient1"]), flush=True)
+        if not args.skip_real:
+            r["SCD0000301"] = sunnybrook(net, DATA / "sunnybrook" / "SCD0000301")
+            print(w, "SCD0000301", json.dumps({k: v for k, v in r["SCD0000301"].items() if k != "frames"}),
+                  flush=True)
+            print("   ", json.dumps(r["SCD0000301"]["frames"]), flush=True)
+            r["bivme_patient1"] = bivme(net, DATA / "bivme_patient1")
+            print(w, "biv-me", json.dumps(r["bivme_patient1"]), flush=True)
         if args.phantoms:
             r["phantom"] = phantom(net, args.phantoms)
             print(w, "phantom", json.dumps(r["phantom"]), flush=True)
         results[str(w)] = r
     args.out.write_text(json.dumps(results, indent=2))
+    if args.figure:
+        figure(net, args.figure)
 
 
 if __name__ == "__main__":

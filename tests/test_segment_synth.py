@@ -170,6 +170,16 @@ def test_clean_labels_table():
     keep[35:38, 35:38, 0] = 0
     keep[2:4, 30:32, 2] = 0
     assert np.array_equal(out, keep)
+    # an RV piece joined to the heart only through the next slice, 24 mm from this slice's LV, goes
+    rv = np.zeros((60, 60, 2), np.uint8)
+    rv[10:20, 10:20, :] = 2
+    rv[13:17, 13:17, :] = 1
+    rv[20:26, 10:20, 0] = 3  # beside the LV: kept
+    rv[36:42, 10:20, 0] = 3  # 16 px = 24 mm below the LV
+    rv[20:42, 10:20, 1] = 3  # one RV on the next slice joins both in 3D
+    cleaned = clean_labels(rv, (1.5, 1.5, 8.0))
+    assert (cleaned[20:26, 10:20, 0] == 3).all() and not cleaned[36:42, 10:20, 0].any()
+    assert (cleaned[20:42, 10:20, 1] == 3).all()
     # a slice whose LV sits far from the others' loses it
     far = np.zeros((80, 80, 4), np.uint8)
     for z in range(4):

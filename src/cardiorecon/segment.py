@@ -199,13 +199,14 @@ def _keep_components(mask: np.ndarray, min_share: float) -> np.ndarray:
     return np.isin(lab, keep)
 
 
-def clean_labels(labels: np.ndarray, spacing_mm: tuple[float, float, float], max_offset_mm: float = 30.0
-                 ) -> np.ndarray:
+def clean_labels(labels: np.ndarray, spacing_mm: tuple[float, float, float], max_offset_mm: float = 30.0,
+                 rv_reach_mm: float = 10.0) -> np.ndarray:
     """Clean-up of one frame's label map (X, Y, Z): the largest 3D connected heart component
     (slices joined through their overlap); per slice the largest LV cavity and myocardium
-    components and the RV components of at least a fifth of its largest; holes of the LV cavity
-    (papillary muscles) filled as cavity; slices whose LV centre lies more than `max_offset_mm`
-    in-plane from the median of the others lose their LV (slice-to-slice consistency)."""
+    components and the RV components of at least a fifth of its largest, and on slices with an
+    LV only those RV components within `rv_reach_mm` of it; holes of the LV cavity (papillary
+    muscles) filled as cavity; slices whose LV centre lies more than `max_offset_mm` in-plane from
+    the median of the others lose their LV (slice-to-slice consistency)."""
     from scipy import ndimage
 
     out = np.asarray(labels, np.uint8).copy()
@@ -218,6 +219,12 @@ def clean_labels(labels: np.ndarray, spacing_mm: tuple[float, float, float], max
         for c, share in ((3, 0.2), (2, 1.0), (1, 1.0)):
             m = _keep_components(s == c, share)
             cleaned[m] = c
+        lv = (cleaned == 1) | (cleaned == 2)
+        if lv.any() and (cleaned == 3).any():
+            dist = ndimage.distance_transform_edt(~lv, sampling=spacing_mm[:2])
+            rv, n = ndimage.label(cleaned == 3)
+            near = ndimage.minimum(dist, rv, index=np.arange(1, n + 1))
+            cleaned[np.isin(rv, np.flatnonzero(np.asarray(near) > rv_reach_mm) + 1)] = 0
         cleaned[ndimage.binary_fill_holes(cleaned == 1) & (cleaned != 1)] = 1
         out[:, :, z] = cleaned
         if (cleaned == 1).any():
