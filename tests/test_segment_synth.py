@@ -211,3 +211,30 @@ def test_shipped_segnet_on_held_out_sunnybrook(shared_data):
     pred = np.stack([native.data[:, :, z, frames.index(t)] for z, t in pairs])
     ref = np.stack([study.sax_labels.data[:, :, z, t] for z, t in pairs])
     assert dice(pred == 1, ref == 1) > 0.8
+
+
+def test_train_synth_segnet_runs_and_resumes(tmp_path):
+    from cardiorecon.models.config import read_config
+    from cardiorecon.training.segment import SynthTrainConfig, synth_lr, train_synth_segnet
+
+    tissue = tmp_path / "tissue"
+    tissue.mkdir()
+    np.savez_compressed(tissue / "toy.npz", tissue=_toy_stack(90, 4), frames=np.array([0]))
+    cfg = SegConfig(name="toy_window", image_size=32, pixel_spacing_mm=1.5, features=(4, 4, 8, 8, 16, 4),
+                    inference="window")
+    tc = SynthTrainConfig(batch_size=2, max_steps=2, checkpoint_every=1, warmup_steps=1)
+    run = train_synth_segnet(cfg, tissue, [], tmp_path / "run", tc, progress=False)
+    assert read_config(run / "weights" / "model", SegConfig) == cfg
+    first = (run / "checkpoints" / "last.safetensors").stat().st_mtime_ns
+    train_synth_segnet(cfg, tissue, [], run, SynthTrainConfig(batch_size=2, max_steps=3, checkpoint_every=1,
+                                                               warmup_steps=1), progress=False)
+    from cardiorecon.training.checkpoint import load_state
+
+    assert int(load_state(run / "checkpoints" / "last")["step"]) == 3
+    assert (run / "checkpoints" / "last.safetensors").stat().st_mtime_ns != first
+    # the schedule is a function of the step: warm-up, then cosine to zero at max_steps
+    long = SynthTrainConfig(max_steps=1000, warmup_steps=100, lr=1e-3)
+    assert synth_lr(long, 0) == pytest.approx(5e-5)
+    assert synth_lr(long, 100) == pytest.approx(1e-3)
+    assert synth_lr(long, 550) == pytest.approx(5e-4)
+    assert synth_lr(long, 1000) == pytest.approx(0.0)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -269,6 +270,15 @@ class SynthTrainConfig:
     warmup_steps: int = 200
 
 
+def synth_lr(tc: SynthTrainConfig, step: int) -> float:
+    """Learning rate at `step`: linear warm-up, then cosine to zero at `max_steps`. A function of the
+    step alone, so a run may be resumed with another `max_steps` (the schedule follows from there)."""
+    if step < tc.warmup_steps:
+        return tc.lr * (0.05 + 0.95 * step / tc.warmup_steps)
+    frac = min(1.0, (step - tc.warmup_steps) / max(1, tc.max_steps - tc.warmup_steps))
+    return tc.lr * 0.5 * (1 + math.cos(math.pi * frac))
+
+
 def load_real_studies(paths: list[str | Path]) -> list[tuple[str, Study]]:
     """Contoured real studies: Sunnybrook DICOM folders (manual contours via link.csv) and the
     ep_preclinical SAX folder (automatic contours in the `lvContours` folder beside it)."""
@@ -310,15 +320,11 @@ def train_synth_segnet(config: SegConfig, tissue_dir: str | Path, real: list[str
     torch.manual_seed(tc.seed)
     net = SegNet(config)
     opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    warm = torch.optim.lr_scheduler.LinearLR(opt, 0.05, 1.0, tc.warmup_steps)
-    cos = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, tc.max_steps - tc.warmup_steps))
-    sched = torch.optim.lr_scheduler.SequentialLR(opt, [warm, cos], [tc.warmup_steps])
     ckpt, start = run / "checkpoints" / "last", 0
     if ckpt.with_suffix(".safetensors").is_file():
         state = load_state(ckpt)
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
         start = int(state["step"])
         print(f"resumed at step {start}", flush=True)
     log_path = run / "log.csv"
@@ -341,6 +347,8 @@ def train_synth_segnet(config: SegConfig, tissue_dir: str | Path, real: list[str
                 ys = torch.cat([ys, torch.stack([r[1] for r in reals])])
                 ks = torch.cat([ks, torch.stack([r[2] for r in reals])])
             x, y, known = xs.as_subclass(torch.Tensor), ys.as_subclass(torch.Tensor), ks
+            for group in opt.param_groups:
+                group["lr"] = synth_lr(tc, step)
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 logits = net(x)
             full = known[:, 1:].all(1)
@@ -350,7 +358,6 @@ def train_synth_segnet(config: SegConfig, tissue_dir: str | Path, real: list[str
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
             opt.step()
-            sched.step()
             done += 1
             s = step + 1
             if s % 25 == 0:
@@ -366,8 +373,7 @@ def train_synth_segnet(config: SegConfig, tissue_dir: str | Path, real: list[str
                     print(f"step {s} loss {float(loss):.4f} synth-CE {ls:.4f} real-CE {lr_:.4f} {rate:.2f} it/s",
                           flush=True)
             if s % tc.checkpoint_every == 0 or s == tc.max_steps:
-                save_state({"model": net.state_dict(), "optimizer": opt.state_dict(),
-                            "scheduler": sched.state_dict(), "step": s}, ckpt)
+                save_state({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": s}, ckpt)
                 save_weights(net, config, run / "weights" / "model",
                              extra={"steps": s, "tissue": str(tissue_dir), "real": settings["real"]})
     net.eval()
