@@ -88,3 +88,63 @@ def test_singular_affine_and_nan_are_refused(tmp_path):
     (tmp_path / "corrupt.nii.gz").write_bytes(b"not a nifti at all")
     with pytest.raises(InputError, match=r"corrupt\.nii\.gz.*not a readable NIfTI"):
         read_nifti(tmp_path / "corrupt.nii.gz")
+
+
+def test_codes_zero_warn_naming_the_file_and_lax_views_then_do_not_guide(tmp_path):
+    import shutil
+
+    from cardiorecon.errors import GeometryWarning
+    from cardiorecon.io import read_study
+    from cardiorecon.phantom import AcquisitionConfig, generate, sample_params, write_subject
+
+    folder = write_subject(generate(sample_params(2, "healthy", num_frames=4), AcquisitionConfig(sax_matrix=32,
+                                                                                                 lax_matrix=24),
+                                    truth=False), tmp_path / "s")
+
+    def strip_codes(path):
+        img = nib.load(str(path))
+        out = nib.Nifti1Image(np.asanyarray(img.dataobj), img.affine)
+        out.set_sform(None, code=0)
+        out.set_qform(None, code=0)
+        nib.save(out, str(path))
+
+    strip_codes(folder / "la_2ch.nii.gz")
+    with pytest.warns(GeometryWarning, match=r"la_2ch\.nii\.gz: sform and qform codes are both 0"):
+        vol = read_nifti(folder / "la_2ch.nii.gz")
+    assert vol.meta["geometry"] == "none"
+    with pytest.warns(GeometryWarning, match=r"la_2ch\.nii\.gz: LAX view '2ch' not used"):
+        study = read_study(folder)
+    assert sorted(study.lax) == ["3ch", "4ch"] and "2ch" not in study.lax_labels
+    # a SAX stack without position: no LAX view can be placed against it
+    other = shutil.copytree(folder, tmp_path / "t")
+    strip_codes(other / "sa.nii.gz")
+    with pytest.warns(GeometryWarning, match=r"sa\.nii\.gz has no sform/qform code"):
+        study = read_study(other)
+    assert study.lax == {}
+
+
+def test_qform_only_with_a_zero_slice_size_is_refused(tmp_path):
+    import struct
+
+    img = nib.Nifti1Image(np.ones((3, 3, 4), np.float32), None)
+    img.set_sform(None, code=0)
+    img.set_qform(np.diag([1.8, 1.8, 10.0, 1.0]), code=1)
+    nib.save(img, str(tmp_path / "q.nii"))
+    raw = bytearray((tmp_path / "q.nii").read_bytes())
+    raw[88:92] = struct.pack("<f", 0.0)  # pixdim[3]: nibabel would read 1 mm slices instead of 10
+    (tmp_path / "q.nii").write_bytes(bytes(raw))
+    with pytest.raises(InputError, match=r"q\.nii: the qform .* pixdim\[3\] = 0: the slice spacing is unknown"):
+        read_nifti(tmp_path / "q.nii")
+
+
+def test_volume_refuses_nan_and_a_study_a_constant_sax():
+    from cardiorecon.volume import Study
+
+    data = np.ones((4, 4, 3, 2), np.float32)
+    data[0, 0, 0, 0] = np.inf
+    with pytest.raises(InputError, match=r"x\.nii: 1 voxel\(s\) are NaN or infinite"):
+        Volume(data, np.eye(4), {"source": "x.nii"})
+    with pytest.raises(InputError, match="constant"):
+        Study(Volume(np.zeros((4, 4, 3, 2), np.float32), np.eye(4), {"source": "x.nii"}))
+    with pytest.raises(InputError, match="ED frame must be a frame index"):
+        Study(Volume(np.random.default_rng(0).random((4, 4, 3, 2)), np.eye(4)), ed_frame="zero")

@@ -272,7 +272,7 @@ class Study:
 
 
 class FrameSelectionError(InputError, ValueError):
-    """A --frames value that does not select frames of this study (also a ValueError, as before)."""
+    """A --frames (or --factor) value that does not fit this study (also a ValueError, as before)."""
 
 
 def parse_frames(text: str) -> str | int | list[int]:

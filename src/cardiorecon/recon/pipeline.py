@@ -34,7 +34,7 @@ from cardiorecon.recon.latent_interp import dense_codes, diffae_codes, reconstru
 from cardiorecon.recon.fusion import FusionConfig, FusionResult, SliceProfile, coarsen_view, fuse
 from cardiorecon.recon.lax import LaxOperator
 from cardiorecon.recon.register import RegisterConfig, register_stack
-from cardiorecon.volume import Study, Volume
+from cardiorecon.volume import FrameSelectionError, Study, Volume
 
 Method = Literal["nearest", "linear", "cubic", "register", "fusion", "diffae", "lag", "dmcvr"]
 METHODS: tuple[str, ...] = ("nearest", "linear", "cubic", "register", "fusion", "diffae", "lag", "dmcvr")
@@ -120,17 +120,27 @@ class PeakMemory:
         self.peak_mb = max(self.peak_mb, self.rss_mb())
 
 
+#: a dense stack larger than this is refused (a typo such as --factor 500 would exhaust the memory)
+MAX_DENSE_SLICES = 2048
+
+
 def resolve_factor(study: Study, factor: int | None, spacing_mm: float | None) -> int:
     if (factor is None) == (spacing_mm is None):
         raise ValueError("give exactly one of factor or spacing_mm")
+    source = study.sax.meta.get("source")
     if factor is None:
         step = float(study.sax.spacing[2])
-        factor = int(round(step / spacing_mm))
+        if not (isinstance(spacing_mm, (int, float)) and np.isfinite(spacing_mm) and spacing_mm > 0):
+            raise InputError(source, f"the target slice spacing must be a positive number of mm, got {spacing_mm!r}")
+        ratio = step / spacing_mm
+        factor = int(round(ratio)) if ratio < 2 ** 31 else 2 ** 31
         if factor < 1 or abs(step / factor - spacing_mm) > 0.25 * spacing_mm:
-            raise InputError(study.sax.meta.get("source"),
-                             f"slice step {step:.2f} mm cannot be divided into {spacing_mm} mm slices")
-    if factor < 1:
-        raise ValueError(f"factor must be at least 1, got {factor}")
+            raise InputError(source, f"slice step {step:.2f} mm cannot be divided into {spacing_mm} mm slices")
+    if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 1:
+        raise FrameSelectionError(source, f"the upsampling factor must be an integer >= 1, got {factor!r}")
+    dense = (study.sax.spatial_shape[2] - 1) * int(factor) + 1
+    if dense > MAX_DENSE_SLICES:
+        raise FrameSelectionError(source, f"factor {factor} gives {dense} slices; at most {MAX_DENSE_SLICES} are allowed")
     return int(factor)
 
 
