@@ -1,5 +1,6 @@
 """2D SAX slices for training: every slice of every frame of a list of subjects, on the model
-grid (in-plane resample, crop around the heart), intensities in [-1, 1]; and augmentation."""
+grid (in-plane resample, crop around the heart), intensities in [-1, 1]; and augmentation (rotations,
+shifts and gamma; never a flip, which would put the RV on the wrong side of the septum)."""
 
 from __future__ import annotations
 
@@ -72,14 +73,28 @@ def build_bank(paths: list[str | Path], spacing_mm: float, size: int, cache: Pat
     return bank
 
 
-def _random_theta(B: int, generator: torch.Generator, max_rotation_deg: float, flip_prob: float) -> torch.Tensor:
+def _random_theta(B: int, generator: torch.Generator, max_rotation_deg: float, flip_prob: float = 0.0) -> torch.Tensor:
+    """Rotation matrices (B, 2, 3), det +1: never a mirror. A left-right (or up-down) flip puts the RV
+    on the wrong side of the septum, so `flip_prob` must be 0; the flip draw is still made, so that
+    the random stream (and the resume of runs started before flips were removed) is unchanged."""
+    if flip_prob:
+        raise ValueError(f"flip_prob={flip_prob}: flips mirror the anatomy (RV on the wrong side); "
+                         "use rotations and shifts only")
     angle = (torch.rand(B, generator=generator) * 2 - 1) * math.radians(max_rotation_deg)
     cos, sin = torch.cos(angle), torch.sin(angle)
     theta = torch.zeros(B, 2, 3)
     theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
-    flip = torch.rand(B, 2, generator=generator) < flip_prob
-    theta[:, 0, :2] *= torch.where(flip[:, :1], -1.0, 1.0)
-    theta[:, 1, :2] *= torch.where(flip[:, 1:], -1.0, 1.0)
+    torch.rand(B, 2, generator=generator)  # the former flip draw (see above)
+    return theta
+
+
+def training_theta(B: int, generator: torch.Generator, max_rotation_deg: float = 10.0,
+                   max_shift_px: float = 0.0, size: int = 64) -> torch.Tensor:
+    """The geometric transforms of diffusion training (DiffAE, DMCVR): a rotation within
+    +-max_rotation_deg and an in-plane shift within +-max_shift_px pixels; proper (det +1), no flip."""
+    theta = _random_theta(B, generator, max_rotation_deg)
+    if max_shift_px:
+        theta[:, :, 2] = (torch.rand(B, 2, generator=generator) * 2 - 1) * (2 * max_shift_px / size)
     return theta
 
 
@@ -90,20 +105,22 @@ def _gamma(x: torch.Tensor, generator: torch.Generator, gamma_range: tuple[float
     return u * 2 - 1
 
 
-def augment(x: torch.Tensor, generator: torch.Generator, max_rotation_deg: float = 10.0, flip_prob: float = 0.25,
+def augment(x: torch.Tensor, generator: torch.Generator, max_rotation_deg: float = 10.0, max_shift_px: float = 0.0,
             gamma_range: tuple[float, float] = (0.8, 1.25)) -> torch.Tensor:
-    """Random small rotations, flips and intensity gamma of a batch (B, 1, H, W) in [-1, 1]."""
-    theta = _random_theta(x.shape[0], generator, max_rotation_deg, flip_prob)
+    """Random small rotations, in-plane shifts and intensity gamma of a batch (B, 1, H, W) in [-1, 1].
+    Never a flip: a mirror image puts the RV on the wrong side of the septum."""
+    theta = training_theta(x.shape[0], generator, max_rotation_deg, max_shift_px, x.shape[-1])
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return _gamma(out, generator, gamma_range)
 
 
 def augment_pair(x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator, max_rotation_deg: float = 10.0,
-                 flip_prob: float = 0.25, gamma_range: tuple[float, float] = (0.8, 1.25)
+                 flip_prob: float = 0.0, gamma_range: tuple[float, float] = (0.8, 1.25)
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`augment` for images (B, 1, H, W) with their label maps (B, H, W): the same rotation and
-    flip for both (labels by nearest neighbour), gamma on the images only."""
+    """Random small rotations and gamma for images (B, 1, H, W) with their label maps (B, H, W): the
+    same rotation for both (labels by nearest neighbour), gamma on the images only. `flip_prob` must
+    be 0 (kept for callers that pass it; flips mirror the anatomy)."""
     theta = _random_theta(x.shape[0], generator, max_rotation_deg, flip_prob)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

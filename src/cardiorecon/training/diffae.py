@@ -52,8 +52,8 @@ class TrainConfig:
     devices: int | str = 1
     num_nodes: int = 1
     strategy: str = "auto"  # "ddp" for several GPUs or nodes
-    flip_prob: float = 0.25
     max_rotation_deg: float = 10.0
+    max_shift_px: float = 3.0  # in-plane shifts; no flips (a mirror puts the RV on the wrong side)
 
 
 def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
@@ -79,7 +79,7 @@ class DiffAEModule(L.LightningModule):
         g = step_generator(self.train_config.seed, step, self.global_rank)
         idx = torch.randint(len(self.bank), (self.train_config.batch_size,), generator=g)
         x0 = self.bank[idx].float().unsqueeze(1)
-        return augment(x0, g, self.train_config.max_rotation_deg, self.train_config.flip_prob), g
+        return augment(x0, g, self.train_config.max_rotation_deg, self.train_config.max_shift_px), g
 
     def training_step(self, _batch, _batch_idx):
         x0, g = self.batch(self.global_step)
