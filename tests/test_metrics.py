@@ -84,3 +84,35 @@ def test_masked_ncc_is_nan_free():
     assert masked_ncc(a, 2 * a + 1, np.ones((4, 4), bool)) == pytest.approx(1.0)
     assert masked_ncc(a, a, np.zeros((4, 4), bool)) == 0.0
     assert masked_ncc(np.ones((4, 4)), a, np.ones((4, 4), bool)) == 0.0
+
+
+def test_hd95_is_the_95th_percentile_not_the_maximum():
+    # b is a plus one stray voxel 30 voxels away: 100 of b's 101 surface voxels lie on a, so the 95th
+    # percentile of b -> a is 0 (and a -> b is all 0); the maximum Hausdorff distance is 30 voxels.
+    a = np.zeros((40, 110), bool)
+    a[5, 5:105] = True
+    b = a.copy()
+    b[35, 50] = True
+    assert hd95(a, b, (1.0, 1.0)) == pytest.approx(0.0)
+    assert hd95(a, b, (0.7, 2.0)) == pytest.approx(0.0)
+    d_ab, d_ba = surface_distances(a, b, (0.7, 2.0))
+    assert max(d_ab.max(), d_ba.max()) == pytest.approx(30 * 0.7)  # the maximum, which HD95 must not return
+
+
+def test_hd95_against_brute_force_pairwise_distances_with_anisotropic_spacing():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    a = ndimage.gaussian_filter(rng.random((30, 26)), 2.0) > 0.52
+    b = ndimage.gaussian_filter(rng.random((30, 26)), 2.0) > 0.52
+    spacing = np.array([1.3, 2.1])
+
+    def surface_points(m):
+        return np.argwhere(m & ~ndimage.binary_erosion(m, border_value=0)) * spacing
+
+    pa, pb = surface_points(a), surface_points(b)
+    d = np.linalg.norm(pa[:, None] - pb[None], axis=-1)
+    expected = max(np.percentile(d.min(1), 95), np.percentile(d.min(0), 95))
+    maximum = max(d.min(1).max(), d.min(0).max())
+    assert maximum > expected + 1.0  # the case tells the two apart
+    assert hd95(a, b, spacing) == pytest.approx(expected, abs=1e-9)
