@@ -221,8 +221,7 @@ def _structure_rows(protocol, case, method, frame, pred, ref, spacing, structure
     for name, v in structures.items():
         p, r = pred == v, ref == v
         rows.append(_row(protocol, case, method, frame, name, dice=dice(p, r), hd95=hd95(p, r, spacing),
-                         volume_ml=float(p.sum() * np.prod(spacing) / 1000), true_volume_ml=float(r.sum() * np.prod(spacing) / 1000),
-                         **extra))
+                         volume_ml=volume_ml(pred, v, spacing), true_volume_ml=volume_ml(ref, v, spacing), **extra))
     return rows
 
 
