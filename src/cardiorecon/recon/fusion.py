@@ -44,8 +44,12 @@ from cardiorecon.volume import Volume
 
 @dataclass(frozen=True)
 class FusionConfig:
-    iterations: int = 120
-    lr: float = 0.01
+    iterations: int = 60
+    # L-BFGS (strong Wolfe line search), measured on ep_preclinical frame 0 (slice-drop, SSIM / PSNR
+    # of the dropped slices; register 0.776 / 24.82): L-BFGS 60 it 0.770 / 24.91; Adam lr 1e-2, 120 it
+    # 0.696 / 22.33 and lr 2e-3 0.727 / 23.85 (Adam's per-voxel step sizes roughen the volume).
+    optimiser: Literal["lbfgs", "adam"] = "lbfgs"
+    lr: float = 0.01  # Adam only
     lambda_lax: float = 1.0
     lambda_tv: float = 0.02
     lambda_prior: float = 0.2
@@ -213,7 +217,10 @@ def _fit(acquired, start, profile, operators, images, config, z_scale, previous,
             gain[n] = torch.tensor(g, requires_grad=True)
             offset[n] = torch.tensor(b, requires_grad=True)
     params = [V, *gain.values(), *offset.values()]
-    opt = torch.optim.Adam(params, lr=config.lr)
+    if config.optimiser == "lbfgs":
+        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=1, history_size=20, line_search_fn="strong_wolfe")
+    else:
+        opt = torch.optim.Adam(params, lr=config.lr)
     eps = config.charbonnier_eps
     history = []
 
@@ -232,17 +239,22 @@ def _fit(acquired, start, profile, operators, images, config, z_scale, previous,
         parts = {"sax": d_sax, "lax": d_lax, "tv": tv, "prior": prior, "temporal": temporal}
         return total, {k: float(v.detach()) for k, v in parts.items()}
 
-    for it in range(config.iterations + 1):
+    def closure():
         opt.zero_grad()
-        total, parts = losses()
-        history.append({"iteration": it, "loss": float(total.detach()), "data": parts["sax"] + config.lambda_lax * parts["lax"],
+        total, _ = losses()
+        total.backward()
+        return total
+
+    for it in range(config.iterations + 1):
+        with torch.no_grad():
+            total, parts = losses()
+        history.append({"iteration": it, "loss": float(total), "data": parts["sax"] + config.lambda_lax * parts["lax"],
                         **parts, "seconds": time.perf_counter() - t0})
         if it == config.iterations:
             break
-        total.backward()
-        opt.step()
+        opt.step(closure)
         if progress is not None:
-            progress(it + 1, config.iterations, float(total.detach()))
+            progress(it + 1, config.iterations, float(total))
     dense = V.detach()
     with torch.no_grad():
         rms = float((profile.apply(dense) - S).square().mean().sqrt())
