@@ -7,11 +7,11 @@ DEMO_OUT ?= out/demo
 
 .PHONY: demo test test-slow install clean bench-real
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -c constraints.txt torch
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -22,6 +22,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# The slow tests: end-to-end golden cases, the 2-process DDP run, and the long fuzzing runs (hypothesis).
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 

@@ -117,3 +117,16 @@ def test_old_two_file_checkpoints_still_load_and_junk_is_refused(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"\x80\x04 a pickle, not safetensors")
     with pytest.raises(InputError, match=r"junk\.safetensors: unreadable checkpoint"):
         load_state(tmp_path / "junk")
+
+
+def test_model_cards_name_no_machine_paths():
+    import re
+    from pathlib import Path
+
+    import cardiorecon
+
+    cards = sorted(Path(cardiorecon.__file__).parent.glob("weights/*/MODEL_CARD.md"))
+    assert cards
+    for card in cards:
+        found = re.findall(r"(?<![\w.])/(?:work|home|tmp|root|Users|mnt)/\S*", card.read_text())
+        assert not found, f"{card}: machine paths {found[:3]}"
