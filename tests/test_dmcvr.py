@@ -209,3 +209,24 @@ def test_shipped_dmcvr_decodes_an_acquired_slice_from_its_own_codes():
 #: `dmcvr` uses) of the 13 slices of this new phantom's frame 0: measured 32.55 dB (dmcvr_labels_tiny);
 #: the bound leaves 2.5 dB for other CPUs' arithmetic.
 PSNR_BOUND_DB = 30.0
+
+
+@pytest.mark.parametrize("source", ["features", "labels"])
+def test_a_split_norm_initialisation_reproduces_the_plain_diffae_whatever_the_morphology(source):
+    plain = _perturbed(DiffAE(dataclasses.replace(MICRO, morph_channels=0, name="micro")), seed=2)
+    cfg = MICRO if source == "features" else MICRO_LABELS
+    g = torch.Generator().manual_seed(0)
+    x_t, t = torch.randn((3, 1, 32, 32), generator=g), torch.tensor([10, 400, 900])
+    z = torch.randn((3, cfg.z_dim), generator=g)
+    morph_shape = (3, cfg.morph_channels) + ((16, 16) if source == "features" else (32, 32))
+    with torch.no_grad():
+        want = plain.eps(x_t, t, z)
+        split = DiffAE(dataclasses.replace(cfg, morph_norm="split")).eval()
+        init_from_diffae(split, plain)
+        for morph in (torch.zeros(morph_shape), torch.randn(morph_shape, generator=g)):
+            torch.testing.assert_close(split.eps(x_t, t, (z, morph)), want, rtol=0, atol=1e-5)
+        # the joint norm (the shipped weights' form) regroups the old channels: not exact, and it says so
+        joint = DiffAE(cfg).eval()
+        with pytest.warns(UserWarning, match="regroups the old channels"):
+            init_from_diffae(joint, plain)
+        assert (joint.eps(x_t, t, (z, torch.zeros(morph_shape))) - want).abs().max() > 1e-3

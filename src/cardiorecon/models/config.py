@@ -41,6 +41,10 @@ class DiffAEConfig:
     # encoder features per structure at morph_level; "labels", its predicted label map (class
     # probabilities at full resolution) through a small conv encoder trained with the decoder
     morph_source: str = "features"
+    # how the first block at morph_level normalises its widened input: "joint", one group norm over the
+    # old and the morphology channels together (the shipped DMCVR weights); "split", the old channels
+    # in their own groups as in the plain DiffAE, so that a DiffAE-initialised DMCVR starts exactly as it
+    morph_norm: str = "joint"
 
 
 NAMED_CONFIGS: dict[str, DiffAEConfig] = {

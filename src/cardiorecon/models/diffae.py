@@ -19,7 +19,7 @@ class DiffAE(nn.Module):
         self.encoder = SemanticEncoder(c.in_channels, c.encoder_channels, c.channel_mult, c.encoder_res_blocks, c.z_dim)
         self.decoder = DecoderUNet(c.in_channels, c.base_channels, c.channel_mult, c.num_res_blocks,
                                    c.attention_levels, c.z_dim, c.dropout, c.morph_channels, c.morph_level,
-                                   extra_full_res=c.morph_source == "labels")
+                                   extra_full_res=c.morph_source == "labels", extra_norm_split=c.morph_norm == "split")
 
     def encode(self, x0: torch.Tensor) -> torch.Tensor:
         return self.encoder(x0)

@@ -17,6 +17,7 @@ Which one ships was decided by an equal-budget comparison: see the DMCVR model c
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -106,14 +107,25 @@ def init_from_diffae(target: DiffAE, source: DiffAE) -> list[str]:
 
     Tensors that gained input channels for the morphology features (the first residual block at
     morph_level: its first norm, conv and skip) get the old weights in their first channels and
-    zeros for the new inputs, so the morphology starts with no effect; the new 3x3 conv keeps its
-    random init. Returns the names of the tensors that were padded.
+    zeros for the new inputs; the new 3x3 conv keeps its random init. Returns the names of the
+    tensors that were padded.
+
+    With `morph_norm="split"` the widened block normalises the old channels in their own groups, so
+    the start is exact: the output equals the plain DiffAE's whatever the morphology (tested). With
+    "joint" (the shipped weights' form) one group norm spans old and new channels and regroups the
+    old ones (groups of 2 become groups of 6 in `tiny`): the start is only close, and a warning says so.
     """
-    a = dataclasses.replace(target.config, morph_channels=0, morph_source="features", name="")
-    b = dataclasses.replace(source.config, morph_channels=0, morph_source="features", name="")
+    a = dataclasses.replace(target.config, morph_channels=0, morph_source="features", morph_norm="joint", name="")
+    b = dataclasses.replace(source.config, morph_channels=0, morph_source="features", morph_norm="joint", name="")
     if a != b:
         raise ConfigMismatchError(f"cannot initialise {target.config.name!r} from {source.config.name!r}: "
                                   f"the architectures differ beyond the morphology input")
+    if target.config.morph_norm not in ("joint", "split"):
+        raise ConfigMismatchError(f"morph_norm must be 'joint' or 'split', got {target.config.morph_norm!r}")
+    if target.config.morph_norm == "joint":
+        warnings.warn(f"{target.config.name!r} normalises the old and the morphology channels jointly, which regroups "
+                      "the old channels: the initialised decoder does not reproduce the plain DiffAE exactly "
+                      "(morph_norm='split' does)")
     own, src = target.state_dict(), source.state_dict()
     padded = []
     with torch.no_grad():

@@ -20,6 +20,27 @@ def group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(32, channels), channels)
 
 
+class SplitGroupNorm(nn.Module):
+    """Group norm over channels [0, split) and [split, C) separately, each with the groups
+    `group_norm` would give it; one weight and bias over all C channels (the parameters of
+    nn.GroupNorm(., C), so the state dict has the same names and shapes)."""
+
+    def __init__(self, channels: int, split: int, eps: float = 1e-5):
+        super().__init__()
+        if not 0 < split < channels:
+            raise ValueError(f"split {split} must lie inside 1..{channels - 1}")
+        self.split, self.eps = split, eps
+        self.groups = (math.gcd(32, split), math.gcd(32, channels - split))
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.split
+        a = F.group_norm(x[:, :s], self.groups[0], self.weight[:s], self.bias[:s], self.eps)
+        b = F.group_norm(x[:, s:], self.groups[1], self.weight[s:], self.bias[s:], self.eps)
+        return torch.cat([a, b], dim=1)
+
+
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding of timesteps t (B,) -> (B, dim)."""
     half = dim // 2
@@ -39,9 +60,9 @@ class ResBlock(nn.Module):
     `cond_dim` a scale z_s from z_sem (adaptive group norm, DiffAE's form)."""
 
     def __init__(self, cin: int, cout: int, emb_dim: int | None = None, cond_dim: int | None = None,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, norm_split: int | None = None):
         super().__init__()
-        self.norm1 = group_norm(cin)
+        self.norm1 = group_norm(cin) if norm_split is None else SplitGroupNorm(cin, norm_split)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
         self.emb = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, 2 * cout)) if emb_dim else None
         self.cond = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, cout)) if cond_dim else None
@@ -112,7 +133,8 @@ class DecoderUNet(nn.Module):
 
     def __init__(self, in_channels: int = 1, base_channels: int = 32, channel_mult: tuple[int, ...] = (1, 2, 4, 4),
                  num_res_blocks: int = 2, attention_levels: tuple[int, ...] = (2, 3), z_dim: int = 256,
-                 dropout: float = 0.0, extra_channels: int = 0, extra_level: int = 2, extra_full_res: bool = False):
+                 dropout: float = 0.0, extra_channels: int = 0, extra_level: int = 2, extra_full_res: bool = False,
+                 extra_norm_split: bool = False):
         super().__init__()
         ch = base_channels
         emb_dim = 4 * ch
@@ -136,8 +158,11 @@ class DecoderUNet(nn.Module):
         cur = ch
         for level, mult in enumerate(channel_mult):
             for b in range(num_res_blocks):
-                cin = cur + (extra_out if level == extra_level and b == 0 else 0)
-                blocks = [ResBlock(cin, ch * mult, emb_dim, z_dim, dropout)]
+                widened = level == extra_level and b == 0 and extra_out > 0
+                cin = cur + (extra_out if widened else 0)
+                # extra_norm_split: the widened block normalises its old channels as without the extra input
+                blocks = [ResBlock(cin, ch * mult, emb_dim, z_dim, dropout,
+                                   norm_split=cur if widened and extra_norm_split else None)]
                 cur = ch * mult
                 if level in attention_levels:
                     blocks.append(Attention(cur))
