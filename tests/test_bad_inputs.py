@@ -365,6 +365,16 @@ def c_report_out_holds_input(s, t):
     return ["report", str(t / "a" / "results.csv"), str(t / "b" / "results.csv"), "--out", str(t / "a")]
 
 
+def c_decode_junk(s, t):
+    (t / "codes.safetensors").write_bytes(b"junk")
+    return ["decode", str(t / "codes.safetensors"), "--out", str(t / "v.nii.gz")]
+
+
+def c_decode_wrong_keys(s, t):
+    np.savez(t / "codes.npz", a=np.ones(3))
+    return ["decode", str(t / "codes.npz"), "--out", str(t / "v.nii.gz")]
+
+
 CASES = [
     ("missing path", c_missing, ["nowhere", "no such file"]),
     ("empty folder", c_empty_folder, ["empty", "not a recognised layout"]),
@@ -403,6 +413,8 @@ CASES = [
     ("CSV missing columns", c_csv_missing_columns, ["results.csv", "not a cardiorecon results.csv"]),
     ("CSV text in a number column", c_csv_text_in_number, ["results.csv", "must be a number"]),
     ("report --out holding its input", c_report_out_holds_input, ["would overwrite the input"]),
+    ("decode a junk file", c_decode_junk, ["codes.safetensors", "not a codes file"]),
+    ("decode arrays of another program", c_decode_wrong_keys, ["codes.npz", "not a codes file"]),
 ]
 
 

@@ -53,18 +53,22 @@ def load_codes(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "codes file not found")
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as d:
-            meta = json.loads(str(d["meta"]))
-            tensors = {"z_sem": torch.from_numpy(d["z_sem"]), "x_T": torch.from_numpy(d["x_T"])}
-    else:
-        from safetensors import safe_open
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as d:
+                meta = json.loads(str(d["meta"]))
+                tensors = {"z_sem": torch.from_numpy(d["z_sem"]), "x_T": torch.from_numpy(d["x_T"])}
+        else:
+            from safetensors import safe_open
+            from safetensors.torch import load_file
 
-        with safe_open(str(path), framework="pt") as fh:
-            meta = json.loads((fh.metadata() or {}).get("meta", "{}"))
-        tensors = load_file(str(path))
-    if "affine" not in meta:
+            with safe_open(str(path), framework="pt") as fh:
+                meta = json.loads((fh.metadata() or {}).get("meta", "{}"))
+            tensors = load_file(str(path))
+    except Exception as exc:  # junk, truncated, a pickle (never unpickled), another program's arrays
+        raise InputError(path, f"not a codes file written by `cardiorecon encode` ({type(exc).__name__}: "
+                               f"{str(exc)[:120]})") from exc
+    if not isinstance(meta, dict) or "affine" not in meta or not {"z_sem", "x_T"} <= set(tensors):
         raise InputError(path, "not a codes file written by `cardiorecon encode`")
     return {**meta, **tensors, "affine": np.array(meta["affine"])}
 
