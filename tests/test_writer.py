@@ -130,3 +130,32 @@ def test_model_cards_name_no_machine_paths():
     for card in cards:
         found = re.findall(r"(?<![\w.])/(?:work|home|tmp|root|Users|mnt)/\S*", card.read_text())
         assert not found, f"{card}: machine paths {found[:3]}"
+
+
+def test_an_interrupted_reconstruct_leaves_no_partial_file(tmp_path, monkeypatch):
+    import nibabel as nib
+
+    from cardiorecon.io import read_study
+    from cardiorecon.phantom import AcquisitionConfig, generate, sample_params, write_subject
+    from cardiorecon.recon import reconstruct, write_reconstruction
+
+    folder = write_subject(generate(sample_params(4, "healthy", num_frames=4),
+                                    AcquisitionConfig(sax_matrix=48, lax_matrix=32), truth=False), tmp_path / "s")
+    study = read_study(folder)
+    rec = reconstruct(study, "linear", factor=2, frames="ed")
+    real_save, calls = nib.save, []
+
+    def killed_on_second_file(img, filename):
+        calls.append(filename)
+        if len(calls) == 2:
+            open(filename, "wb").write(b"half a NIfTI")
+            raise KeyboardInterrupt  # Ctrl-C while the second output is being written
+        real_save(img, filename)
+
+    monkeypatch.setattr(nib, "save", killed_on_second_file)
+    with pytest.raises(KeyboardInterrupt):
+        write_reconstruction(rec, tmp_path / "out", study, native=True)
+    monkeypatch.undo()
+    left = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert left == ["recon_linear.nii.gz"]  # the finished file, whole; no temporary, no half file
+    assert nib.load(str(tmp_path / "out" / "recon_linear.nii.gz")).shape[2] == 2 * study.sax.spatial_shape[2] - 1
