@@ -205,9 +205,17 @@ def segment_4d(net, data: np.ndarray, temporal: Temporal = "none", sigma: float 
     elif temporal not in ("none", "probability", "intensity"):
         raise ValueError(f"temporal must be none, probability or intensity, got {temporal!r}")
     probs = class_probabilities(net, volume_to_slices(data)).numpy()  # (T*Z, C, X, Y), frame-major
-    probs = probs.reshape(T, Z, -1, X, Y)
-    if temporal == "probability" and smooth:
-        probs = gaussian_filter1d(probs, sigma, axis=0, mode=mode)
+    return labels_over_time(probs.reshape(T, Z, -1, X, Y), sigma if temporal == "probability" and smooth else 0.0,
+                            circular)
+
+
+def labels_over_time(probs: np.ndarray, sigma: float = 0.0, circular: bool = True) -> np.ndarray:
+    """Labels (X, Y, Z, T) uint8 from class probabilities (T, Z, C, X, Y), smoothed along time by a
+    Gaussian of `sigma` frames first (0: none; circular: wrapping over the cycle)."""
+    from scipy.ndimage import gaussian_filter1d
+
+    if sigma > 0 and probs.shape[0] > 2:
+        probs = gaussian_filter1d(probs, sigma, axis=0, mode="wrap" if circular else "nearest")
     return np.transpose(probs.argmax(2), (2, 3, 1, 0)).astype(np.uint8)
 
 
