@@ -24,8 +24,11 @@ frame in the list is the adjacent cardiac phase (4D warm start), else the term i
 
 The acquired slices do not come out exactly as acquired: an acquired pixel is the thickness-average
 of V, not V at the slice centre, so V at the centre plane differs from the acquired image by the
-de-blurring across the slab plus whatever the robust term and TV remove (noise); the residual on
-the acquired slices is of the order of their noise (reported per frame in `FusionResult`).
+de-blurring across the slab plus whatever the robust term and TV remove. Measured (slice-drop,
+intensities in [-1, 1]; `FusionResult.sax_residual_rms`): through the profile the fit reproduces
+the acquired slices to RMS 0.005 (ep_preclinical frame 0) and 0.002 (Sunnybrook SC-HF-I-1 frame
+18), well inside their noise; the centre plane itself differs from the acquired image by RMS 0.039
+and 0.085 (the slab's de-blurring; 5 mm slices on a 5 mm step, 8 mm on 10 mm).
 """
 
 from __future__ import annotations
