@@ -160,3 +160,29 @@ def test_lag_init_starts_from_the_given_volume_codes(study, init, monkeypatch):
     torch.testing.assert_close(seen["codes"].z_sem, expected.z_sem, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(seen["codes"].x_T, expected.x_T, atol=1e-5, rtol=1e-4)
     np.testing.assert_array_equal(seen["codes"].out_index, expected.out_index)
+
+
+# ------------------------------------------------------------------------------ command line
+
+def test_reconstruct_command_runs_register_and_fusion(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from cardiorecon.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["phantom", "--out", str(tmp_path), "--subjects", "1", "--seed", "5",
+                              "--cohort", "heart-failure", "--frames", "4"])
+    assert res.exit_code == 0, res.output
+    folder = tmp_path / "hf_0005"
+    for method in ("register", "fusion"):
+        res = runner.invoke(app, ["reconstruct", str(folder), "--method", method, "--factor", "5", "--frames", "ed",
+                                  "--align", "off", "--out", str(tmp_path / method)])
+        assert res.exit_code == 0, res.output
+        assert (tmp_path / method / f"recon_{method}.nii.gz").is_file()
+        summary = json.loads((tmp_path / method / f"recon_{method}.json").read_text())
+        assert sorted(summary["lax_views"]) == ([] if method == "register" else ["2ch", "3ch", "4ch"])
+    res = runner.invoke(app, ["reconstruct", str(folder), "--method", "linear", "--init", "fusion",
+                              "--out", str(tmp_path / "x")])
+    assert res.exit_code != 0 and "--init fusion applies to --method lag" in res.output
