@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import io
+import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -27,7 +28,9 @@ from cardiorecon.volume import Study, Volume, parse_frames
 
 SHORT = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
                  database=None)
-LONG = settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+# the long run's size: CARDIORECON_FUZZ_EXAMPLES (default 1500 examples per property)
+LONG = settings(max_examples=int(os.environ.get("CARDIORECON_FUZZ_EXAMPLES", "1500")), deadline=None,
+                suppress_health_check=list(HealthCheck), database=None)
 
 
 def both(*strategies):
@@ -148,11 +151,11 @@ test_nifti_fields, test_nifti_fields_long = both(
 
 def _dicom_dataset(k: int, t: int, iop, spacing, rows=5, cols=4):
     from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = sop = generate_uid()
+    meta.MediaStorageSOPInstanceUID = sop = f"1.2.826.0.1.3680043.8.498.{1000 + 10 * k + t}"  # fixed: reproducible bytes
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = FileDataset("x", {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = MRImageStorage, sop, "MR"

@@ -142,61 +142,71 @@ def _planes(headers: list[tuple[Path, object]]) -> list[_Plane]:
     planes: dict[tuple, _Plane] = {}
     seen: dict[str, Path] = {}
     for path, ds in headers:
-        sop = str(_header_value(ds, "SOPInstanceUID", "") or "")
-        if sop and sop in seen:
-            # An exact copy (same SOP instance) under another name: the same image, used once.
-            warnings.warn(f"{path}: the same image (SOPInstanceUID {sop}) as {seen[sop]}; the copy is ignored")
-            continue
-        if sop:
-            seen[sop] = path
-        iop = _float_list(ds, "ImageOrientationPatient", 6, path)
-        ipp = _float_list(ds, "ImagePositionPatient", 3, path)
-        if np.linalg.norm(iop[:3]) < 1e-6 or np.linalg.norm(iop[3:]) < 1e-6 or \
-                np.linalg.norm(np.cross(iop[:3], iop[3:])) < 1e-3:
-            raise InputError(path, f"ImageOrientationPatient {iop.tolist()} does not give two independent directions")
-        uid = str(_header_value(ds, "SeriesInstanceUID", "") or "")
-        key = (uid, tuple(np.round(iop, 3)), tuple(np.round(ipp, 1)))
-        spacing = _header_value(ds, "PixelSpacing")
         try:
-            spacing = None if spacing is None else (float(spacing[0]), float(spacing[1]))
-            rows, columns = int(_header_value(ds, "Rows")), int(_header_value(ds, "Columns"))
-        except (TypeError, ValueError, IndexError) as exc:
-            raise InputError(path, f"unreadable Rows/Columns/PixelSpacing ({exc})") from exc
-        if spacing is None:
-            raise InputError(path, "DICOM image without PixelSpacing; its geometry is unknown")
-        if not all(np.isfinite(v) and v > 0 for v in spacing):
-            raise InputError(path, f"PixelSpacing must be positive, got {list(spacing)}")
-        if key not in planes:
-            planes[key] = _Plane(
-                series_uid=uid,
-                description=str(_header_value(ds, "SeriesDescription", "") or ""),
-                row_cos=iop[:3] / np.linalg.norm(iop[:3]),
-                col_cos=iop[3:] / np.linalg.norm(iop[3:]),
-                position=ipp,
-                rows=rows,
-                columns=columns,
-                pixel_spacing=spacing,
-                thickness=float(_header_value(ds, "SliceThickness", 0) or 0),
-                series_number=int(_header_value(ds, "SeriesNumber", 0) or 0),
-                frame_of_reference=str(_header_value(ds, "FrameOfReferenceUID", "") or ""),
-            )
-        plane = planes[key]
-        if str(_header_value(ds, "FrameOfReferenceUID", "") or "") != plane.frame_of_reference:
-            plane.frame_of_reference = "*"
-        if (rows, columns) != (plane.rows, plane.columns) or not np.allclose(spacing, plane.pixel_spacing, atol=1e-4):
-            first = plane.files[0][2] if plane.files else "the first file"
-            raise InputError(path, f"image of {rows} x {columns} pixels at {list(spacing)} mm, but the other images of "
-                                   f"its slice (series {plane.series_number}, like {first}) have {plane.rows} x "
-                                   f"{plane.columns} at {list(plane.pixel_spacing)} mm")
-        trigger = float(_header_value(ds, "TriggerTime", 0) or 0)
-        instance = int(_header_value(ds, "InstanceNumber", 0) or 0)
-        for t, n, other in plane.files:
-            if (t, n) == (trigger, instance):
-                raise InputError(path, f"same slice (series {plane.series_number}, position "
-                                       f"{np.round(plane.position, 1).tolist()} mm) and same phase (trigger time "
-                                       f"{trigger:g} ms, instance {instance}) as {other}: which one belongs is unknown")
-        plane.files.append((trigger, instance, path))
+            _add_file(planes, seen, path, ds)
+        except InputError:
+            raise
+        except Exception as exc:  # a value pydicom cannot convert (unknown VR, text where a number belongs)
+            raise InputError(path, f"corrupt DICOM header ({type(exc).__name__}: {str(exc)[:160]})") from exc
     return list(planes.values())
+
+
+def _add_file(planes: dict, seen: dict, path: Path, ds) -> None:
+    """Put one image into its plane (series, orientation, position), checking it against the others."""
+    sop = str(_header_value(ds, "SOPInstanceUID", "") or "")
+    if sop and sop in seen:
+        # An exact copy (same SOP instance) under another name: the same image, used once.
+        warnings.warn(f"{path}: the same image (SOPInstanceUID {sop}) as {seen[sop]}; the copy is ignored")
+        return
+    if sop:
+        seen[sop] = path
+    iop = _float_list(ds, "ImageOrientationPatient", 6, path)
+    ipp = _float_list(ds, "ImagePositionPatient", 3, path)
+    if np.linalg.norm(iop[:3]) < 1e-6 or np.linalg.norm(iop[3:]) < 1e-6 or \
+            np.linalg.norm(np.cross(iop[:3], iop[3:])) < 1e-3:
+        raise InputError(path, f"ImageOrientationPatient {iop.tolist()} does not give two independent directions")
+    uid = str(_header_value(ds, "SeriesInstanceUID", "") or "")
+    key = (uid, tuple(np.round(iop, 3)), tuple(np.round(ipp, 1)))
+    spacing = _header_value(ds, "PixelSpacing")
+    try:
+        spacing = None if spacing is None else (float(spacing[0]), float(spacing[1]))
+        rows, columns = int(_header_value(ds, "Rows")), int(_header_value(ds, "Columns"))
+    except (TypeError, ValueError, IndexError) as exc:
+        raise InputError(path, f"unreadable Rows/Columns/PixelSpacing ({exc})") from exc
+    if spacing is None:
+        raise InputError(path, "DICOM image without PixelSpacing; its geometry is unknown")
+    if not all(np.isfinite(v) and v > 0 for v in spacing):
+        raise InputError(path, f"PixelSpacing must be positive, got {list(spacing)}")
+    if key not in planes:
+        planes[key] = _Plane(
+            series_uid=uid,
+            description=str(_header_value(ds, "SeriesDescription", "") or ""),
+            row_cos=iop[:3] / np.linalg.norm(iop[:3]),
+            col_cos=iop[3:] / np.linalg.norm(iop[3:]),
+            position=ipp,
+            rows=rows,
+            columns=columns,
+            pixel_spacing=spacing,
+            thickness=float(_header_value(ds, "SliceThickness", 0) or 0),
+            series_number=int(_header_value(ds, "SeriesNumber", 0) or 0),
+            frame_of_reference=str(_header_value(ds, "FrameOfReferenceUID", "") or ""),
+        )
+    plane = planes[key]
+    if str(_header_value(ds, "FrameOfReferenceUID", "") or "") != plane.frame_of_reference:
+        plane.frame_of_reference = "*"
+    if (rows, columns) != (plane.rows, plane.columns) or not np.allclose(spacing, plane.pixel_spacing, atol=1e-4):
+        first = plane.files[0][2] if plane.files else "the first file"
+        raise InputError(path, f"image of {rows} x {columns} pixels at {list(spacing)} mm, but the other images of "
+                               f"its slice (series {plane.series_number}, like {first}) have {plane.rows} x "
+                               f"{plane.columns} at {list(plane.pixel_spacing)} mm")
+    trigger = float(_header_value(ds, "TriggerTime", 0) or 0)
+    instance = int(_header_value(ds, "InstanceNumber", 0) or 0)
+    for t, n, other in plane.files:
+        if (t, n) == (trigger, instance):
+            raise InputError(path, f"same slice (series {plane.series_number}, position "
+                                   f"{np.round(plane.position, 1).tolist()} mm) and same phase (trigger time "
+                                   f"{trigger:g} ms, instance {instance}) as {other}: which one belongs is unknown")
+    plane.files.append((trigger, instance, path))
 
 
 def _sax_frame_of_reference(folder: Path, planes: list[_Plane], sax_planes: list[_Plane]) -> str | None:
@@ -241,8 +251,11 @@ def _pixels(path: Path, shape: tuple[int, int]) -> np.ndarray:
         raise InputError(path, f"cannot decode pixel data ({type(exc).__name__}: {exc})") from exc
     if arr.shape != shape:
         raise InputError(path, f"pixel data of shape {arr.shape}, but Rows x Columns say {shape}")
-    slope = float(_header_value(ds, "RescaleSlope", 1) or 1)
-    intercept = float(_header_value(ds, "RescaleIntercept", 0) or 0)
+    try:
+        slope = float(_header_value(ds, "RescaleSlope", 1) or 1)
+        intercept = float(_header_value(ds, "RescaleIntercept", 0) or 0)
+    except Exception as exc:
+        raise InputError(path, f"unreadable RescaleSlope/RescaleIntercept ({type(exc).__name__}: {exc})") from exc
     arr = arr * slope + intercept
     if not np.all(np.isfinite(arr)):
         raise InputError(path, "pixel data contains NaN or infinite values")
