@@ -375,6 +375,23 @@ def c_decode_wrong_keys(s, t):
     return ["decode", str(t / "codes.npz"), "--out", str(t / "v.nii.gz")]
 
 
+def c_out_file_for(command):
+    def build(s, t):
+        (t / "taken").write_text("keep me")
+        if command == "phantom":
+            return ["phantom", "--out", str(t / "taken"), "--subjects", "1", "--frames", "4"]
+        if command == "evaluate":
+            return ["evaluate", str(s), "--methods", "linear", "--no-segmentation", "--out", str(t / "taken")]
+        if command == "report":
+            from cardiorecon.report.evaluation import COLUMNS
+
+            (t / "results.csv").write_text(",".join(COLUMNS) + "\n")
+            return ["report", str(t / "results.csv"), "--out", str(t / "taken")]
+        return ["segment", str(s), "--out", str(t / "taken")]
+
+    return build
+
+
 CASES = [
     ("missing path", c_missing, ["nowhere", "no such file"]),
     ("empty folder", c_empty_folder, ["empty", "not a recognised layout"]),
@@ -407,6 +424,10 @@ CASES = [
     ("--spacing 0", c_spacing_zero, ["--spacing", "positive"]),
     ("--out an existing file", c_out_existing_file, ["taken", "not a folder"]),
     ("--out the input folder", c_out_is_input_folder, ["subj", "is an input"]),
+    ("phantom --out a file", c_out_file_for("phantom"), ["taken", "not a folder"]),
+    ("evaluate --out a file", c_out_file_for("evaluate"), ["taken", "not a folder"]),
+    ("report --out a file", c_out_file_for("report"), ["taken", "not a folder"]),
+    ("segment --out a file", c_out_file_for("segment"), ["taken", "not a folder"]),
     ("--out read-only", c_out_read_only, ["ro", "permission denied"]),
     ("pickle as weights", c_weights_pickle, ["model.safetensors"]),
     ("weights with corrupt JSON", c_weights_corrupt_json, ["seg.json"]),
