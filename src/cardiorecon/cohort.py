@@ -474,7 +474,8 @@ def run_cohort(data: Sequence[str | Path], out: str | Path, options: CohortOptio
             import dataclasses
 
             options = dataclasses.replace(options, torch_threads=max(1, (os.cpu_count() or 1) // n_workers))
-        echo(f"cohort: {len(todo)} subject(s) to run on {n_workers} worker(s) ({client.dashboard_link or 'no dashboard'})")
+        echo(f"cohort: {len(todo)} subject(s) to run on {n_workers} worker(s)"
+             + (f" of the cluster at {scheduler}" if scheduler else ""))
         try:
             futures = {}
             for name, path in todo:

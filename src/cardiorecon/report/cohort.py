@@ -3,8 +3,6 @@ figures embedded as PNG)."""
 
 from __future__ import annotations
 
-import base64
-import html
 import io
 from pathlib import Path
 from typing import Sequence
@@ -59,7 +57,7 @@ def slices_png(image: np.ndarray, labels: np.ndarray, frames: dict[str, int]) ->
     fig, axes = plt.subplots(1, len(frames), figsize=(3 * len(frames), 3.2))
     for ax, (name, t) in zip(np.atleast_1d(axes), frames.items()):
         ax.imshow(image[:, :, k, t].T, cmap="gray", origin="lower")
-        for value, colour in ((1, "red"), (2, "lime"), (3, "deepskyblue")):
+        for value, colour in ((2, "lime"), (3, "deepskyblue"), (1, "red")):  # the cavity drawn last: on top
             m = (labels[:, :, k, t] == value).T
             if m.any():
                 ax.contour(m, levels=[0.5], colors=colour, linewidths=0.8)
@@ -91,80 +89,84 @@ def distributions_png(rows: list[dict], columns: Sequence[tuple[str, str]]) -> b
     return data
 
 
-STYLE = ("body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse}"
-         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}"
-         "td.l,th.l{text-align:left}.failed{color:#b00}")
-
-
-def _img(data: bytes | None, alt: str) -> str:
-    if data is None:
-        return ""
-    return f'<p><img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}"></p>'
-
-
-def _cell(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}" if np.isfinite(v) else ""
-    return html.escape(str(v))
-
-
-def _table(rows: list[dict], columns: Sequence[str], left: Sequence[str] = ()) -> str:
-    head = "".join(f'<th class="{"l" if c in left else ""}">{html.escape(c)}</th>' for c in columns)
-    body = []
-    for r in rows:
-        cls = ' class="failed"' if r.get("status") == "failed" else ""
-        body.append(f"<tr{cls}>" + "".join(f'<td class="{"l" if c in left else ""}">{_cell(r.get(c, ""))}</td>'
-                                           for c in columns) + "</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
-
-
-def _page(title: str, body: str) -> str:
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>")
-
-
 def write_html(path: Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), suffix=".html")
 
 
+def _num(v, fmt: str = ".1f") -> dict:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return {"text": str(v) if v not in (None, "") else ""}
+    return {"text": format(f, fmt) if np.isfinite(f) else "", "value": f}
+
+
 def subject_page(subject: str, numbers: dict, curve_png: bytes, slice_png: bytes | None, meshes: list[dict],
                  files: list[str], notes: list[str]) -> str:
-    """One subject: the clinical numbers, the volume curves, ED/ES slices, the meshes and the files."""
-    keys = ["lv_edv_ml", "lv_esv_ml", "lv_sv_ml", "lv_ef", "lv_mass_g", "rv_edv_ml", "rv_esv_ml", "rv_sv_ml",
-            "rv_ef", "ed_frame", "es_frame"]
-    body = [f"<p>method <b>{html.escape(str(numbers.get('method', '')))}</b>, "
-            f"{numbers.get('frames', '')} frame(s), {numbers.get('seconds', 0):.1f} s</p>",
-            "<h2>Function</h2>", _table([{k: numbers.get(k, "") for k in keys}], keys),
-            "<h2>Volume curves</h2>", _img(curve_png, "volume curves"), "<h2>ED and ES</h2>",
-            _img(slice_png, "mid-ventricular slices")]
+    """One subject (report.page.build_page): the clinical numbers, the volume curves, ED/ES slices,
+    the meshes, notes and links to every file written."""
+    from cardiorecon.report.page import build_page
+
+    n = numbers
+    function = {"id": "function", "title": "Function (ED and ES from the LV volume curve)", "first_column": "ventricle",
+                "columns": [{"label": c} for c in ("EDV mL", "ESV mL", "SV mL", "EF %", "mass g")],
+                "rows": [{"name": v.upper(), "cells": [_num(n.get(f"{v}_edv_ml")), _num(n.get(f"{v}_esv_ml")),
+                                                        _num(n.get(f"{v}_sv_ml")), _num(n.get(f"{v}_ef")),
+                                                        _num(n.get("lv_mass_g")) if v == "lv" else {"text": ""}]}
+                         for v in ("lv", "rv")]}
+    tables = [function]
     if meshes:
-        body += ["<h2>Surface meshes</h2>",
-                 _table(meshes, ["structure", "phase", "mesh_volume_ml", "voxel_volume_ml", "volume_error_pct",
-                                 "watertight", "faces"], left=["structure", "phase"])]
-    if notes:
-        body += ["<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>"]
-    body += ["<h2>Files</h2><ul>" + "".join(f'<li><a href="{html.escape(f)}">{html.escape(f)}</a></li>'
-                                             for f in files) + "</ul>"]
-    return _page(f"cardiorecon cohort: {subject}", "".join(body))
+        tables.append({"id": "meshes", "title": "Surface meshes", "first_column": "mesh",
+                       "caption": "Enclosed mesh volume against the voxel volume of the meshed mask "
+                                  "(largest component, holes filled).",
+                       "columns": [{"label": c} for c in ("mesh mL", "voxel mL", "difference %", "watertight",
+                                                          "faces")],
+                       "rows": [{"name": f"{m['structure']} {m['phase']}",
+                                 "cells": [_num(m["mesh_volume_ml"]), _num(m["voxel_volume_ml"]),
+                                           _num(m["volume_error_pct"], "+.2f"),
+                                           {"text": "yes" if m["watertight"] else "NO"}, _num(m["faces"], ".0f")]}
+                                for m in meshes]})
+    sections = [{"title": "Volume curves", "png": curve_png, "alt": "LV and RV cavity volume over the cycle",
+                 "caption": "LV and RV cavity volume (mL) of every frame; ED and ES marked. Values in volumes.csv."}]
+    if slice_png is not None:
+        sections.append({"title": "ED and ES", "png": slice_png, "alt": "mid-ventricular slice at ED and ES",
+                         "caption": "Mid-ventricular slice of the dense volume at ED and ES; contours: LV cavity "
+                                    "(red), LV myocardium (green), RV cavity (blue)."})
+    intro = (f"method {n.get('method', '')}, {n.get('frames', '')} frame(s), ED frame {n.get('ed_frame', '')}, "
+             f"ES frame {n.get('es_frame', '')}, {float(n.get('seconds', 0)):.1f} s, device {n.get('device', '')}")
+    return build_page(f"cardiorecon cohort: {subject}", intro, tables=tables, sections=sections, notes=notes,
+                      links=[(f, f) for f in files])
 
 
 COHORT_DISTRIBUTIONS = (("lv_ef", "LV EF (%)"), ("lv_edv_ml", "LV EDV (mL)"), ("lv_mass_g", "LV mass (g)"),
                         ("rv_ef", "RV EF (%)"), ("seconds", "seconds per subject"))
+#: Subjects listed in the page's table at most (cohort.csv has them all).
+MAX_TABLE_ROWS = 2000
 
 
 def cohort_page(rows: list[dict], columns: Sequence[str], title: str, intro: str) -> str:
-    """The cohort: counts by status, the distributions of the numbers, and one row per subject."""
+    """The cohort (report.page.build_page): counts, failures, distributions, one row per subject."""
+    from cardiorecon.report.page import build_page
+
     done = [r for r in rows if r.get("status") == "done"]
-    failed = [r for r in rows if r.get("status") != "done"]
-    body = [f"<p>{html.escape(intro)}</p>",
-            f"<p>{len(done)} done, {len(failed)} failed or skipped, {len(rows)} in all.</p>",
-            _img(distributions_png(done, COHORT_DISTRIBUTIONS), "distributions")]
-    if failed:
-        body += ["<h2>Failed or skipped</h2>", _table(failed, ["subject", "status", "error"], left=["subject", "error"])]
-    linked = [{**r, "subject": r["subject"]} for r in rows]
-    body += ["<h2>Subjects</h2>", _table(linked, [c for c in columns if c not in ("error", "path")],
-                                         left=["subject", "status", "method"])]
-    return _page(title, "".join(body))
+    failures = [{"case": r["subject"], "error": f"{r.get('status')}: {r.get('error', '')}"}
+                for r in rows if r.get("status") != "done"]
+    shown = [c for c in columns if c not in ("subject", "error", "path", "status")]
+    table = {"id": "subjects", "title": "Subjects", "first_column": "subject",
+             "columns": [{"label": c} for c in shown],
+             "rows": [{"name": r["subject"], "cells": [_num(r.get(c), ".4g") if isinstance(r.get(c), (int, float))
+                                                       and not isinstance(r.get(c), bool) else
+                                                       {"text": str(r.get(c, ""))} for c in shown]}
+                      for r in done[:MAX_TABLE_ROWS]],
+             "notes": [f"{len(done) - MAX_TABLE_ROWS} more in cohort.csv"] if len(done) > MAX_TABLE_ROWS else []}
+    dist = distributions_png(done, COHORT_DISTRIBUTIONS)
+    sections = [] if dist is None else [{"title": "Distributions", "png": dist, "alt": "histograms over the subjects",
+                                          "caption": "Over the subjects done."}]
+    headline = f"{len(done)} done, {len(failures)} failed or skipped, {len(rows)} in all."
+    links = [("cohort.csv", "cohort.csv")] + [(r["subject"], f"subjects/{r['subject']}/subject.html")
+                                              for r in done[:MAX_TABLE_ROWS]]
+    return build_page(title, intro, headline=headline, failures=failures, tables=[table], sections=sections,
+                      links=links)
 
 
 __all__ = ["cohort_page", "distributions_png", "slices_png", "subject_page", "volume_curve_png", "write_html"]
