@@ -338,6 +338,10 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
                                     help="Breath-hold alignment of the SAX slices to the LAX views first: auto (when "
                                          "a LAX view exists), on or off"),
                 device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+                adapt: Optional[int] = typer.Option(
+                    None, "--adapt", min=0, help="diffae, lag, dmcvr: fine-tune a copy of the model for STEPS steps on "
+                                                 "this study's own acquired SAX slices first (0: off; default: "
+                                                 "ReconConfig.adapt)"),
                 lax_thickness: Optional[float] = typer.Option(
                     None, "--lax-thickness", help="LAX slice thickness in mm for every view (default: the header's, "
                                                   "or 6 mm where the header's is not a cine slice's, with a warning)"),
@@ -382,7 +386,8 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
         if lag_steps:
             lag = dataclasses.replace(lag, ddim_steps=lag_steps)
         cfg = ReconConfig(invert_steps=invert_steps, decode_steps=decode_steps, depth=depth, lag=lag,
-                          lag_init=init if init in ("register", "fusion") else "diffae")
+                          lag_init=init if init in ("register", "fusion") else "diffae",
+                          adapt=ReconConfig().adapt if adapt is None else adapt)
         views = [v.strip() for v in lax_views.split(",")] if lax_views else None
         rec = run(s, method, factor=factor, spacing_mm=spacing if factor is None else None, frames=_frames(frames),
                   lax_views=views, model=model, config=cfg, progress=True, align=_alignment(s, align, views))
@@ -415,6 +420,10 @@ def evaluate(data: list[Path] = typer.Argument(..., help="Subject folders, or fo
                                     help="Breath-hold alignment of the SAX slices to the LAX views first: auto (when "
                                          "a LAX view exists), on or off"),
              device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+             adapt: Optional[int] = typer.Option(
+                 None, "--adapt", min=0, help="diffae, lag, dmcvr: fine-tune a copy of the model for STEPS steps on "
+                                              "this study's own acquired SAX slices first (0: off; default: "
+                                              "ReconConfig.adapt)"),
              lax_thickness: Optional[float] = typer.Option(
                  None, "--lax-thickness", help="LAX slice thickness in mm for every view (default: the header's, "
                                                "or 6 mm where the header's is not a cine slice's, with a warning)"),
@@ -442,7 +451,10 @@ def evaluate(data: list[Path] = typer.Argument(..., help="Subject folders, or fo
         if not folders:
             raise InputError(data[0], "no study found (UK Biobank, M&Ms-2, ACDC or DICOM layout)")
         _check_align(align)
-        ev = Evaluator(method_list, align=align, lax_thickness_mm=lax_thickness).load(
+        from cardiorecon.recon import ReconConfig
+
+        ev = Evaluator(method_list, align=align, lax_thickness_mm=lax_thickness,
+                       config=ReconConfig(adapt=ReconConfig().adapt if adapt is None else adapt)).load(
             weights, dmcvr_weights, seg_weights, segmentation=not no_segmentation)
         dev = _device(device)
         for attr in ("model", "dmcvr", "segnet"):  # tensors follow the models (cardiorecon.device)

@@ -31,6 +31,7 @@ from cardiorecon.preprocess import intensity_map
 from cardiorecon.recon.interpolate import interpolate_stack
 from cardiorecon.recon.lag import LagConfig, LagResult, optimise
 from cardiorecon.recon.latent_interp import dense_codes, diffae_codes, reconstruct_diffae
+from cardiorecon.recon.adapt import AdaptConfig
 from cardiorecon.recon.fusion import FusionConfig, FusionResult, SliceProfile, coarsen_view, fuse
 from cardiorecon.recon.lax import LaxOperator
 from cardiorecon.recon.register import RegisterConfig, register_stack
@@ -66,6 +67,10 @@ class ReconConfig:
     register: RegisterConfig = RegisterConfig()
     fusion: FusionConfig = FusionConfig()
     lag_init: str = "diffae"  # lag's start: the diffae codes, or the codes of the register / fusion volume
+    # diffae, lag, dmcvr: fine-tune a copy of the model for this many steps on the study's own acquired
+    # SAX slices (all frames) before reconstructing; 0 = the shipped weights as they are (recon/adapt.py)
+    adapt: int = 0
+    adapt_config: AdaptConfig = AdaptConfig()
 
 
 @dataclass
@@ -221,6 +226,14 @@ def reconstruct(study: Study, method: str, factor: int | None = None, spacing_mm
         study = offset_views(study, alignment)  # estimated LAX offsets (if any) move the views' affines only
     grid = prepare_study(study, spacing, size,
                          sax_shifts_mm=None if alignment is None else alignment.sax_shifts_mm)
+    adapt_seconds = 0.0
+    if config.adapt and method in ("diffae", "lag", "dmcvr"):  # a copy of the model; the argument is not changed
+        from cardiorecon.recon.adapt import adapt, study_slices
+
+        adapted = adapt(model, study_slices(grid.image.data), config.adapt, config.adapt_config, config.depth,
+                        progress)
+        model, adapt_seconds = adapted.model, adapted.seconds
+        notes.append(adapted.note + f" (spread over the {len(frame_list)} frame(s)' seconds)")
     operators: dict[str, LaxOperator] = {}
     if method == "lag":
         operators = guiding_views(study, grid, f, lax_views, config.lax_samples, notes)
@@ -288,7 +301,7 @@ def reconstruct(study: Study, method: str, factor: int | None = None, spacing_mm
                 step_bar.close()
                 lag_results[t] = res
                 dense[..., i] = res.dense
-            seconds.append(time.perf_counter() - t0)
+            seconds.append(time.perf_counter() - t0 + adapt_seconds / len(frame_list))
     dense_affine = upsampled_affine(grid.image.affine, f)
     normalised = Volume(dense, dense_affine, {"method": method, "factor": f, "frames": frame_list})
     volume = Volume(grid.intensity.inverse(dense), dense_affine,
