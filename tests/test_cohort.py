@@ -124,6 +124,25 @@ def test_segment_4d_temporal_modes(cohort_data):
         segment_4d(net, still, "bogus")
 
 
+def test_segment_4d_window_network_frame_by_frame():
+    """A whole-field window segmenter (labels only): frames segmented through segment_array, and
+    'probability' smoothing falls back to per-frame labels with a note."""
+    from cardiorecon.models.segnet import SegConfig, SegNet
+    from cardiorecon.segment import segment_array
+
+    torch.manual_seed(0)
+    net = SegNet(SegConfig(name="w", image_size=32, pixel_spacing_mm=2.0, features=(4, 4, 8, 8, 16, 4),
+                           inference="window")).eval()
+    rng = np.random.default_rng(1)
+    data = np.clip(rng.normal(0, 0.5, (40, 40, 3, 3)), -1, 1).astype(np.float32)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    notes = []
+    labels = segment_4d(net, data, "probability", 1.0, affine=affine, notes=notes)
+    assert labels.shape == data.shape and labels.dtype == np.uint8
+    assert all(np.array_equal(labels[..., t], segment_array(net, data[..., t], affine)) for t in range(3))
+    assert notes and "window" in notes[0]
+
+
 def test_device_cpu_and_auto_agree(cohort_data, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("auto resolves to CUDA on this machine")

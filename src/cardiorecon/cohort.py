@@ -184,12 +184,16 @@ def class_probabilities(net, x, batch_size: int = 64):
 
 
 def segment_4d(net, data: np.ndarray, temporal: Temporal = "none", sigma: float = 0.75,
-               circular: bool = True) -> np.ndarray:
+               circular: bool = True, affine: np.ndarray | None = None, notes: list[str] | None = None
+               ) -> np.ndarray:
     """Labels (X, Y, Z, T) uint8 of a dense model-grid 4D volume in [-1, 1].
 
     temporal: 'none' (each frame alone), 'probability' (class probabilities smoothed along time by
     a Gaussian of `sigma` frames before the argmax), 'intensity' (the images smoothed along time
-    first). `circular`: the frames cover the whole cycle (time wraps around)."""
+    first). `circular`: the frames cover the whole cycle (time wraps around). A whole-field window
+    network (`SegConfig.inference == "window"`) segments through `segment.segment_array` with the
+    volume's `affine`, frame by frame; it gives labels, not probabilities, so 'probability' falls
+    back to 'none' there (said in `notes`)."""
     from scipy.ndimage import gaussian_filter1d
 
     from cardiorecon.autoencoder import volume_to_slices
@@ -204,6 +208,12 @@ def segment_4d(net, data: np.ndarray, temporal: Temporal = "none", sigma: float 
         data = gaussian_filter1d(data, sigma, axis=3, mode=mode)
     elif temporal not in ("none", "probability", "intensity"):
         raise ValueError(f"temporal must be none, probability or intensity, got {temporal!r}")
+    if getattr(net.config, "inference", None) == "window":
+        from cardiorecon.segment import segment_array
+
+        if temporal == "probability" and smooth and notes is not None:
+            notes.append("the window segmenter gives labels, not probabilities: frames segmented alone")
+        return np.stack([segment_array(net, data[..., t], affine) for t in range(T)], axis=-1).astype(np.uint8)
     probs = class_probabilities(net, volume_to_slices(data)).numpy()  # (T*Z, C, X, Y), frame-major
     return labels_over_time(probs.reshape(T, Z, -1, X, Y), sigma if temporal == "probability" and smooth else 0.0,
                             circular)
@@ -271,7 +281,8 @@ def run_subject(path: str | Path, out: str | Path, options: CohortOptions = Coho
                           model=models.recon, align=alignment if alignment is not None else "off")
         notes.extend(rec.notes)
         circular = len(frames) == study.num_frames
-        labels = segment_4d(models.segnet, rec.normalised.data, options.temporal, options.temporal_sigma, circular)
+        labels = segment_4d(models.segnet, rec.normalised.data, options.temporal, options.temporal_sigma, circular,
+                            affine=rec.normalised.affine, notes=notes)
         spacing = rec.volume.spacing.tolist()
         curves = volume_curves(labels, spacing)
         fn = function_from_curves(curves, labels, spacing)

@@ -62,10 +62,11 @@ def segment_array(net: SegNet, data: np.ndarray, affine: np.ndarray | None = Non
         from monai.inferers import sliding_window_inference
 
         net.eval()
+        device = next(net.parameters()).device  # tensors follow the model (cardiorecon.device)
         with torch.no_grad():
-            probs = torch.cat([sliding_window_inference(x[i:i + 64], (size, size), 64,
+            probs = torch.cat([sliding_window_inference(x[i:i + 64].to(device), (size, size), 64,
                                                         lambda b: torch.softmax(net(b), dim=1),
-                                                        overlap=0.5, mode="gaussian")
+                                                        overlap=0.5, mode="gaussian").cpu()
                                for i in range(0, len(x), 64)])
     labels = slices_to_volume(probs.argmax(1, keepdim=True).to(torch.uint8), data.shape[2])
     return labels.reshape(data.shape).astype(np.uint8)
@@ -181,8 +182,10 @@ def predict_window(net: SegNet, x: torch.Tensor, sw_batch_size: int = 16, overla
 
     net.eval()
     roi = (net.config.image_size, net.config.image_size)
-    out = [sliding_window_inference(x[i:i + 64].float(), roi, sw_batch_size, lambda t: torch.softmax(net(t), 1),
-                                    overlap=overlap, mode="gaussian", padding_mode="constant", cval=-1.0)
+    device = next(net.parameters()).device  # tensors follow the model (cardiorecon.device); results on the CPU
+    out = [sliding_window_inference(x[i:i + 64].float().to(device), roi, sw_batch_size,
+                                    lambda t: torch.softmax(net(t), 1), overlap=overlap, mode="gaussian",
+                                    padding_mode="constant", cval=-1.0).cpu()
            for i in range(0, len(x), 64)]
     return torch.cat(out) if out else torch.zeros((0, net.config.num_classes, *x.shape[2:]))
 
