@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from cardiorecon.phantom import AcquisitionConfig, generate, sample_params, write_subject
 from cardiorecon.training.checkpoint import load_state
@@ -55,7 +56,7 @@ def _train_ddp(root: Path, run: Path, steps: int, timeout: float = 180.0) -> str
     return out
 
 
-@pytest.mark.slow  # two DDP launches: 91 s on the shared 2-core machine (over the 60 s budget of the default run)
+@pytest.mark.slow  # DDP launches of about 30 s each on the shared 2-core machine (over the 60 s budget of the default run)
 def test_two_process_ddp_finishes_and_resumes(setup):
     run = setup / "run"
     out = _train_ddp(setup, run, 4)
@@ -69,3 +70,9 @@ def test_two_process_ddp_finishes_and_resumes(setup):
     assert state["global_step"] == 6
     assert any((state["state_dict"][k] != v).any() for k, v in first.items())  # it trained on
     assert json.loads((run / "weights" / "ema.json").read_text())["step"] == 6
+    # resumed = uninterrupted, bit for bit (each rank's batches come from (seed, step, rank))
+    _train_ddp(setup, setup / "straight", 6)
+    straight = load_state(setup / "straight" / "checkpoints" / "last")
+    assert straight["state_dict"].keys() == state["state_dict"].keys()
+    for k, v in straight["state_dict"].items():
+        assert torch.equal(v, state["state_dict"][k]), k
