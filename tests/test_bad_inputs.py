@@ -411,7 +411,6 @@ CASES = [
     ("subject.json a list", c_subject_json_list, ["subject.json", "JSON object"]),
     ("subject.json ed_frame text", c_subject_json_ed_text, ["subject.json", "'ed_frame'", "'zero'"]),
     ("ACDC Info.cfg binary", c_acdc_binary_info, ["Info.cfg", "not a text file"]),
-    ("3D cine with time units", c_3d_cine_with_time_units, ["cine.nii.gz", "time units"]),
     ("DICOM truncated", c_dicom_truncated, ["s1_t1.dcm"]),
     ("DICOM without PixelSpacing", c_dicom_missing_pixel_spacing, ["s0_t0.dcm", "PixelSpacing"]),
     ("DICOM of another size", c_dicom_mixed_sizes, ["s2_t1.dcm", "7 x 5 pixels"]),
@@ -444,6 +443,10 @@ CASES = [
 HANDLED = [
     ("labels out of range", c_labels_out_of_range, ["label_sa.nii.gz", "label values must be 0..3"]),
     ("labels of another shape", c_labels_other_shape, ["label_sa.nii.gz", "shape"]),
+]
+# A 3D image is one frame of Z slices; where its header hints that the third axis is time, a warning names it.
+WARNED = [
+    ("3D cine with time units", c_3d_cine_with_time_units, ["cine.nii.gz", "time units (msec)", "(X, Y, 1, T)"]),
 ]
 
 
@@ -479,5 +482,17 @@ def test_unusable_labels_are_left_out_with_a_warning_naming_the_file(subject, tm
         result = RUNNER.invoke(app, build(subject, tmp_path))
     assert result.exit_code == 0, result.output
     assert "labels: SAX no" in result.output
+    messages = [str(w.message) for w in caught]
+    assert any(all(t in m for t in expected) for m in messages), messages
+
+
+@pytest.mark.parametrize("build,expected", [c[1:] for c in WARNED], ids=[c[0] for c in WARNED])
+def test_doubtful_input_is_read_with_a_warning_naming_the_file(subject, tmp_path, build, expected):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = RUNNER.invoke(app, build(subject, tmp_path))
+    assert result.exit_code == 0, result.output
     messages = [str(w.message) for w in caught]
     assert any(all(t in m for t in expected) for m in messages), messages

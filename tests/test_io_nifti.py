@@ -148,3 +148,16 @@ def test_volume_refuses_nan_and_a_study_a_constant_sax():
         Study(Volume(np.zeros((4, 4, 3, 2), np.float32), np.eye(4), {"source": "x.nii"}))
     with pytest.raises(InputError, match="ED frame must be a frame index"):
         Study(Volume(np.random.default_rng(0).random((4, 4, 3, 2)), np.eye(4)), ed_frame="zero")
+
+
+def test_a_3d_volume_we_write_reads_back_as_a_study_without_warnings(tmp_path):
+    import warnings
+
+    from cardiorecon.errors import GeometryWarning
+    from cardiorecon.io import read_study
+
+    rng = np.random.default_rng(0)
+    write_nifti(Volume(rng.random((8, 8, 12)).astype(np.float32), np.diag([2.0, 2.0, 2.0, 1.0])), tmp_path / "v.nii.gz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GeometryWarning)
+        assert read_study(tmp_path / "v.nii.gz").sax.shape == (8, 8, 12, 1)

@@ -39,27 +39,28 @@ def _labels(volume: Volume, path: Path) -> Volume:
 def _read_sax(path: Path) -> Volume:
     vol = read_nifti(path, ndim=(3, 4), dtype=np.float32)
     if vol.data.ndim == 3:
-        _refuse_3d_cine(path, vol)
+        _note_3d_image(path, vol)
     return _as_4d(vol)
 
 
-def _refuse_3d_cine(path: Path, vol: Volume) -> None:
-    """A 3D SAX file is one frame of Z slices. A cine of one slice stored as (X, Y, T) looks the
-    same; its header gives it away: a time unit, or a third voxel size that is a frame interval."""
+def _note_3d_image(path: Path, vol: Volume) -> None:
+    """A 3D SAX file is read as one frame of Z slices. A cine of one slice stored as (X, Y, T) looks the
+    same; where the header hints at that (time units, or the unset voxel size 1 along k), say so."""
     import nibabel as nib
 
     try:
-        header = nib.load(str(path)).header
-        _, time_unit = header.get_xyzt_units()
+        _, time_unit = nib.load(str(path)).header.get_xyzt_units()
     except Exception:  # noqa: BLE001 - read_nifti has read this file already; be lenient here
         return
-    if int(header["dim"][0]) == 3 and time_unit not in (None, "unknown"):
-        raise InputError(path, f"a 3D image with time units ({time_unit}): a cine of one slice (X, Y, T) cannot be a "
-                               "SAX stack; store the SAX cine as (X, Y, Z, T)")
+    hints = []
+    if time_unit not in (None, "unknown"):
+        hints.append(f"its header has time units ({time_unit})")
     if vol.spatial_shape[2] >= 10 and abs(float(vol.spacing[2]) - 1.0) < 1e-6:
-        # 1 is what writers put for an unset voxel size: say how the file was read.
-        warnings.warn(f"{path}: 3D image read as one frame of {vol.spatial_shape[2]} slices 1 mm apart; a cine of one "
-                      "slice must be stored as (X, Y, 1, T)", GeometryWarning, stacklevel=3)
+        hints.append("1 mm apart, the value of an unset voxel size")
+    if hints:
+        warnings.warn(f"{path}: 3D image read as one frame of {vol.spatial_shape[2]} slices ({'; '.join(hints)}); "
+                      "if its third axis is time (a cine of one slice), store it as (X, Y, 1, T)",
+                      GeometryWarning, stacklevel=3)
 
 
 def read_subject_info(path: Path) -> dict:

@@ -181,7 +181,7 @@ def write_nifti(volume: Volume, path: str | Path, dtype: Any = None) -> Path:
         warnings.warn(f"{path}: the affine is sheared; the sform holds it exactly, the qform is its nearest "
                       f"rigid + zoom approximation, up to {off:.2f} mm off at the image corners",
                       GeometryWarning, stacklevel=2)
-    img.header.set_xyzt_units("mm", "msec")
+    img.header.set_xyzt_units("mm", "msec" if data.ndim == 4 else None)  # a time unit only where there is time
     zooms = list(img.header.get_zooms())
     if data.ndim == 4 and "frame_interval" in volume.meta:
         zooms[3] = float(volume.meta["frame_interval"])
