@@ -11,8 +11,8 @@ Two layers (as Dask's own examples are built):
 - `run_cohort(data, out, options, workers | scheduler)`: the runner. It only maps `run_subject` over
   the subjects (one Dask task each) on a LocalCluster sized to the machine or an existing scheduler,
   skips subjects whose marker exists for the same options, records a failing subject with its error
-  and goes on, shows a progress bar with the time left, and writes `cohort.csv` (rewritten as each
-  subject finishes) and `cohort.html`.
+  and goes on, shows a progress bar with the time left, and writes `cohort.csv` (rewritten while
+  subjects finish, at most every 30 s, and at the end) and `cohort.html`.
 
 Models are loaded once per worker process (`load_models` caches them by weights and device).
 
@@ -41,6 +41,7 @@ from cardiorecon.errors import CardioReconError, InputError
 
 Temporal = Literal["none", "probability", "intensity"]
 MARKER = "done.json"
+CSV_EVERY_S = 30.0  # cohort.csv is rewritten at most this often while a cohort runs, and at the end
 RESULT = "result.json"
 FAILED = "failed.json"
 
@@ -494,6 +495,7 @@ def run_cohort(data: Sequence[str | Path], out: str | Path, options: CohortOptio
                                     key=f"subject-{name}-{time.time_ns()}", pure=False)
                 futures[fut] = (name, path)
             bar = tqdm(total=len(todo), unit="subject", desc="cohort", disable=not progress)
+            last_write = 0.0
             for fut in as_completed(futures):
                 name, path = futures[fut]
                 try:
@@ -503,7 +505,9 @@ def run_cohort(data: Sequence[str | Path], out: str | Path, options: CohortOptio
                 rows[name] = row
                 if row["status"] != "done":
                     echo(f"failed: {name}: {row['error']}")
-                write_cohort_csv(ordered(), csv_path)
+                if time.monotonic() - last_write > CSV_EVERY_S:  # not after every one of 10^4 subjects
+                    write_cohort_csv(ordered(), csv_path)
+                    last_write = time.monotonic()
                 bar.update(1)
             bar.close()
         finally:
