@@ -154,7 +154,8 @@ def main() -> None:
     ap.add_argument("--full-frames", type=int, default=25, help="frames of the cine the slow methods extrapolate to")
     ap.add_argument("--subjects", type=int, default=4, help="subjects for the fast methods")
     ap.add_argument("--frames", type=int, default=10, help="frames of each throughput subject")
-    ap.add_argument("--slow-subjects", type=int, default=2, help="subjects for the slow methods (first 2 frames)")
+    ap.add_argument("--slow-subjects", type=int, default=2, help="subjects for the slow methods")
+    ap.add_argument("--slow-frames", default="0", help="frames the slow methods reconstruct per subject")
     ap.add_argument("--curve-subjects", type=int, default=3)
     ap.add_argument("--curve-frames", type=int, default=20)
     ap.add_argument("--sigmas", default="0.5,0.75,1.0")
@@ -164,12 +165,13 @@ def main() -> None:
     torch.set_num_threads(2)
     root = args.out
     root.mkdir(parents=True, exist_ok=True)
-    # small subjects: 10 frames for linear, the first 2 frames of 2 subjects for the slow methods
+    # small subjects: every frame for the fast methods, --slow-frames of fewer subjects for the slow ones
     small = phantoms(root / "data", "small", args.subjects, args.frames, 7000, truth=False)
     slow = phantoms(root / "data", "slow", args.slow_subjects, args.frames, 7100, truth=False)
+    sf = args.slow_frames
     plan = {"linear": ([small], "all"), "nearest": ([small], "all"), "cubic": ([small], "all"),
-            "fusion": ([slow], "0,1"), "register": ([slow], "0,1"), "lag": ([slow], "0,1"),
-            "diffae": ([slow], "0,1"), "dmcvr": ([slow], "0,1")}
+            "fusion": ([slow], sf), "register": ([slow], sf), "lag": ([slow], sf), "diffae": ([slow], sf),
+            "dmcvr": ([slow], sf)}
     result: dict = {"throughput": [], "curves": [], "commands": "flock /tmp/cardiorecon-heavy.lock .venv/bin/python "
                                                                "scripts/bench_cohort.py " + " ".join(
                                                                    f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items())}
