@@ -238,3 +238,17 @@ def test_train_synth_segnet_runs_and_resumes(tmp_path):
     assert synth_lr(long, 100) == pytest.approx(1e-3)
     assert synth_lr(long, 550) == pytest.approx(5e-4)
     assert synth_lr(long, 1000) == pytest.approx(0.0)
+
+
+def test_clean_labels_papillary_against_the_wall_joins_the_cavity():
+    ii, jj = np.meshgrid(np.arange(40), np.arange(40), indexing="ij")
+    r = np.hypot(ii - 20, jj - 20)
+    lab = np.zeros((40, 40, 1), np.uint8)
+    lab[r < 14, 0] = 2
+    lab[r < 9, 0] = 1
+    notch = (np.hypot(ii - 20, jj - 28) < 3) & (r < 9)  # a papillary muscle on the wall, not enclosed
+    lab[notch, 0] = 2
+    out = clean_labels(lab, (1.5, 1.5, 8.0))
+    assert (out[notch, 0] == 1).all()
+    assert (out[(r >= 9.5) & (r < 13.5), 0] == 2).all()  # the ring stays myocardium
+    assert (clean_labels(lab, (1.5, 1.5, 8.0), cavity_hull=False)[notch, 0] == 2).all()

@@ -203,12 +203,14 @@ def _keep_components(mask: np.ndarray, min_share: float) -> np.ndarray:
 
 
 def clean_labels(labels: np.ndarray, spacing_mm: tuple[float, float, float], max_offset_mm: float = 30.0,
-                 rv_reach_mm: float = 10.0) -> np.ndarray:
+                 rv_reach_mm: float = 10.0, cavity_hull: bool = True) -> np.ndarray:
     """Clean-up of one frame's label map (X, Y, Z): the largest 3D connected heart component
     (slices joined through their overlap); per slice the largest LV cavity and myocardium
     components and the RV components of at least a fifth of its largest, and on slices with an
     LV only those RV components within `rv_reach_mm` of it; holes of the LV cavity (papillary
-    muscles) filled as cavity; slices whose LV centre lies more than `max_offset_mm` in-plane from
+    muscles) filled as cavity, and with `cavity_hull` the myocardium inside the cavity's convex
+    hull too (papillary muscles against the wall; chosen on Sunnybrook SCD0000101/0201, training
+    subjects: LV Dice 0.847 -> 0.872 and 0.913 -> 0.925 at step 900); slices whose LV centre lies more than `max_offset_mm` in-plane from
     the median of the others lose their LV (slice-to-slice consistency)."""
     from scipy import ndimage
 
@@ -229,6 +231,12 @@ def clean_labels(labels: np.ndarray, spacing_mm: tuple[float, float, float], max
             near = ndimage.minimum(dist, rv, index=np.arange(1, n + 1))
             cleaned[np.isin(rv, np.flatnonzero(np.asarray(near) > rv_reach_mm) + 1)] = 0
         cleaned[ndimage.binary_fill_holes(cleaned == 1) & (cleaned != 1)] = 1
+        if cavity_hull and (cleaned == 1).sum() >= 3:
+            # papillary muscles and trabeculae against the wall belong to the cavity (as in manual
+            # contours and the phantom's labels): the myocardium inside the cavity's convex hull
+            from skimage.morphology import convex_hull_image
+
+            cleaned[convex_hull_image(cleaned == 1) & (cleaned == 2)] = 1
         out[:, :, z] = cleaned
         if (cleaned == 1).any():
             centres[z] = np.argwhere(cleaned == 1).mean(0) * np.asarray(spacing_mm[:2])
