@@ -192,12 +192,16 @@ def test_dmcvr_training_writes_weights_that_load(tmp_path):
 @pytest.mark.skipif(not (DEFAULT_DMCVR / "model.safetensors").is_file(), reason="DMCVR weights not shipped")
 def test_shipped_dmcvr_decodes_an_acquired_slice_from_its_own_codes():
     from cardiorecon.autoencoder import decode, encode, prepare_study, psnr
+    from cardiorecon.preprocess import HeartRegion
 
     model = load_dmcvr()
     params = sample_params(31, "heart-failure", num_frames=4)
     s = generate(params, AcquisitionConfig(), frames=[0])
+    # One frame and no LAX view: the heart region would be the whole field of view; the measured bound
+    # below is for the model's own 64 px (128 mm) crop at the image centre.
+    region = HeartRegion(s.sax.center_world, 128.0, "image centre")
     grid = prepare_study(Study(s.sax, {}, None, {}, 0, None, {}), model.config.pixel_spacing_mm,
-                         model.config.image_size)
+                         model.config.image_size, region=region)
     x0 = torch.from_numpy(np.moveaxis(grid.image.data[..., 0], 2, 0)[:, None].copy()).float()
     morph = model.morphology(x0)
     z, x_T = encode(model, x0, 8, depth=0.4, morph=morph)
