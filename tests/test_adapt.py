@@ -120,3 +120,26 @@ def test_dmcvr_adapts_its_decoder_copy_only(slices):
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     seg_after = res.model.morphology.segnet.state_dict()
     assert all(torch.equal(v, before["morphology.segnet." + k]) for k, v in seg_after.items())  # segmenter frozen
+
+
+def test_cli_reconstruct_adapt(tmp_path):
+    """`--adapt STEPS` reaches the pipeline: the note says a copy was adapted; the shipped weights
+    file is unchanged."""
+    from typer.testing import CliRunner
+
+    from cardiorecon.cli import app
+    from cardiorecon.models.pretrained import DEFAULT_DIFFAE
+    from cardiorecon.phantom import write_subject
+
+    params = sample_params(5, "healthy", num_frames=4)
+    write_subject(generate(params, AcquisitionConfig(), truth=False), tmp_path / "s")
+    shipped = (DEFAULT_DIFFAE / "model.safetensors").read_bytes()
+    res = CliRunner().invoke(app, ["reconstruct", str(tmp_path / "s"), "--method", "diffae", "--factor", "2",
+                                   "--frames", "0", "--align", "off", "--no-native", "--invert-steps", "2",
+                                   "--decode-steps", "2", "--adapt", "2", "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert "adapted a copy of the model to this study: 2 steps" in res.output
+    assert (DEFAULT_DIFFAE / "model.safetensors").read_bytes() == shipped
+    res = CliRunner().invoke(app, ["reconstruct", str(tmp_path / "s"), "--method", "diffae", "--adapt", "-1",
+                                   "--out", str(tmp_path / "out2")])
+    assert res.exit_code == 2
