@@ -20,7 +20,10 @@ rho = Charbonnier, sqrt(r^2 + eps^2) - eps (robust to misregistered pixels), ave
 pixels; TV is isotropic with the through-plane difference scaled to in-plane pixels (edge-
 preserving); V0 is the start (the `register` volume), which holds the slices no view constrains
 where the neighbours already tell most; V_prev is the previous frame's result when the previous
-frame in the list is the adjacent cardiac phase (4D warm start), else the term is off.
+frame in the list is the adjacent cardiac phase, else the term is off. 4D warm start: frames in
+order, each starting from the previous frame's LAX gains and offsets and pulled toward its volume by
+the temporal term; the volume itself starts from this frame's `register` result, which already
+follows the motion (the last frame's volume would not).
 
 The acquired slices do not come out exactly as acquired: an acquired pixel is the thickness-average
 of V, not V at the slice centre, so V at the centre plane differs from the acquired image by the
@@ -196,21 +199,23 @@ def _least_squares_gain(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]
 
 def fuse(acquired: np.ndarray, start: np.ndarray, profile: SliceProfile, operators: dict[str, LaxOperator],
          images: dict[str, torch.Tensor], config: FusionConfig = FusionConfig(), z_scale: float = 1.0,
-         previous: np.ndarray | None = None, progress=None) -> FusionResult:
+         previous: np.ndarray | None = None, progress=None,
+         gains: dict[str, tuple[float, float]] | None = None) -> FusionResult:
     """Fit V (X, Y, Z') to the acquired SAX slices (X, Y, Z) and the LAX images of `operators`.
 
     start: the initial volume V0 (e.g. `register`); images: LAX frames (H, W) matched to each
     operator; z_scale: in-plane pixel size / dense slice step (for TV); previous: the fitted volume of
-    the adjacent cardiac phase (temporal term), or None. `progress(i, total, loss)` per iteration."""
+    the adjacent cardiac phase (temporal term), or None; gains: that frame's fitted LAX gain and offset
+    per view (the warm start; else least squares on the start). `progress(i, total, loss)` per evaluation."""
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, min(config.num_threads, threads)))
     try:
-        return _fit(acquired, start, profile, operators, images, config, z_scale, previous, progress)
+        return _fit(acquired, start, profile, operators, images, config, z_scale, previous, progress, gains or {})
     finally:
         torch.set_num_threads(threads)
 
 
-def _fit(acquired, start, profile, operators, images, config, z_scale, previous, progress) -> FusionResult:
+def _fit(acquired, start, profile, operators, images, config, z_scale, previous, progress, warm) -> FusionResult:
     t0 = time.perf_counter()
     S = torch.from_numpy(np.ascontiguousarray(acquired, np.float32))
     V0 = torch.from_numpy(np.ascontiguousarray(start, np.float32))
@@ -221,7 +226,7 @@ def _fit(acquired, start, profile, operators, images, config, z_scale, previous,
     gain, offset = {}, {}
     with torch.no_grad():
         for n, sampler in views.items():
-            g, b = _least_squares_gain(sampler.sample(V0), targets[n])
+            g, b = warm[n] if n in warm else _least_squares_gain(sampler.sample(V0), targets[n])
             gain[n] = torch.tensor(g, requires_grad=True)
             offset[n] = torch.tensor(b, requires_grad=True)
     params = [V, *gain.values(), *offset.values()]

@@ -271,6 +271,7 @@ def reconstruct(study: Study, method: str, factor: int | None = None, spacing_mm
                                    disable=not progress)
                     res = fuse(stack, start, profile, fusion_ops, _lax_images(fusion_study, fusion_ops, t), config.fusion,
                                z_scale, previous=dense[..., i - 1] if adjacent else None,
+                               gains=fusion_results[frame_list[i - 1]].gains if adjacent else None,
                                progress=lambda it, total, loss, bar=fit_bar: bar.update(1))
                     fit_bar.close()
                     fusion_results[t] = res
