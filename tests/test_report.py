@@ -89,16 +89,23 @@ def test_findings_from_a_known_csv(tmp_path):
 
 
 def test_equal_methods_are_indistinguishable_and_small_n_warns(tmp_path):
-    rows = [r for r in known_rows(cases=2, seed=1) if r["method"] in ("linear", "same")]
+    rows = [r for r in known_rows(cases=3, seed=1) if r["method"] in ("linear", "same")]
     f = finding(rows, SSIM, ["linear", "same"])
     (c,) = f.comparisons
-    assert c.verdict == "indistinguishable" and c.n == 4
+    assert c.verdict == "indistinguishable" and c.n == 6 and c.low < 0 < c.high
     assert "No method is better than linear beyond noise" in f.sentence
-    assert "too few" in f.warning and "2 case(s)" in f.warning
+    assert "only 6 paired value(s)" in f.warning and "case(s)" not in f.warning
     # identical values: a zero-width interval at 0 is still 'indistinguishable'
     twin = [dict(r, method="twin") for r in rows if r["method"] == "linear"]
     c = compare(rows + twin, SSIM, "twin", "linear")
     assert c.verdict == "indistinguishable" and c.difference == 0
+    # one case, two frames: even a large, consistent difference gets no verdict
+    rows = [r for r in known_rows(cases=1, seed=2) if r["method"] in ("linear", "better")]
+    f = finding(rows, SSIM, ["linear", "better"])
+    (c,) = f.comparisons
+    assert c.verdict == "untested" and c.n == 2 and c.difference > 0.03
+    assert "Too few paired values" in f.sentence and "Better than" not in f.sentence
+    assert "1 case(s)" in f.warning
 
 
 def test_method_colours_are_distinct_for_any_names():

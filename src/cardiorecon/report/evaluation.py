@@ -143,7 +143,9 @@ def summary(rows: list[dict]) -> dict[str, dict]:
 
 def _verdict(f: Finding) -> str:
     kinds = {c.verdict for c in f.comparisons}
-    return "better" if "better" in kinds else ("worse" if kinds == {"worse"} else "none")
+    if "better" in kinds:
+        return "better"
+    return "worse" if kinds == {"worse"} else ("untested" if kinds == {"untested"} else "none")
 
 
 def _cost_sentence(s: dict) -> str:
@@ -172,6 +174,10 @@ def _headline(s: dict, fs: list[Finding]) -> str:
                 better.setdefault(c.method, []).append(f.measure.label)
     none = [f.measure.label for f in fs if not any(c.verdict == "better" for c in f.comparisons)]
     lead = f"{s['cases']} case(s), each method compared with {ref} on the same units (paired bootstrap, 95 %). "
+    if all(c.verdict == "untested" for f in fs for c in f.comparisons):
+        n = max(f.n for f in fs)
+        return lead + (f"Too few paired values (at most {n}) to tell any method from {ref}: the differences below "
+                       "are descriptive only.")
     if not better:
         return lead + f"No method is better than {ref} beyond noise on any of the {len(fs)} headline measures."
     lead += "Better than " + ref + ": " + "; ".join(f"{m} on {', '.join(v)}" for m, v in better.items()) + "."
@@ -213,9 +219,10 @@ def notes(s: dict) -> list[str]:
         out.append(f"{TRUTH_IMAGE}: the segmentation network on the true dense image, no reconstruction: the "
                    "segmenter's own error, a floor for every method's Dice/HD95/EF (never marked best).")
     if "hd95" in labels:
-        out.append("HD95: 95th percentile of the surface distance in mm, measured on the grid's pixels (2 mm on the "
-                   "model grid): one pixel is the smallest non-zero value, so 2.00 means the surfaces are within "
-                   "one pixel; slice-drop averages 2D HD95 over the scored slices.")
+        out.append("HD95: 95th percentile of the surface distance in mm, measured on the pixels of the grid the "
+                   "labels are compared on: one pixel (e.g. 2 mm on a 2 mm grid) is the smallest non-zero value, so "
+                   "a value of one pixel means the surfaces are within one pixel; slice-drop averages 2D HD95 over "
+                   "the scored slices.")
     if "ef_error" in labels:
         out.append("EF error: absolute difference from the true ejection fraction, in percentage points (pp).")
     if "peak_mb" in labels or "seconds" in labels:

@@ -18,6 +18,9 @@ import numpy as np
 
 #: Fewer paired units than this: the bootstrap interval is too narrow to trust (warned).
 MIN_PAIRS = 10
+#: Fewer paired units than this: no verdict at all (a percentile bootstrap of 2-4 values is the range
+#: of those values, not an interval).
+MIN_TEST = 5
 #: Fewer distinct cases than this: the interval describes these cases only (warned).
 MIN_CASES = 3
 STRUCTURE_NAMES = {"lv_cavity": "LV cavity", "lv_myocardium": "LV myocardium", "rv_cavity": "RV cavity"}
@@ -105,7 +108,7 @@ def compare(rows: list[dict], measure: Measure, method: str, reference: str, **b
         return None
     diff = np.array([a[k] - b[k] for k in keys])
     mean, lo, hi = paired_bootstrap(diff, **bootstrap)
-    if not np.isfinite(lo):
+    if not np.isfinite(lo) or len(keys) < MIN_TEST:
         verdict = "untested"
     elif lo > 0 or hi < 0:
         verdict = "better" if (mean > 0) == measure.higher_is_better else "worse"
@@ -139,7 +142,7 @@ def describe(c: Comparison, measure: Measure, with_n: bool = False) -> str:
     unit = f" {measure.unit}" if measure.unit else ""
     n = f", n = {c.n}" if with_n else ""
     if c.verdict == "untested":
-        return f"{c.method} {_num(c.difference, d, True)}{unit} (no interval{n or ', n = ' + str(c.n)})"
+        return f"{c.method} {_num(c.difference, d, True)}{unit}{n}"
     return f"{c.method} {_num(c.difference, d, True)}{unit} [{_num(c.low, d, True)}, {_num(c.high, d, True)}]{n}"
 
 
@@ -161,18 +164,23 @@ def finding(rows: list[dict], measure: Measure, methods: list[str], reference: s
     f = Finding(measure, reference, best, means[best], comps)
     better = [c for c in comps if c.verdict == "better"]
     worse = [c for c in comps if c.verdict == "worse"]
-    same = [c for c in comps if c.verdict in ("indistinguishable", "untested")]
+    same = [c for c in comps if c.verdict == "indistinguishable"]
+    untested = [c for c in comps if c.verdict == "untested"]
     d, label = measure.digits, measure.label
     ns = {c.n for c in comps}
     same_n = len(ns) == 1
     parts = [f"{label}: best {best} ({_num(means[best], d)}{' ' + measure.unit if measure.unit else ''})."]
-    if comps and not better:
+    if comps and not better and not untested:
         parts.append(f"No method is better than {reference} beyond noise.")
     for name, group in (("Better than", better), ("Worse than", worse), ("Indistinguishable from", same)):
         if group:
             parts.append(f"{name} {reference}: " + "; ".join(describe(c, measure, not same_n) for c in group) + ".")
+    if untested:
+        parts.append(f"Too few paired values (fewer than {MIN_TEST}) to tell from {reference}: "
+                     + "; ".join(describe(c, measure, not same_n) for c in untested) + ".")
     if comps and same_n:
-        parts.append(f"(Difference from {reference} [95% CI], n = {ns.pop()} paired units.)")
+        what = "[95% CI]" if len(untested) < len(comps) else "(mean; no interval)"
+        parts.append(f"(Difference from {reference} {what}, n = {ns.pop()} paired units.)")
     f.sentence = " ".join(parts)
     n = f.n
     cases = max((c.cases for c in comps), default=0)

@@ -118,7 +118,8 @@ def _findings_html(findings: list[dict], headline: str, warning: str = "") -> st
         return ""
     marks = {"better": ("&#9650;", "#1a7f37", "a method is better than the reference"),
              "worse": ("&#9660;", "#b42318", "the reference is better"),
-             "none": ("=", "#555", "no method distinguishable from the reference")}
+             "none": ("=", "#555", "no method distinguishable from the reference"),
+             "untested": ("?", "#8a5a00", "too few paired values to tell")}
     items = []
     for f in findings:
         sym, colour, title = marks.get(f.get("verdict", ""), ("&#8226;", "#555", ""))
