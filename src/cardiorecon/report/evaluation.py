@@ -402,8 +402,9 @@ def write_report(rows: list[dict], figures_data: dict, methods: list[str], out: 
             secs.append({"title": f"{v} view: the reconstruction on the long-axis plane", "png": path,
                          "alt": f"{v} long-axis image of {case} frame {frame} and each method's reconstruction "
                                 "sampled on its plane",
-                         "caption": "Cropped to where the plane crosses the short-axis stack (green outline) and "
-                                    "drawn at twice the pixel grid. Inside the outline: the reconstruction sampled on "
+                         "caption": "Cropped to the heart (where the predicted labels fall on the plane, else where "
+                                    "the plane crosses the short-axis stack: green outline) and drawn at twice the "
+                                    "pixel grid. Inside the outline: the reconstruction sampled on "
                                     "the plane, intensity-matched to the LAX image; outside, the LAX image dimmed. "
                                     "Horizontal bands at the acquired slice positions show the through-plane "
                                     "resolution; contours: predicted labels sampled on the plane."})

@@ -56,7 +56,7 @@ def _label_handles(truth_style: bool = True):
 
     hs = [Line2D([], [], color=c, lw=1.5, label=f"{n} (predicted)") for n, c in LABEL_COLOURS.values()]
     if truth_style:
-        hs.append(Line2D([], [], color="white", lw=1.0, ls="--", label="reference contours (dashed)"))
+        hs.append(Line2D([], [], color="0.55", lw=1.0, ls="--", label="reference contours (white, dashed)"))
     return hs
 
 
@@ -232,7 +232,10 @@ def lax_overlay_figures(fig_data: dict, methods: list[str], colours: dict[str, s
         if not ms:
             continue
         image, _, valid, _ = fig_data[(v, ms[0])]
-        bx, by = _crop_box([valid], image.shape, margin=8)
+        # the heart: where any method's predicted labels fall on the plane; else the plane's crossing
+        heart = [valid & (fig_data[(v, m)][3] > 0) for m in ms if fig_data[(v, m)][3] is not None]
+        heart = [h for h in heart if h.sum() >= 20]
+        bx, by = _crop_box(heart, image.shape, margin=12) if heart else _crop_box([valid], image.shape, margin=8)
         crop = image[bx, by]
         lo, hi = np.percentile(crop, [1, 99])
         panels = [("LAX image", None)] + [(m, fig_data[(v, m)]) for m in ms]
