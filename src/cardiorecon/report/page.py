@@ -50,7 +50,7 @@ button.expand{font:inherit;border:0;background:none;cursor:pointer;padding:0;tex
 figure{margin:1em 0}figure img{max-width:100%;height:auto;display:block;border:1px solid #eee}
 figcaption{font-size:.92em;color:#333;margin-top:.3em;max-width:900px}
 .note{font-size:.9em;color:#444}
-dl.prov{display:grid;grid-template-columns:max-content 1fr;gap:.2em 1em;margin:.5em 0}
+dl.prov{display:grid;grid-template-columns:fit-content(10em) 1fr;gap:.2em 1em;margin:.5em 0}
 dl.prov dt{font-weight:bold}dl.prov dd{margin:0;overflow-wrap:anywhere}
 code{background:#f2f2f2;padding:0 3px;border-radius:3px;overflow-wrap:anywhere}
 .scroller .controls{display:flex;flex-wrap:wrap;gap:.4em 1.2em;align-items:center;margin:.4em 0}
