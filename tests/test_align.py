@@ -244,6 +244,17 @@ def test_report_section_table_and_figure(tmp_path):
     assert alignment_section({("case2", ()): None}, tmp_path) == []
 
 
+def test_report_section_draws_the_lines_before_and_after(tmp_path, shifted):
+    from cardiorecon.report.alignment import alignment_section
+
+    study, truth = shifted
+    lines = [{"slice": k, "view": "2ch", "points": 50, "ncc_before": 0.9, "ncc_after": 0.95} for k in range(3)]
+    secs = alignment_section({("hf_1000", ("2ch", "4ch")): Alignment(truth, ["2ch", "4ch"], lines=lines)}, tmp_path,
+                             study)
+    assert [s["title"] for s in secs][-1] == "Alignment: intersection lines before and after"
+    assert (tmp_path / "alignment_overlay.png").is_file()
+
+
 def test_lax_holdout_aligns_with_the_guiding_views_only(tmp_path, shifted):
     from cardiorecon.evaluate import Evaluator, lax_holdout_protocol
     from cardiorecon.io.nifti import write_nifti

@@ -69,8 +69,9 @@ def alignment_figure(alignments: dict, path: str | Path, most: int = 4) -> Path 
     return out
 
 
-def alignment_section(alignments: dict, figdir: str | Path) -> list[dict]:
-    """The report page's section on breath-hold alignment ([] when nothing was aligned)."""
+def alignment_section(alignments: dict, figdir: str | Path, study=None) -> list[dict]:
+    """The report page's section on breath-hold alignment ([] when nothing was aligned); with the
+    first case's `study`, also its intersection lines before and after."""
     rows = alignment_table(alignments)
     if not rows:
         return []
@@ -91,6 +92,14 @@ def alignment_section(alignments: dict, figdir: str | Path) -> list[dict]:
                     "alt": "Per-slice shifts and per-line NCC before against after alignment",
                     "caption": "Top: each SAX slice's shift (d_row, d_col, mm); bottom: each intersection line's NCC "
                                "as acquired (x) against after alignment (y); points above the diagonal improved."})
+    fits = [a for (case, views), a in alignments.items() if study is not None and a is not None and a.lines
+            and set(views) <= set(study.lax) and len(a.sax_shifts_mm) == study.sax.spatial_shape[2]]
+    if fits:
+        png = alignment_overlay_figure(study, fits[0], Path(figdir) / "alignment_overlay.png")
+        out.append({"title": "Alignment: intersection lines before and after", "png": png,
+                    "alt": "Acquired SAX slices with the LAX intersection lines from the headers and after alignment",
+                    "caption": "Acquired SAX slices with each LAX view's intersection line where the headers put it "
+                               "(dashed) and where the view crosses the acquired image after alignment (solid)."})
     return out
 
 

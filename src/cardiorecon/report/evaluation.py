@@ -449,7 +449,7 @@ def write_report(rows: list[dict], figures_data: dict, methods: list[str], out: 
                                 "did not change the result."})
     from cardiorecon.report.alignment import alignment_section  # issue 13: shifts, NCC before/after
 
-    secs += alignment_section(figures_data.get("alignment", {}), figdir)
+    secs += alignment_section(figures_data.get("alignment", {}), figdir, figures_data.get("montage", {}).get("study"))
     secs += sections or []
     page = build_page(title, intro, findings=page_findings, headline=" ".join(h for h in heads if h),
                       warning="; ".join(w for w in dict.fromkeys(shared_warnings) if w),
