@@ -5,8 +5,8 @@ do per subject, here on an explicit grid).
 Unknown: the dense SAX volume V (X, Y, Z') on the working grid at the output slice step (an explicit
 grid: no network to fit, so a frame is a few seconds of Adam; the implicit-network alternative was
 not built). Forward models:
-- SAX: acquired slice k is the average of V across its slice thickness (`SliceProfile`: a box or
-  Gaussian profile of full width = the slice thickness, integrated exactly against V's linear
+- SAX: acquired slice k is the average of V across its slice thickness (`SliceProfile`: a Gaussian
+  of FWHM = the slice thickness by default, or a box of that width, integrated against V's linear
   interpolation between dense slices). In-plane the acquired slices already live on V's grid
   (the model grid is their resample), so a grid pixel is its own footprint.
 - LAX: `LaxOperator` (trilinear on the plane, averaged across the LAX thickness), then a per-view
@@ -56,7 +56,7 @@ class FusionConfig:
     # (Adam's per-voxel step sizes roughen the volume: TV rises); L-BFGS 60 evaluations 0.756 / 24.68.
     optimiser: Literal["lbfgs", "adam"] = "lbfgs"
     lr: float = 0.01  # Adam only
-    # LAX weight, measured on ep_preclinical slice-drop frames 0 / 10 (SSIM / PSNR of the dropped
+    # LAX weight, measured on ep_preclinical slice-drop frames 0 / 10 (box profile, eps 0.02; SSIM / PSNR of the dropped
     # slices; register 0.776 / 24.82 and 0.774 / 24.85): 0 (SAX only) 0.780 / 24.87 (frame 0);
     # 0.1: 0.785 / 25.03 and 0.784 / 25.03; 0.3: 0.782 / 25.07 and 0.778 / 24.95; 1.0: 0.756 / 24.68.
     # Fitting the real LAX harder pulls the dropped slices away: the views agree with the SAX stack
@@ -65,8 +65,13 @@ class FusionConfig:
     lambda_tv: float = 0.02
     lambda_prior: float = 0.2
     lambda_time: float = 0.1
-    charbonnier_eps: float = 0.02
-    profile: Literal["box", "gaussian"] = "box"
+    # Profile and robustness, measured (SSIM / PSNR of the dropped slices, slice-drop): box, eps 0.02:
+    # ep_preclinical frame 0 0.785 / 25.03, frame 10 0.784 / 25.03, SC-HF-I-1 frame 18 0.515 / 17.89;
+    # Gaussian (FWHM = thickness), eps 0.05: 0.791 / 25.16, 0.789 / 25.13, 0.516 / 17.91 (Gaussian
+    # alone 0.789 / 25.10 and eps 0.05 alone 0.787 / 25.09 on frame 0). A real slice profile has soft
+    # edges; a larger eps is closer to least squares for the small residuals.
+    charbonnier_eps: float = 0.05
+    profile: Literal["box", "gaussian"] = "gaussian"
     register: RegisterConfig = RegisterConfig()
     # torch threads during the fit. Measured on these 2 shared cores (load ~6): TV forward+backward
     # of a 64 x 64 x 19 volume 5 ms at 1 thread, 1.07 s at 2 (OpenMP waits on busy cores); a whole
