@@ -47,7 +47,8 @@ def slice_drop_rows(path: Path, model, frames: list[int]) -> list[dict]:
             ref = rec.grid.intensity.forward(resample(study.sax.frame(t), aff, shape, order=1).data)
             d = rec.normalised.data[..., i]
             rows.append({"case": path.name, "protocol": "slice-drop", "method": name, "frame": t,
-                         "ssim": ssim(d[:, :, 1::2], ref[:, :, 1::2], 2.0), "psnr": psnr(d[:, :, 1::2], ref[:, :, 1::2], 2.0),
+                         "ssim": ssim(d[:, :, 1::2], ref[:, :, 1::2], 2.0),
+                         "psnr": psnr(d[:, :, 1::2], ref[:, :, 1::2], 2.0),
                          "seconds": rec.seconds_per_frame[i]})
             print(rows[-1], flush=True)
     return rows

@@ -56,8 +56,8 @@ class FusionConfig:
     # (Adam's per-voxel step sizes roughen the volume: TV rises); L-BFGS 60 evaluations 0.756 / 24.68.
     optimiser: Literal["lbfgs", "adam"] = "lbfgs"
     lr: float = 0.01  # Adam only
-    # LAX weight, measured on ep_preclinical slice-drop frames 0 / 10 (box profile, eps 0.02; SSIM / PSNR of the dropped
-    # slices; register 0.776 / 24.82 and 0.774 / 24.85): 0 (SAX only) 0.780 / 24.87 (frame 0);
+    # LAX weight, measured on ep_preclinical slice-drop frames 0 / 10 (box profile, eps 0.02; SSIM /
+    # PSNR of the dropped slices; register 0.776 / 24.82 and 0.774 / 24.85): 0 (SAX only) 0.780 / 24.87 (frame 0);
     # 0.1: 0.785 / 25.03 and 0.784 / 25.03; 0.3: 0.782 / 25.07 and 0.778 / 24.95; 1.0: 0.756 / 24.68.
     # Fitting the real LAX harder pulls the dropped slices away: the views agree with the SAX stack
     # only to NCC 0.82-0.95 (full stack sampled on each view), so the LAX can only nudge.
@@ -278,7 +278,8 @@ def _fit(acquired, start, profile, operators, images, config, z_scale, previous,
             opt.step(closure)
     with torch.no_grad():  # the final state
         total, parts = losses()
-    history.append({"iteration": len(history), "loss": float(total), "data": parts["sax"] + config.lambda_lax * parts["lax"],
+    history.append({"iteration": len(history), "loss": float(total),
+                    "data": parts["sax"] + config.lambda_lax * parts["lax"],
                     **parts, "seconds": time.perf_counter() - t0})
     dense = V.detach()
     with torch.no_grad():

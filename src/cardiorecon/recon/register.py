@@ -63,7 +63,8 @@ def displacement(fixed: np.ndarray, moving: np.ndarray, config: RegisterConfig =
     fixed(x) ~ moving(x + u(x)). Inputs (X, Y) float."""
     import SimpleITK as sitk
 
-    if not np.any(np.asarray(fixed) != np.asarray(fixed).flat[0]) or not np.any(np.asarray(moving) != np.asarray(moving).flat[0]):
+    fixed, moving = np.asarray(fixed), np.asarray(moving)
+    if np.ptp(fixed) == 0 or np.ptp(moving) == 0:
         return np.zeros(np.shape(fixed) + (2,), np.float32)  # a flat image carries no correspondence
     demons = getattr(sitk, config.filter)()
     demons.SetNumberOfIterations(int(config.iterations))
