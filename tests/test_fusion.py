@@ -183,6 +183,9 @@ def test_reconstruct_command_runs_register_and_fusion(tmp_path):
         assert (tmp_path / method / f"recon_{method}.nii.gz").is_file()
         summary = json.loads((tmp_path / method / f"recon_{method}.json").read_text())
         assert sorted(summary["lax_views"]) == ([] if method == "register" else ["2ch", "3ch", "4ch"])
+        if method == "fusion":
+            (fit,) = summary["fusion"].values()
+            assert fit["data_last"] < fit["data_first"] and fit["sax_residual_rms"] < 0.2
     res = runner.invoke(app, ["reconstruct", str(folder), "--method", "linear", "--init", "fusion",
                               "--out", str(tmp_path / "x")])
     assert res.exit_code != 0 and "--init fusion applies to --method lag" in res.output

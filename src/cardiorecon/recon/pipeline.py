@@ -395,6 +395,11 @@ def write_reconstruction(recon: Reconstruction, out: str | Path, study: Study | 
                                 "spacing_mm": [float(x) for x in recon.grid.image.spacing]}}
     if recon.alignment is not None:
         summary["alignment"] = recon.alignment.to_json()
+    if recon.fusion:  # per frame: the fit's evaluations, data term first and last, residual on the acquired slices
+        summary["fusion"] = {str(t): {"evaluations": len(r.history), "data_first": r.history[0]["data"],
+                                      "data_last": r.history[-1]["data"], "sax_residual_rms": r.sax_residual_rms,
+                                      "lax_gain_offset": r.gains, "seconds": r.seconds}
+                             for t, r in recon.fusion.items()}
     if recon.lag:
         import matplotlib
 
