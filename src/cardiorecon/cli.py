@@ -204,12 +204,12 @@ def segment(study: Path = typer.Argument(..., help="Subject folder (any layout) 
     from cardiorecon.io import read_study
     from cardiorecon.io.nifti import write_nifti
     from cardiorecon.metrics import ventricular_function
-    from cardiorecon.segment import load_segnet, segment_study
+    from cardiorecon.segment import DEFAULT_WINDOW_SEGNET, load_segnet, segment_study
 
     _check_out(out, [study], ("seg_sa.nii.gz", "seg_sa_model_grid.nii.gz"))
     try:
         s = read_study(study)
-        net = load_segnet(weights).to(_device(device))
+        net = load_segnet(DEFAULT_WINDOW_SEGNET if weights is None else weights).to(_device(device))
         frame_list = s.resolve_frames(_frames(frames))
         alignment = _alignment(s, align, None)
         model_grid, native = segment_study(net, s, frame_list,
@@ -520,9 +520,10 @@ def cohort(data: list[Path] = typer.Argument(..., help="Subject folders (any lay
            scheduler: Optional[str] = typer.Option(None, "--scheduler",
                                                    help="Address of a running Dask scheduler (tcp://HOST:PORT) "
                                                         "instead of a LocalCluster"),
-           temporal: str = typer.Option("probability", "--temporal",
-                                        help="4D consistency of the segmentation: probability (class probabilities "
-                                             "smoothed over the cycle), intensity, or none (each frame alone)"),
+           temporal: str = typer.Option("none", "--temporal",
+                                        help="4D consistency of the segmentation: none (each frame alone; measured "
+                                             "best on the phantom), probability (class probabilities smoothed over "
+                                             "the cycle) or intensity"),
            temporal_sigma: float = typer.Option(0.75, "--temporal-sigma", min=0.0, help="Gaussian width in frames"),
            weights: Optional[Path] = typer.Option(None, "--weights",
                                                   help="DiffAE (diffae, lag) or DMCVR (dmcvr) weights (default: shipped)"),

@@ -83,10 +83,11 @@ class Evaluator:
             self.weights.append(weights_entry("dmcvr", stem, self.dmcvr))
             self.weights.append(weights_entry("dmcvr morphology segmenter", stem.parent / "segnet"))
         if segmentation:
-            from cardiorecon.segment import DEFAULT_SEGNET, load_segnet
+            from cardiorecon.segment import DEFAULT_WINDOW_SEGNET, load_segnet
 
-            self.segnet = load_segnet(seg_weights)
-            p = DEFAULT_SEGNET if seg_weights is None else Path(seg_weights)
+            # the whole-field segmenter by default (issue 15); --seg-weights picks another
+            self.segnet = load_segnet(DEFAULT_WINDOW_SEGNET if seg_weights is None else seg_weights)
+            p = DEFAULT_WINDOW_SEGNET if seg_weights is None else Path(seg_weights)
             stems = [p / "model", p / "weights" / "model"] if p.is_dir() else [p.with_suffix("")]
             stem = next((s for s in stems if s.with_suffix(".safetensors").is_file()), stems[0])
             self.weights.append(weights_entry("segmentation (scoring)", stem, self.segnet))
