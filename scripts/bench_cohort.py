@@ -19,7 +19,6 @@ Run under the shared lock (it keeps the 2 cores busy for about half an hour):
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
