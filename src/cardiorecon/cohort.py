@@ -164,28 +164,26 @@ def _alignment(study, options: CohortOptions, notes: list[str]):
     return alignment
 
 
-def class_probabilities(net, x, batch_size: int = 64):
-    """Class probabilities (N, C, X, Y) on the CPU of slices (N, 1, X, Y) in [-1, 1], as
-    `segment.segment_array` computes them: the network on its own window size, MONAI's Gaussian
-    sliding window (50 % overlap) on a larger working grid."""
+def class_probabilities(net, x):
+    """Class probabilities (N, C, X, Y) on the CPU of slices (N, 1, X, Y) in [-1, 1] from a crop
+    network, as `segment.segment_array` labels them: the network's window at the centre of the
+    (heart-centred) working grid, background (probability 1) outside it."""
     import torch
 
     from cardiorecon.segment import predict_slices
 
     size = net.config.image_size
-    if min(x.shape[2:]) < size:
-        raise ValueError(f"the segmenter needs at least its window {size} x {size} in-plane, got {tuple(x.shape[2:])}")
-    if tuple(x.shape[2:]) == (size, size):
-        return predict_slices(net, x)
-    from monai.inferers import sliding_window_inference
-
-    device = next(net.parameters()).device
-    net.eval()
-    with torch.no_grad():
-        return torch.cat([sliding_window_inference(x[i:i + batch_size].to(device), (size, size), batch_size,
-                                                   lambda b: torch.softmax(net(b), dim=1), overlap=0.5,
-                                                   mode="gaussian").cpu()
-                          for i in range(0, len(x), batch_size)])
+    X, Y = x.shape[2:]
+    if min(X, Y) < size:
+        raise ValueError(f"the segmenter needs at least its window {size} x {size} in-plane, got {(X, Y)}")
+    x0, y0 = (X - size) // 2, (Y - size) // 2
+    centre = predict_slices(net, x[:, :, x0:x0 + size, y0:y0 + size])
+    if (X, Y) == (size, size):
+        return centre
+    probs = torch.zeros((x.shape[0], centre.shape[1], X, Y), dtype=centre.dtype)
+    probs[:, 0] = 1.0
+    probs[:, :, x0:x0 + size, y0:y0 + size] = centre
+    return probs
 
 
 def segment_4d(net, data: np.ndarray, temporal: Temporal = "none", sigma: float = 0.75,
