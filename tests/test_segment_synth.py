@@ -201,16 +201,18 @@ def test_shipped_segnet_on_held_out_sunnybrook(shared_data):
     contours, pooled over the contoured slices: a floor below the measured figures of the card."""
     from cardiorecon.io import read_study
     from cardiorecon.metrics.seg import dice
-    from cardiorecon.segment import load_segnet, segment_study
+    from cardiorecon.segment import DEFAULT_WINDOW_SEGNET, load_segnet, segment_study
 
     study = read_study(shared_data / "sunnybrook" / "SCD0000301")
     ann = study.meta["annotated"]
     frames = sorted({a["frame"] for a in ann})
-    _, native = segment_study(load_segnet(), study, frames)
+    _, native = segment_study(load_segnet(DEFAULT_WINDOW_SEGNET), study, frames)
     pairs = [(a["slice"], a["frame"]) for a in ann]
     pred = np.stack([native.data[:, :, z, frames.index(t)] for z, t in pairs])
     ref = np.stack([study.sax_labels.data[:, :, z, t] for z, t in pairs])
-    assert dice(pred == 1, ref == 1) > 0.8
+    assert dice(pred == 1, ref == 1) > 0.9  # measured 0.925
+    myo = [i for i, a in enumerate(ann) if 2 in a["classes"]]  # slices whose epicardium was drawn
+    assert dice(pred[myo] == 2, ref[myo] == 2) > 0.65  # measured 0.716 (the target 0.80 is missed)
 
 
 def test_train_synth_segnet_runs_and_resumes(tmp_path):
