@@ -93,6 +93,7 @@ def dense_codes(model: DiffAE, dense: np.ndarray, factor: int, invert_steps: int
     num_acquired = (dense.shape[2] - 1) // factor + 1
     ks, alphas, idx = new_slice_positions(num_acquired, factor)
     x0 = torch.from_numpy(np.ascontiguousarray(np.moveaxis(dense[:, :, idx], 2, 0)))[:, None].float()
+    x0 = x0.to(next(model.parameters()).device)  # tensors follow the model (cardiorecon.device)
     morph = model.morphology(x0) if hasattr(model, "morphology") else None
     z, x_T = encode(model, x0, invert_steps, depth=depth, morph=morph)
     return GapCodes(z, x_T, ks, alphas, idx, morph)
