@@ -458,6 +458,7 @@ def lax_holdout_protocol(ev: Evaluator, folders: list[Path], frames: str = "ed-e
                                      note=f"guided by {','.join(others)}" if guided else ""))
                     if n == 0 and i == 0:
                         ev.figures.setdefault("lax", {})[(held, method)] = (image, sampled, valid, None)
+                        ev.figures.setdefault("lax_where", {"case": case, "frame": t})
                     if ev.segnet is None or held not in study.lax_labels:
                         continue
                     pred = segment_array(ev.segnet, dense, affine)

@@ -395,8 +395,9 @@ def write_report(rows: list[dict], figures_data: dict, methods: list[str], out: 
                                 "to bright blood), contour islands outside the heart and blur across the gap."})
     lax = figures_data.get("lax", {})
     if lax:
-        case = mont.get("case") or next(iter(figures_data.get("scroller", {}) or {"first case": 0}))
-        frame = mont.get("frame", "")
+        where = figures_data.get("lax_where", {})  # lax-holdout: no montage, the case and frame shown
+        case = mont.get("case") or where.get("case") or next(iter(figures_data.get("scroller", {}) or {"first case": 0}))
+        frame = mont.get("frame", where.get("frame", ""))
         for v, path in F.lax_overlay_figures(lax, methods, colours, figdir, case, frame):
             written[f"lax_overlay_{v}"] = path
             secs.append({"title": f"{v} view: the reconstruction on the long-axis plane", "png": path,
