@@ -51,15 +51,16 @@ def table(results: dict[str, list[dict]], data: dict[str, dict], methods: list[s
             for m in methods:
                 img = [r for r in rows if r["case"] == case and r["method"] == m and
                        (r["structure"] == "image" or r["structure"].startswith("lax_"))]
-                if not img:
+                has_dice = any(r["case"] == case and r["method"] == m and r["structure"] == "lv_cavity" for r in rows)
+                if not img and not has_dice:
                     continue
                 ssim, n = _mean(img, "ssim")
                 psnr, _ = _mean(img, "psnr")
                 ncc, _ = _mean(img, "ncc")
-                lv, _ = _mean([r for r in rows if r["case"] == case and r["method"] == m and r["structure"] == "lv"],
+                lv, _ = _mean([r for r in rows if r["case"] == case and r["method"] == m and r["structure"] == "lv_cavity"],
                               "dice")
                 myo, _ = _mean([r for r in rows if r["case"] == case and r["method"] == m and
-                                r["structure"] == "myo"], "dice")
+                                r["structure"] == "lv_myocardium"], "dice")
                 sec, _ = _mean(img, "seconds")
                 f = lambda v, d=3: "" if not np.isfinite(v) else f"{v:.{d}f}"  # noqa: E731
                 dice = "" if not np.isfinite(lv) else f"{lv:.3f} / {f(myo)}"
@@ -143,7 +144,7 @@ def main() -> None:
         methods += [m for r in results.values() for m in dict.fromkeys(x["method"] for x in r) if m not in methods]
     if args.runs != "none":
         _segmented_share(args.data, data)
-    text = table(results, data, methods)
+    text = table(results, data, list(dict.fromkeys(methods + ["truth-image"])))  # truth-image: the segmenter on the acquired slices
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "table.md").write_text(text + "\n")
     (args.out / "cases.json").write_text(json.dumps(data, indent=1, default=str))
