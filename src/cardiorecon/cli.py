@@ -435,6 +435,7 @@ def evaluate(data: list[Path] = typer.Argument(..., help="Subject folders, or fo
     from cardiorecon.errors import InputError
     from cardiorecon.io.discover import discover_studies
     from cardiorecon.report.evaluation import markdown, write_csv, write_report
+    from cardiorecon.segment import DEFAULT_SEGNET
 
     if protocol not in PROTOCOLS:
         _fail(ValueError(f"--protocol must be one of {', '.join(PROTOCOLS)}"))
@@ -455,7 +456,10 @@ def evaluate(data: list[Path] = typer.Argument(..., help="Subject folders, or fo
 
         ev = Evaluator(method_list, align=align, lax_thickness_mm=lax_thickness,
                        config=ReconConfig(adapt=ReconConfig().adapt if adapt is None else adapt)).load(
-            weights, dmcvr_weights, seg_weights, segmentation=not no_segmentation)
+            weights, dmcvr_weights,
+            # the phantom protocol is scored by the phantom's own segmenter (see demo.py), real scans by segnet_synth
+            seg_weights if seg_weights is not None or protocol != "phantom" else DEFAULT_SEGNET,
+            segmentation=not no_segmentation)
         dev = _device(device)
         for attr in ("model", "dmcvr", "segnet"):  # tensors follow the models (cardiorecon.device)
             if getattr(ev, attr, None) is not None:
