@@ -27,6 +27,11 @@ def _fail(exc: Exception) -> None:
 
 
 DEVICE_HELP = "Where the networks run: auto (CUDA when a GPU is visible, else CPU), cpu or cuda"
+ALIGN_HELP = "Breath-hold alignment of the SAX slices to the LAX views first: auto (when a LAX view exists), on or off"
+ADAPT_HELP = ("diffae, lag, dmcvr: fine-tune a copy of the model for STEPS steps on this study's own acquired "
+              "SAX slices first (0: off; default: ReconConfig.adapt)")
+LAX_THICKNESS_HELP = ("LAX slice thickness in mm for every view (default: the header's, or 6 mm where the "
+                      "header's is not a cine slice's, with a warning)")
 
 
 def _device(name: str):
@@ -195,8 +200,7 @@ def segment(study: Path = typer.Argument(..., help="Subject folder (any layout) 
             weights: Optional[Path] = typer.Option(None, "--weights", help="Segmentation weights (default: shipped)"),
             frames: str = typer.Option("all", "--frames", help="ed, es, all or a frame index"),
             align: str = typer.Option("auto", "--align",
-                                    help="Breath-hold alignment of the SAX slices to the LAX views first: auto (when "
-                                         "a LAX view exists), on or off"),
+                                    help=ALIGN_HELP),
             device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
             out: Path = typer.Option(..., "--out", help="Output folder")) -> None:
     """Segment the SAX (LV cavity 1, LV myocardium 2, RV cavity 3) on the input grid and the model grid."""
@@ -335,16 +339,12 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
                                               "(DMCVR weights, morphology fixed), or from the codes of the "
                                               "register or fusion volume"),
                 align: str = typer.Option("auto", "--align",
-                                    help="Breath-hold alignment of the SAX slices to the LAX views first: auto (when "
-                                         "a LAX view exists), on or off"),
+                                    help=ALIGN_HELP),
                 device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
                 adapt: Optional[int] = typer.Option(
-                    None, "--adapt", min=0, help="diffae, lag, dmcvr: fine-tune a copy of the model for STEPS steps on "
-                                                 "this study's own acquired SAX slices first (0: off; default: "
-                                                 "ReconConfig.adapt)"),
+                    None, "--adapt", min=0, help=ADAPT_HELP),
                 lax_thickness: Optional[float] = typer.Option(
-                    None, "--lax-thickness", help="LAX slice thickness in mm for every view (default: the header's, "
-                                                  "or 6 mm where the header's is not a cine slice's, with a warning)"),
+                    None, "--lax-thickness", help=LAX_THICKNESS_HELP),
                 out: Path = typer.Option(..., "--out", help="Output folder")) -> None:
     """Reconstruct a dense SAX volume: on the input's own grid (recon_METHOD_native.nii.gz) and on the
     working grid around the heart (recon_METHOD.nii.gz)."""
@@ -417,16 +417,12 @@ def evaluate(data: list[Path] = typer.Argument(..., help="Subject folders, or fo
              no_segmentation: bool = typer.Option(False, "--no-segmentation", help="Skip Dice/HD95/EF"),
              max_subjects: Optional[int] = typer.Option(None, "--max-subjects", min=1),
              align: str = typer.Option("auto", "--align",
-                                    help="Breath-hold alignment of the SAX slices to the LAX views first: auto (when "
-                                         "a LAX view exists), on or off"),
+                                    help=ALIGN_HELP),
              device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
              adapt: Optional[int] = typer.Option(
-                 None, "--adapt", min=0, help="diffae, lag, dmcvr: fine-tune a copy of the model for STEPS steps on "
-                                              "this study's own acquired SAX slices first (0: off; default: "
-                                              "ReconConfig.adapt)"),
+                 None, "--adapt", min=0, help=ADAPT_HELP),
              lax_thickness: Optional[float] = typer.Option(
-                 None, "--lax-thickness", help="LAX slice thickness in mm for every view (default: the header's, "
-                                               "or 6 mm where the header's is not a cine slice's, with a warning)"),
+                 None, "--lax-thickness", help=LAX_THICKNESS_HELP),
              out: Path = typer.Option(..., "--out", help="Output folder for the CSV, summary, figures and HTML")) -> None:
     """Run an evaluation protocol for several methods on the same cases; write CSV, Markdown, figures, HTML."""
     from cardiorecon.errors import CardioReconError
@@ -663,8 +659,7 @@ def demo(out: Path = typer.Option(Path("out/demo"), "--out", help="Output folder
                                      help="Comma-separated methods"),
          subjects: int = typer.Option(2, "--subjects", min=1, help="Phantom subjects to generate and score"),
          align: str = typer.Option("auto", "--align",
-                                    help="Breath-hold alignment of the SAX slices to the LAX views first: auto (when "
-                                         "a LAX view exists), on or off")) -> None:
+                                    help=ALIGN_HELP)) -> None:
     """The main job on the built-in default: the phantom protocol end to end. Generates heart-failure
     phantom subjects, reconstructs their ED and ES 10 mm SAX stacks at 2 mm with each method
     (shipped weights), segments the results and scores them against the phantom's truth
