@@ -491,21 +491,12 @@ def evaluate(data: list[Path] = typer.Argument(..., help="Subject folders, or fo
 
 def _write_failures(failures: list[dict], path: Path) -> None:
     """failures.csv (case, folder, error), atomically; removed when nothing failed."""
-    import csv
-
-    from cardiorecon.io.nifti import atomic_write
+    from cardiorecon.io.nifti import write_csv_rows
 
     if not failures:
         path.unlink(missing_ok=True)
         return
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=["case", "folder", "error"])
-            w.writeheader()
-            w.writerows({k: f.get(k, "") for k in ("case", "folder", "error")} for f in failures)
-
-    atomic_write(path, write, suffix=".csv")
+    write_csv_rows(path, failures, ["case", "folder", "error"])
 
 
 @app.command()

@@ -25,7 +25,6 @@ was no rougher than the truth, and smoothing biased EF.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import threading
@@ -257,7 +256,7 @@ def run_subject(path: str | Path, out: str | Path, options: CohortOptions = Coho
     """
     from cardiorecon.geometry import resample
     from cardiorecon.io import read_study
-    from cardiorecon.io.nifti import atomic_write, write_nifti
+    from cardiorecon.io.nifti import atomic_write, write_csv_rows, write_nifti
     from cardiorecon.meshes import ventricle_meshes, write_mesh
     from cardiorecon.metrics.function import function_from_curves, volume_curves
     from cardiorecon.recon.pipeline import PeakMemory, reconstruct, to_native
@@ -305,14 +304,7 @@ def run_subject(path: str | Path, out: str | Path, options: CohortOptions = Coho
         times = [t * float(interval) if interval else float(t) for t in frames]
         curve_rows = [{"frame": t, "time_ms": round(times[i], 3) if interval else "",
                        **{k: round(float(v[i]), 4) for k, v in curves.items()}} for i, t in enumerate(frames)]
-
-        def write_curves(tmp: Path) -> None:
-            with open(tmp, "w", newline="") as fh:
-                w = csv.DictWriter(fh, fieldnames=list(curve_rows[0]))
-                w.writeheader()
-                w.writerows(curve_rows)
-
-        files.append(atomic_write(out / "volumes.csv", write_curves, suffix=".csv"))
+        files.append(write_csv_rows(out / "volumes.csv", curve_rows, list(curve_rows[0])))
         curve_png = volume_curve_png(times if interval else frames, curves, fn["ed_index"], fn["es_index"],
                                      f"{subject}: {m}, {len(frames)} frames")
         files.append(atomic_write(out / "volumes.png", lambda tmp: Path(tmp).write_bytes(curve_png), suffix=".png"))
@@ -393,16 +385,9 @@ def discover(data: Sequence[str | Path]) -> tuple[list[tuple[str, Path]], list[t
 
 
 def write_cohort_csv(rows: list[dict], path: Path) -> Path:
-    from cardiorecon.io.nifti import atomic_write
+    from cardiorecon.io.nifti import write_csv_rows
 
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
-            w.writeheader()
-            for r in rows:
-                w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-
-    return atomic_write(path, write, suffix=".csv")
+    return write_csv_rows(path, rows, COLUMNS)
 
 
 def read_marker(folder: Path, options: CohortOptions) -> dict | None:

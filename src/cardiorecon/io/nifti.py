@@ -149,6 +149,21 @@ def atomic_write(path: str | Path, write: Any, suffix: str = "") -> Path:
 QFORM_TOLERANCE_MM = 1e-3
 
 
+def write_csv_rows(path: str | Path, rows: list[dict], fieldnames: list[str]) -> Path:
+    """Write `rows` (dicts) as a CSV with these columns, atomically (`atomic_write`): floats with 6
+    significant digits, missing keys empty, keys outside `fieldnames` ignored."""
+    import csv
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=fieldnames, extrasaction="ignore", restval="")
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+
+    return atomic_write(path, write, suffix=".csv")
+
+
 def qform_error_mm(affine: np.ndarray, qform: np.ndarray, shape: tuple[int, ...]) -> float:
     """Largest distance (mm) between `affine` and `qform` over the corners of a grid of `shape`."""
     corners = np.array(np.meshgrid(*[[0, max(n - 1, 0)] for n in shape[:3]], indexing="ij")).reshape(3, -1)

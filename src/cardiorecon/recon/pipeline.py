@@ -7,7 +7,6 @@ dense stack as a Volume whose affine keeps every acquired slice where it was (sl
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import threading
@@ -25,7 +24,7 @@ from tqdm.auto import tqdm
 from cardiorecon.autoencoder import ModelGrid, prepare_study
 from cardiorecon.errors import InputError
 from cardiorecon.geometry import resample, upsampled_affine, upsampled_num_slices, voxel_to_world, world_to_voxel
-from cardiorecon.io.nifti import atomic_write, write_nifti
+from cardiorecon.io.nifti import atomic_write, write_csv_rows, write_nifti
 from cardiorecon.models.config import NAMED_CONFIGS
 from cardiorecon.preprocess import intensity_map
 from cardiorecon.recon.interpolate import interpolate_stack
@@ -409,14 +408,7 @@ def write_reconstruction(recon: Reconstruction, out: str | Path, study: Study | 
         summary["lax_agreement"] = {str(t): {"before": r.agreement_before, "after": r.agreement_after,
                                              "iterations": r.iterations} for t, r in recon.lag.items()}
         rows = [{"frame": t, **h} for t, r in recon.lag.items() for h in r.history]
-
-        def write_csv(tmp: Path) -> None:
-            with open(tmp, "w", newline="") as fh:
-                w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-                w.writeheader()
-                w.writerows(rows)
-
-        written.append(atomic_write(out / "lag_loss.csv", write_csv, suffix=".csv"))
+        written.append(write_csv_rows(out / "lag_loss.csv", rows, list(rows[0])))
         fig, ax = plt.subplots(figsize=(6, 4))
         for t, r in recon.lag.items():
             ax.plot([h["loss"] for h in r.history], label=f"frame {t}")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from cardiorecon.evaluate import COLUMNS, TRUTH_IMAGE
-from cardiorecon.io.nifti import atomic_write
+from cardiorecon.io.nifti import atomic_write, write_csv_rows
 from cardiorecon.metrics.seg import STRUCTURES
 from cardiorecon.report import figures as F
 from cardiorecon.report.findings import Finding, Measure, findings, near_best, unit_values
@@ -20,14 +20,7 @@ GROUPS = ("Image quality", "Segmentation: overlap", "Segmentation: surface dista
 
 
 def write_csv(rows: list[dict], path: Path) -> Path:
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=COLUMNS)
-            w.writeheader()
-            for r in rows:
-                w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-
-    return atomic_write(path, write, suffix=".csv")
+    return write_csv_rows(path, rows, COLUMNS)
 
 
 def read_csv(paths: list[Path]) -> list[dict]:
