@@ -164,3 +164,24 @@ def test_discover_series_subfolders_and_unrecognised(tmp_path):
     found = discover_studies([tmp_path / "data"])
     assert found.studies == [study, other]
     assert [p.name for p, _ in found.skipped] == ["junk"]
+
+
+@pytest.mark.parametrize("bad", [0.0, -3.0, float("nan"), float("inf")])
+def test_bad_lax_thickness_override_is_a_clean_error(tmp_path, bad):
+    from cardiorecon.errors import InputError
+
+    _save(tmp_path / "sa.nii.gz", _beating(frames=5, es=2), SAX_A)
+    _save(tmp_path / "la_4ch.nii.gz", np.ones((24, 24, 1, 5), np.float32), _lax_affine())
+    with pytest.raises(InputError, match="lax-thickness"):
+        read_study(tmp_path, lax_thickness_mm=bad)
+
+
+def test_bad_frame_list_is_a_clean_error(tmp_path):
+    from cardiorecon.errors import InputError
+    from cardiorecon.evaluate import frames_to_score
+
+    _save(tmp_path / "sa.nii.gz", _beating(frames=5, es=2), SAX_A)
+    study = read_study(tmp_path)
+    assert frames_to_score(study, "0,3") == [0, 3]
+    with pytest.raises(InputError):
+        frames_to_score(study, "0,9")
