@@ -435,7 +435,9 @@ def lax_holdout_protocol(ev: Evaluator, folders: list[Path], frames: str = "ed-e
                 others = [v for v in study.lax if v != held]
                 # With alignment every method's slices move with the guiding views' estimate (the
                 # held-out view plays no part), so nothing is shared across held-out views.
-                guided = method in ("lag", "fusion")  # methods that read the LAX views: the others guide
+                # methods that read the LAX views (the others guide): lag, fusion, and with --adapt the
+                # priors, which adapt on the guiding views' images (never on the held-out one)
+                guided = method in ("lag", "fusion") or bool(ev.config.adapt and method in ("diffae", "dmcvr"))
                 if guided or shared is None or ev.align != "off":
                     rec = ev.run(study, method, factor, frame_list,
                                  lax_views=others if guided or ev.align != "off" else None)

@@ -12,8 +12,13 @@ slices with the usual diffusion loss (epsilon MSE), for a fixed number of steps:
   (never a flip), the same transforms as training;
 - the shipped model (the argument) is never modified: the copy is returned.
 
+The data are the study's acquired SAX slices of every frame (`study_slices`) and its LAX images of
+every frame as 2D images on the model grid (`lax_slices`: resampled to the grid's pixel spacing, a
+square of the grid's size centred where the grid centre projects onto the view's plane).
+
 Only the images the method is given are used: in the slice-drop protocol the dropped slices are
-not in the study that reaches here, and reference labels are never read.
+not in the study that reaches here; in the LAX hold-out only the guiding views (the pipeline's
+`lax_views`) are adapted on, never the held-out one; reference labels are never read.
 """
 
 from __future__ import annotations
@@ -59,11 +64,14 @@ class AdaptResult:
     trainable: int  # number of parameters that changed
     num_slices: int
     losses: list[float] = field(default_factory=list)
+    num_lax: int = 0  # of num_slices, LAX images on the model grid
 
     @property
     def note(self) -> str:
-        return (f"adapted a copy of the model to this study: {self.steps} steps on its {self.num_slices} acquired "
-                f"SAX slices ({self.trainable / 1e6:.2f} M parameters trained), {self.seconds:.0f} s")
+        images = f"{self.num_slices - self.num_lax} acquired SAX slices" + \
+            (f" and {self.num_lax} LAX images" if self.num_lax else "")
+        return (f"adapted a copy of the model to this study: {self.steps} steps on its {images} "
+                f"({self.trainable / 1e6:.2f} M parameters trained), {self.seconds:.0f} s")
 
 
 def _core(model: nn.Module) -> nn.Module:
@@ -93,6 +101,36 @@ def study_slices(image: np.ndarray) -> torch.Tensor:
     d = image if image.ndim == 4 else image[..., None]
     X, Y, Z, T = d.shape
     return torch.from_numpy(np.ascontiguousarray(np.transpose(d, (3, 2, 0, 1)).reshape(Z * T, 1, X, Y))).float()
+
+
+#: a LAX frame is adapted on only if at least this share of its square on the model grid lies inside the image
+MIN_LAX_COVERAGE = 0.5
+
+
+def lax_slices(views: dict, spacing_mm: float, size: int, centre: np.ndarray) -> torch.Tensor:
+    """Every frame of every LAX view in `views` ({name: Volume (X, Y, 1[, T])}) as a 2D image on the
+    model grid: (N, 1, size, size) in [-1, 1]. Each view is resampled in its own plane to square pixels
+    of `spacing_mm`, size x size around `centre` (world, the working grid's centre) projected onto the
+    plane, and mapped to [-1, 1] by the percentiles of its pixels inside the image over all its frames
+    (as the SAX grid is). Frames whose square lies less than MIN_LAX_COVERAGE inside the image are left
+    out (a view that misses the heart region adds nothing)."""
+    from cardiorecon.geometry import resample_inplane
+    from cardiorecon.preprocess import intensity_map
+
+    out = []
+    for view in views.values():
+        sampled = resample_inplane(view, spacing_mm, size, centre)
+        inside = resample_inplane(view.with_data(np.ones(view.spatial_shape, np.float32)), spacing_mm, size,
+                                  centre).data[:, :, 0] > 0.5
+        if inside.mean() < MIN_LAX_COVERAGE:
+            continue
+        d = sampled.data if sampled.data.ndim == 4 else sampled.data[..., None]  # (S, S, 1, T)
+        imap = intensity_map(d[inside])
+        frames = imap.forward(np.where(inside[:, :, None, None], d, imap.offset - imap.scale))[:, :, 0]
+        out.append(np.transpose(frames, (2, 0, 1)))  # (T, S, S)
+    if not out:
+        return torch.zeros(0, 1, size, size)
+    return torch.from_numpy(np.ascontiguousarray(np.concatenate(out)[:, None])).float()
 
 
 def _batch(slices: torch.Tensor, config: AdaptConfig, crop: int, g: torch.Generator) -> torch.Tensor:
@@ -145,17 +183,25 @@ def denoising_loss(model: nn.Module, slices: torch.Tensor, depth: float = 0.4, n
 
 
 def adapt(model: nn.Module, slices: torch.Tensor, steps: int, config: AdaptConfig = AdaptConfig(),
-          depth: float = 0.4, progress: bool = False) -> AdaptResult:
-    """Fine-tune a deep copy of `model` (DiffAE or DMCVR) on `slices` (N, 1, H, W) in [-1, 1] for
-    `steps` Adam steps of the diffusion loss, t in [0, depth T). `model` itself is left untouched."""
+          depth: float = 0.4, progress: bool = False, lax: torch.Tensor | None = None) -> AdaptResult:
+    """Fine-tune a deep copy of `model` (DiffAE or DMCVR) on `slices` (N, 1, H, W) in [-1, 1], and the
+    LAX images `lax` (M, 1, H, W) on the same grid if given (`lax_slices`), for `steps` Adam steps of
+    the diffusion loss, t in [0, depth T). `model` itself is left untouched."""
     if slices.ndim != 4 or len(slices) == 0:
         raise ValueError(f"adaptation needs slices (N, 1, H, W), got {tuple(slices.shape)}")
+    num_lax = 0 if lax is None else len(lax)
+    if num_lax:
+        if lax.shape[1:] != slices.shape[1:]:
+            raise ValueError(f"LAX images {tuple(lax.shape[1:])} are not on the SAX grid {tuple(slices.shape[1:])}")
+        slices = torch.cat([slices, lax.to(slices.dtype)])
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, min(config.num_threads, threads)))
     try:
-        return _adapt(model, slices, steps, config, depth, progress)
+        res = _adapt(model, slices, steps, config, depth, progress)
     finally:
         torch.set_num_threads(threads)
+    res.num_lax = num_lax
+    return res
 
 
 def _adapt(model: nn.Module, slices: torch.Tensor, steps: int, config: AdaptConfig, depth: float,
@@ -193,5 +239,5 @@ def _adapt(model: nn.Module, slices: torch.Tensor, steps: int, config: AdaptConf
     return AdaptResult(tuned, steps, time.perf_counter() - t0, sum(p.numel() for p in params), len(slices), losses)
 
 
-__all__ = ["AdaptConfig", "AdaptResult", "LAYER_SETS", "adapt", "denoising_loss", "study_slices",
+__all__ = ["AdaptConfig", "AdaptResult", "LAYER_SETS", "adapt", "denoising_loss", "lax_slices", "study_slices",
            "trainable_parameters"]

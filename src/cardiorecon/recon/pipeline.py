@@ -67,7 +67,8 @@ class ReconConfig:
     fusion: FusionConfig = FusionConfig()
     lag_init: str = "diffae"  # lag's start: the diffae codes, or the codes of the register / fusion volume
     # diffae, lag, dmcvr: fine-tune a copy of the model for this many steps on the study's own acquired
-    # SAX slices (all frames) before reconstructing; 0 = the shipped weights as they are (recon/adapt.py)
+    # SAX slices (all frames) and its given LAX views (on the model grid) before reconstructing; 0 = the
+    # shipped weights as they are (recon/adapt.py)
     adapt: int = 0
     adapt_config: AdaptConfig = AdaptConfig()
 
@@ -227,10 +228,13 @@ def reconstruct(study: Study, method: str, factor: int | None = None, spacing_mm
                          sax_shifts_mm=None if alignment is None else alignment.sax_shifts_mm)
     adapt_seconds = 0.0
     if config.adapt and method in ("diffae", "lag", "dmcvr"):  # a copy of the model; the argument is not changed
-        from cardiorecon.recon.adapt import adapt, study_slices
+        from cardiorecon.recon.adapt import adapt, lax_slices, study_slices
 
+        # the LAX views the method is given (lax_views; None: all), never a held-out one
+        views = {n: study.lax[n] for n in (study.lax if lax_views is None else lax_views) if n in study.lax}
+        lax = lax_slices(views, float(grid.image.spacing[0]), grid.image.spatial_shape[0], grid.centre)
         adapted = adapt(model, study_slices(grid.image.data), config.adapt, config.adapt_config, config.depth,
-                        progress)
+                        progress, lax=lax)
         model, adapt_seconds = adapted.model, adapted.seconds
         notes.append(adapted.note + f" (spread over the {len(frame_list)} frame(s)' seconds)")
     operators: dict[str, LaxOperator] = {}

@@ -47,9 +47,24 @@ def subject_folders(paths: list[str | Path]) -> list[Path]:
     return out
 
 
+def slice_bank_file(path: Path, size: int) -> np.ndarray:
+    """A prepared slice bank: (N, size, size) in [-1, 1] saved with numpy (.npy)."""
+    try:
+        bank = np.load(path)
+    except (OSError, ValueError) as e:
+        raise InputError(path, f"not a readable .npy slice bank ({e})") from None
+    if bank.ndim != 3 or bank.shape[1:] != (size, size) or len(bank) == 0:
+        raise InputError(path, f"a slice bank must be (N, {size}, {size}), got {bank.shape}")
+    if not np.isfinite(bank).all() or np.abs(bank).max() > 1.0 + 1e-3:
+        raise InputError(path, "a slice bank must hold finite intensities in [-1, 1]")
+    return bank.astype(np.float16)
+
+
 def build_bank(paths: list[str | Path], spacing_mm: float, size: int, cache: Path | None = None,
                progress: bool = True, exclude_frames: dict[str, list[int]] | None = None) -> np.ndarray:
-    """Slices of every subject under `paths` (N, size, size) float16, cached at `cache` (.npy).
+    """Slices of every subject under `paths` (N, size, size) float16, cached at `cache` (.npy). A
+    path ending in .npy is a prepared slice bank (`slice_bank_file`), taken as it is; a path given
+    twice is drawn from twice as often.
 
     `exclude_frames` maps a subject folder's name to frames left out (held out for evaluation).
     """
@@ -57,13 +72,19 @@ def build_bank(paths: list[str | Path], spacing_mm: float, size: int, cache: Pat
     exclude_frames = exclude_frames or {}
     key = {"sources": [str(f.resolve()) for f in folders], "spacing_mm": spacing_mm, "size": size,
            "exclude_frames": exclude_frames}
+    banks = {str(f.resolve()): f.stat().st_mtime_ns for f in folders if f.suffix == ".npy"}
+    if banks:  # a prepared bank rewritten in place invalidates the cache
+        key["banks"] = banks
     if cache is not None and cache.is_file() and cache.with_suffix(".json").is_file():
         if json.loads(cache.with_suffix(".json").read_text()) == key:
             return np.load(cache)
     slices = []
     for i, folder in enumerate(folders):
         excluded = exclude_frames.get(folder.name, [])
-        slices.append(study_slices(read_study(folder), spacing_mm, size, excluded).astype(np.float16))
+        if folder.suffix == ".npy":  # a prepared slice bank (e.g. training.synth.synthetic_bank)
+            slices.append(slice_bank_file(folder, size))
+        else:
+            slices.append(study_slices(read_study(folder), spacing_mm, size, excluded).astype(np.float16))
         if progress:
             print(f"  data [{i + 1}/{len(folders)}] {folder}: {len(slices[-1])} slices", flush=True)
     bank = np.concatenate(slices)

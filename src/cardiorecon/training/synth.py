@@ -379,3 +379,25 @@ class RealAugmenter:
         x = torch.as_tensor(s.gamma(torch.as_tensor(x).clamp_min(0) / max(float(x.max()), 1e-6)))
         y = torch.as_tensor(d["label"])[0].round().long()
         return normalise_patch(x.float(), g), y, torch.from_numpy(self.bank.known[i])
+
+
+# ----------------------------------------------------------------------------------- diffusion training
+def diffusion_synth_config(spacing_mm: float, size: int) -> SynthConfig:
+    """The segmentation recipe at a diffusion model's grid: `size` px at `spacing_mm`, every patch
+    centred near the heart (the model grid is a crop around the heart), the same 240 mm stacks."""
+    return SynthConfig(spacing_mm=spacing_mm, matrix=int(round(240 / spacing_mm)), patch_size=size,
+                       heart_centred=1.0)
+
+
+def synthetic_bank(stacks: list[np.ndarray], n: int, cfg: SynthConfig, seed: int = 0) -> np.ndarray:
+    """`n` appearance-randomised images (n, P, P) float16 in [-1, 1] made from the tissue stacks by
+    `Synthesizer` (random geometry, class intensities, blur, slice profile, bias, resolution loss,
+    noise, gamma; no flip): a slice bank the DiffAE trainer takes like a real one (saved as .npy,
+    given as a --data path)."""
+    synth = Synthesizer(stacks, cfg)
+    g = torch.Generator().manual_seed(seed)
+    out = np.zeros((n, cfg.patch_size, cfg.patch_size), np.float16)
+    for i in range(n):
+        synth._reseed(g)  # the geometry too draws from `g` (MONAI's own state is otherwise unseeded at first)
+        out[i] = synth.sample(g)[0][0].numpy()
+    return out
