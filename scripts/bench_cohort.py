@@ -105,6 +105,70 @@ def curves(folders: list[Path], methods: list[str], sigmas: list[float]) -> list
     return rows
 
 
+def lag_cine(folder: Path, variants: list[str], iterations: int | None, threads: int):
+    """`lag` over one phantom cine, every frame, per frame (`off`) against warm-started from the previous
+    frame (`previous`, `delta`): per-frame seconds, loss, LAX NCC, SSIM of the new slices against the
+    dense truth image, and the volume curves (segmented frame by frame) against the true curve. The
+    truth is read here only, for scoring."""
+    import dataclasses
+
+    import torch
+
+    from cardiorecon.autoencoder import volume_to_slices
+    from cardiorecon.cohort import CohortOptions, class_probabilities, labels_over_time, load_models
+    from cardiorecon.geometry import resample
+    from cardiorecon.io import read_study
+    from cardiorecon.metrics.function import curve_rms, function_from_curves, second_difference_rms, volume_curves
+    from cardiorecon.metrics.image import ssim
+    from cardiorecon.recon.pipeline import ReconConfig, reconstruct
+
+    torch.set_num_threads(threads)
+    study = read_study(folder)
+    truth_img = read_study(folder / "truth_sa.nii.gz").sax  # scoring only
+    truth = read_study(folder / "truth_label_sa.nii.gz").sax  # scoring only
+    true = volume_curves(truth.data.astype(np.uint8), truth.spacing.tolist())
+    true_fn = function_from_curves(true)
+    rows = []
+    for variant in variants:
+        method = "linear" if variant == "linear" else "lag"
+        models = load_models(CohortOptions(method=method))
+        config = ReconConfig() if method == "linear" else dataclasses.replace(
+            ReconConfig(), lag_warm=variant, lag_warm_iterations=iterations)
+        torch.manual_seed(0)
+        t0 = time.perf_counter()
+        rec = reconstruct(study, method, factor=5, frames="all", model=models.recon, config=config, align="off")
+        recon_s = time.perf_counter() - t0
+        X, Y, Z, T = rec.normalised.shape
+        probs = class_probabilities(models.segnet, volume_to_slices(rec.normalised.data)).numpy()
+        labels = labels_over_time(probs.reshape(T, Z, -1, X, Y), 0.0, circular=True)
+        spacing = rec.volume.spacing.tolist()
+        c = volume_curves(labels, spacing)
+        fn = function_from_curves(c, labels, spacing)
+        new = [k for k in range(Z) if k % rec.factor]
+        ssims = []
+        for i, t in enumerate(rec.frames):
+            ref = rec.grid.intensity.forward(resample(truth_img.frame(t), rec.normalised.affine, (X, Y, Z), order=1).data)
+            ssims.append(ssim(rec.normalised.data[:, :, new, i], ref[:, :, new], 2.0))
+        lag = [rec.lag[t] for t in rec.frames] if rec.lag else []
+        ncc = lambda a: float(np.mean(list(a.values()))) if a else float("nan")  # noqa: E731
+        rows.append({"subject": folder.name, "variant": variant, "frames": T, "recon_s": recon_s,
+                     "seconds_per_frame": rec.seconds_per_frame, "peak_mb": rec.peak_memory_mb,
+                     "ssim_new": ssims, "ssim_new_mean": float(np.mean(ssims)),
+                     "lax_ncc_before": [ncc(r.agreement_before) for r in lag],
+                     "lax_ncc_after": [ncc(r.agreement_after) for r in lag],
+                     "loss_first": [r.history[0]["loss"] for r in lag],
+                     "loss_best": [min(h["loss"] for h in r.history) for r in lag],
+                     "losses": [[h["loss"] for h in r.history] for r in lag],
+                     "iterations": [r.iterations for r in lag], "warm": [r.warm for r in lag],
+                     "lv_ml": c["lv_ml"].tolist(), "rv_ml": c["rv_ml"].tolist(),
+                     "lv_true_ml": true["lv_ml"].tolist(), "rv_true_ml": true["rv_ml"].tolist(),
+                     "lv_rms_ml": curve_rms(c["lv_ml"], true["lv_ml"]), "rv_rms_ml": curve_rms(c["rv_ml"], true["rv_ml"]),
+                     "lv_d2_ml": second_difference_rms(c["lv_ml"]), "lv_d2_true_ml": second_difference_rms(true["lv_ml"]),
+                     "rv_d2_ml": second_difference_rms(c["rv_ml"]), "rv_d2_true_ml": second_difference_rms(true["rv_ml"]),
+                     "lv_ef_error": fn["lv_ef"] - true_fn["lv_ef"], "rv_ef_error": fn["rv_ef"] - true_fn["rv_ef"]})
+        yield rows[-1]
+
+
 def meshes(outs: list[Path]) -> dict:
     found = []
     for out in outs:
@@ -158,10 +222,17 @@ def main() -> None:
     ap.add_argument("--curve-subjects", type=int, default=3)
     ap.add_argument("--curve-frames", type=int, default=20)
     ap.add_argument("--sigmas", default="0.5,0.75,1.0")
+    ap.add_argument("--curve-methods", default="linear", help="methods whose volume curves are measured ('' for none)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of this process (the curves)")
+    ap.add_argument("--lag-cine-frames", type=int, default=0,
+                    help="frames of one phantom cine (dense truth) that lag reconstructs per variant (0: skip)")
+    ap.add_argument("--lag-variants", default="linear,off,previous,delta",
+                    help="linear (reference) and lag warm starts (off: every frame from its own seeds)")
+    ap.add_argument("--lag-warm-iterations", type=int, default=None, help="iterations of a warm-started frame")
     args = ap.parse_args()
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     root = args.out
     root.mkdir(parents=True, exist_ok=True)
     # small subjects: every frame for the fast methods, --slow-frames of fewer subjects for the slow ones
@@ -180,9 +251,19 @@ def main() -> None:
         (root / "bench_cohort.md").write_text(markdown(result))
 
     outs: list[Path] = []
+    if args.lag_cine_frames:
+        cine = phantoms(root / "data", f"lag_cine_{args.lag_cine_frames}", 1, args.lag_cine_frames, 7300, truth=True)
+        result["lag_cine"] = []
+        for row in lag_cine(sorted(p for p in cine.iterdir() if p.is_dir())[0],
+                            [v.strip() for v in args.lag_variants.split(",") if v.strip()], args.lag_warm_iterations,
+                            args.threads):
+            result["lag_cine"].append(row)
+            print(json.dumps({k: v for k, v in row.items() if not isinstance(v, list)}), flush=True)
+            save()
     curve_data = phantoms(root / "data", "curves", args.curve_subjects, args.curve_frames, 7200, truth=True)
     folders = sorted(p for p in curve_data.iterdir() if p.is_dir())
-    result["curves"] = curves(folders, ["linear"], [float(s) for s in args.sigmas.split(",")])
+    curve_methods = [m.strip() for m in args.curve_methods.split(",") if m.strip()]
+    result["curves"] = curves(folders, curve_methods, [float(s) for s in args.sigmas.split(",")]) if curve_methods else []
     save()
     print(markdown(result), flush=True)
     for method in [m.strip() for m in args.methods.split(",") if m.strip()]:

@@ -7,6 +7,10 @@ where the new slices are decoded through K differentiable DDIM steps (gradient c
 step), the acquired slices stay as acquired, L_lax sums the LAX operator's loss over the guiding
 views, L_cont is the squared difference of each new slice from both neighbours, and
 L_seed = MSE(x_T, seed) + MSE(z_sem, seed).
+
+4D reuse (`init`): a frame of a cine can start from codes other than its seeds (recon/pipeline.py
+passes the previous frame's optimised codes, or its seeds plus the previous frame's correction);
+L_seed still anchors the codes to this frame's own seeds.
 """
 
 from __future__ import annotations
@@ -58,6 +62,9 @@ class LagResult:
     seconds: float = 0.0
     best_iteration: int = 0  # the iteration whose codes were kept (lowest loss)
     stopped: str | None = None  # why the optimisation stopped early, where not by patience or the limit
+    codes: tuple[torch.Tensor, torch.Tensor] | None = None  # the kept (z_sem, x_T), on the CPU
+    seeds: tuple[torch.Tensor, torch.Tensor] | None = None  # this frame's seeds (z_sem, x_T), on the CPU
+    warm: str | None = None  # where the codes started when not at the seeds (set by the caller)
 
 
 def continuity_loss(dense: torch.Tensor, new_index: np.ndarray) -> torch.Tensor:
@@ -79,31 +86,38 @@ def lax_agreement(dense: torch.Tensor, operators: dict[str, LaxOperator], images
 
 def optimise(model: DiffAE, acquired: torch.Tensor, codes: GapCodes, factor: int,
              operators: dict[str, LaxOperator], images: dict[str, torch.Tensor], config: LagConfig = LagConfig(),
-             progress=None) -> LagResult:
+             progress=None, init: tuple[torch.Tensor, torch.Tensor] | None = None) -> LagResult:
     """Optimise the gap codes so that the dense stack agrees with the LAX views.
 
     acquired: (X, Y, Z) in [-1, 1]; codes: the seeds from `diffae`; operators/images: the guiding
     views (each operator built for the dense grid). `progress(i, total, loss)` is called per step.
+    init: (z_sem, x_T) to start from instead of the seeds (same shapes; a warm start from another
+    frame); the seed term still pulls towards `codes`.
     """
+    if init is not None:
+        for name, a, b in (("z_sem", init[0], codes.z_sem), ("x_T", init[1], codes.x_T)):
+            if tuple(a.shape) != tuple(b.shape):
+                raise ValueError(f"lag warm start: {name} has shape {tuple(a.shape)}, the seeds {tuple(b.shape)}")
     # The model is frozen while the codes are optimised; the caller's flags are restored at the end.
     flags = [(p, p.requires_grad) for p in model.parameters()]
     for p, _ in flags:
         p.requires_grad_(False)
     try:
-        return _optimise(model, acquired, codes, factor, operators, images, config, progress)
+        return _optimise(model, acquired, codes, factor, operators, images, config, progress, init)
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
 
 
-def _optimise(model, acquired, codes, factor, operators, images, config, progress) -> LagResult:
+def _optimise(model, acquired, codes, factor, operators, images, config, progress, init=None) -> LagResult:
     if config.max_iterations < 1:
         raise ValueError(f"lag needs at least one iteration, got max_iterations = {config.max_iterations}")
     schedule = NoiseSchedule.linear(model.config.num_timesteps)
     seed_z, seed_x = codes.z_sem.detach().clone(), codes.x_T.detach().clone()
     acquired = acquired.to(seed_x.device)  # tensors follow the model and its codes (cardiorecon.device)
-    z = seed_z.clone().requires_grad_(True)
-    x_T = seed_x.clone().requires_grad_(True)
+    start_z, start_x = (seed_z, seed_x) if init is None else (init[0].detach(), init[1].detach())
+    z = start_z.to(seed_z).clone().requires_grad_(True)
+    x_T = start_x.to(seed_x).clone().requires_grad_(True)
     opt = torch.optim.Adam([z, x_T], lr=config.lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=config.lr_halve_every, gamma=0.5)
     t0 = time.perf_counter()
@@ -159,7 +173,8 @@ def _optimise(model, acquired, codes, factor, operators, images, config, progres
         dense_best = assemble(acquired, new, codes, factor)
     return LagResult(dense=dense_best.cpu().numpy(), history=history, agreement_before=agreement_before or {},
                      agreement_after=lax_agreement(dense_best, operators, images), iterations=len(history),
-                     seconds=time.perf_counter() - t0, best_iteration=best_iteration, stopped=stopped)
+                     seconds=time.perf_counter() - t0, best_iteration=best_iteration, stopped=stopped,
+                     codes=(z_best.cpu(), x_best.cpu()), seeds=(seed_z.cpu(), seed_x.cpu()))
 
 
 __all__ = ["LagConfig", "LagResult", "SEED_SETTINGS", "optimise", "continuity_loss", "match_intensity"]

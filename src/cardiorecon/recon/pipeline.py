@@ -39,6 +39,7 @@ from cardiorecon.volume import FrameSelectionError, Study, Volume
 Method = Literal["nearest", "linear", "cubic", "register", "fusion", "diffae", "lag", "dmcvr"]
 METHODS: tuple[str, ...] = ("nearest", "linear", "cubic", "register", "fusion", "diffae", "lag", "dmcvr")
 CLASSICAL = ("nearest", "linear", "cubic")
+LAG_WARM = ("off", "previous", "delta")  # ReconConfig.lag_warm
 PER_SUBJECT = ("register", "fusion")  # no weights: the subject's own images (recon/register.py, fusion.py)
 
 #: This project's CPU default for `lag`. Measured on hf_2000 (ED+ES, factor 5, pretrained tiny
@@ -66,6 +67,11 @@ class ReconConfig:
     register: RegisterConfig = RegisterConfig()
     fusion: FusionConfig = FusionConfig()
     lag_init: str = "diffae"  # lag's start: the diffae codes, or the codes of the register / fusion volume
+    # lag over a cine (4D reuse, issue 17): a frame whose previous cine frame was optimised starts from
+    # that frame's optimised codes ('previous'), from its own seeds plus that frame's correction
+    # ('delta'), or from its own seeds ('off'); the seed term always anchors to its own seeds.
+    lag_warm: str = "off"
+    lag_warm_iterations: int | None = None  # iterations of a warm-started frame (None: lag.max_iterations)
     # diffae, lag, dmcvr: fine-tune a copy of the model for this many steps on the study's own acquired
     # SAX slices (all frames) and its given LAX views (on the model grid) before reconstructing; 0 = the
     # shipped weights as they are (recon/adapt.py)
@@ -198,6 +204,8 @@ def reconstruct(study: Study, method: str, factor: int | None = None, spacing_mm
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if config.lag_warm not in LAG_WARM:
+        raise ValueError(f"unknown lag warm start {config.lag_warm!r}; choose from {', '.join(LAG_WARM)}")
     f = resolve_factor(study, factor, spacing_mm)
     frame_list = study.resolve_frames(frames)
     notes: list[str] = []
@@ -294,6 +302,18 @@ def reconstruct(study: Study, method: str, factor: int | None = None, spacing_mm
                 else:
                     acquired, codes = diffae_codes(model, stack, f, lc.invert_steps, depth=lc.depth)
                 images = _lax_images(study, operators, t)
+                init, prev = None, None
+                if config.lag_warm != "off" and i > 0 and (t - frame_list[i - 1]) % study.num_frames == 1:
+                    prev = lag_results.get(frame_list[i - 1])
+                if prev is not None and prev.codes is not None:  # warm start from the previous cine frame
+                    z_prev, x_prev = prev.codes
+                    if config.lag_warm == "previous":
+                        init = (z_prev, x_prev)
+                    else:  # delta: this frame's seeds moved by the previous frame's correction
+                        init = (codes.z_sem + (z_prev - prev.seeds[0]).to(codes.z_sem),
+                                codes.x_T + (x_prev - prev.seeds[1]).to(codes.x_T))
+                    if config.lag_warm_iterations:
+                        lc = dataclasses.replace(lc, max_iterations=config.lag_warm_iterations)
                 step_bar = tqdm(total=lc.max_iterations, desc=f"  lag frame {t}", unit="it", leave=False,
                                 disable=not progress)
 
@@ -301,7 +321,9 @@ def reconstruct(study: Study, method: str, factor: int | None = None, spacing_mm
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.4f}")
 
-                res = optimise(model, torch.from_numpy(stack).float(), codes, f, operators, images, lc, report)
+                res = optimise(model, torch.from_numpy(stack).float(), codes, f, operators, images, lc, report,
+                               init=init)
+                res.warm = None if init is None else f"{config.lag_warm} from frame {frame_list[i - 1]}"
                 step_bar.close()
                 lag_results[t] = res
                 dense[..., i] = res.dense
@@ -410,7 +432,8 @@ def write_reconstruction(recon: Reconstruction, out: str | Path, study: Study | 
         import matplotlib.pyplot as plt
 
         summary["lax_agreement"] = {str(t): {"before": r.agreement_before, "after": r.agreement_after,
-                                             "iterations": r.iterations} for t, r in recon.lag.items()}
+                                             "iterations": r.iterations, "warm_start": r.warm}
+                                    for t, r in recon.lag.items()}
         rows = [{"frame": t, **h} for t, r in recon.lag.items() for h in r.history]
         written.append(write_csv_rows(out / "lag_loss.csv", rows, list(rows[0])))
         fig, ax = plt.subplots(figsize=(6, 4))
