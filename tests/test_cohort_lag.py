@@ -84,3 +84,26 @@ def test_bad_warm_start_settings_are_refused(cine, micro):
                      alpha=np.array([0.5, 0.5]), out_index=np.array([1, 3]))
     with pytest.raises(ValueError, match="x_T has shape"):
         optimise(micro, torch.zeros((8, 8, 3)), codes, 2, {}, {}, LAG, init=(torch.zeros((2, 4)), torch.zeros((3, 1, 8, 8))))
+
+
+def test_cli_refuses_a_bad_or_misplaced_lag_warm(tmp_path):
+    from typer.testing import CliRunner
+
+    from cardiorecon.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["cohort", str(tmp_path), "--out", str(tmp_path / "o"), "--method", "lag",
+                              "--lag-warm", "sideways"])
+    assert res.exit_code == 2 and "--lag-warm must be one of off, previous, delta" in res.output
+    res = runner.invoke(app, ["reconstruct", str(tmp_path), "--out", str(tmp_path / "r"), "--method", "linear",
+                              "--lag-warm", "delta"])
+    assert res.exit_code == 2 and "applies to --method lag" in res.output
+    assert not (tmp_path / "o").exists() and not (tmp_path / "r").exists()
+
+
+def test_cohort_marker_key_carries_lag_warm_for_lag_only():
+    from cardiorecon.cohort import CohortOptions
+
+    assert "lag_warm" not in CohortOptions(method="linear", lag_warm="delta").key()
+    assert CohortOptions(method="lag", lag_warm="delta").key()["lag_warm"] == "delta"
+    assert CohortOptions(method="lag").key() != CohortOptions(method="lag", lag_warm="delta").key()

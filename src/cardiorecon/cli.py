@@ -314,6 +314,19 @@ def _check_out(out: Path, inputs: list[Path], names: tuple[str, ...] = ()) -> No
         _fail(exc)
 
 
+LAG_WARM_HELP = ("lag over a cine: start each frame from the previous frame's optimised codes (previous), "
+                 "from its own seeds plus the previous frame's correction (delta), or from its own seeds (off)")
+
+
+def _check_lag_warm(lag_warm: str, method: str) -> None:
+    from cardiorecon.recon.pipeline import LAG_WARM
+
+    if lag_warm not in LAG_WARM:
+        _fail(ValueError(f"--lag-warm must be one of {', '.join(LAG_WARM)}, not {lag_warm!r}"))
+    if lag_warm != "off" and method != "lag":
+        _fail(ValueError(f"--lag-warm {lag_warm} applies to --method lag, not {method}"))
+
+
 @app.command()
 def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layout) or NIfTI"),
                 method: str = typer.Option("lag", "--method", help="nearest, linear, cubic, register, fusion, diffae, lag or dmcvr"),
@@ -338,6 +351,7 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
                                          help="lag only: start from the diffae codes, from the dmcvr codes "
                                               "(DMCVR weights, morphology fixed), or from the codes of the "
                                               "register or fusion volume"),
+                lag_warm: str = typer.Option("off", "--lag-warm", help=LAG_WARM_HELP),
                 align: str = typer.Option("auto", "--align",
                                     help=ALIGN_HELP),
                 device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
@@ -361,6 +375,7 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
         _fail(ValueError(f"--init must be diffae, dmcvr, register or fusion, not {init!r}"))
     if init != "diffae" and method != "lag":
         _fail(ValueError(f"--init {init} applies to --method lag, not {method}"))
+    _check_lag_warm(lag_warm, method)
     if spacing is not None and not spacing > 0:
         _fail(ValueError(f"--spacing must be a positive number of mm, got {spacing}"))
     if factor is None and spacing is None:
@@ -386,7 +401,7 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
         if lag_steps:
             lag = dataclasses.replace(lag, ddim_steps=lag_steps)
         cfg = ReconConfig(invert_steps=invert_steps, decode_steps=decode_steps, depth=depth, lag=lag,
-                          lag_init=init if init in ("register", "fusion") else "diffae",
+                          lag_init=init if init in ("register", "fusion") else "diffae", lag_warm=lag_warm,
                           adapt=ReconConfig().adapt if adapt is None else adapt)
         views = [v.strip() for v in lax_views.split(",")] if lax_views else None
         rec = run(s, method, factor=factor, spacing_mm=spacing if factor is None else None, frames=_frames(frames),
@@ -523,7 +538,8 @@ def cohort(data: list[Path] = typer.Argument(..., help="Subject folders (any lay
            meshes: bool = typer.Option(True, "--meshes/--no-meshes", help="Surface meshes at ED and ES"),
            device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
            torch_threads: Optional[int] = typer.Option(None, "--torch-threads", min=1,
-                                                       help="Torch threads per worker (default: cores / workers)")
+                                                       help="Torch threads per worker (default: cores / workers)"),
+           lag_warm: str = typer.Option("off", "--lag-warm", help=LAG_WARM_HELP),
            ) -> None:
     """Every subject, every frame: align, reconstruct (4D), segment; per subject the dense 4D NIfTI (native
     and working grid), 4D labels, volume curves (CSV, PNG), EDV/ESV/SV/EF, LV mass, ED/ES meshes (STL, PLY)
@@ -538,12 +554,13 @@ def cohort(data: list[Path] = typer.Argument(..., help="Subject folders (any lay
         _fail(ValueError(f"--temporal must be probability, intensity or none, not {temporal!r}"))
     if align not in ("auto", "off"):
         _fail(ValueError(f"--align must be auto or off, not {align!r}"))
+    _check_lag_warm(lag_warm, method)
     _device(device)  # fail here, not on every worker, when the device cannot be had
     options = CohortOptions(method=method, factor=factor, frames=frames, temporal=temporal,  # type: ignore[arg-type]
                             temporal_sigma=temporal_sigma, device=device,
                             weights=None if weights is None else str(weights.resolve()),
                             seg_weights=None if seg_weights is None else str(seg_weights.resolve()),
-                            align=align, meshes=meshes, torch_threads=torch_threads)
+                            align=align, meshes=meshes, torch_threads=torch_threads, lag_warm=lag_warm)
     try:
         run = run_cohort(list(data), out, options, workers=workers, scheduler=scheduler, echo=typer.echo)
     except CardioReconError as exc:

@@ -71,12 +71,15 @@ class CohortOptions:
     meshes: bool = True
     mesh_smoothing: int = 20
     torch_threads: int | None = None  # per worker; None leaves torch's setting
+    lag_warm: str = "off"  # lag only: warm start of each frame from the previous one (ReconConfig.lag_warm)
 
     def key(self) -> dict:
         """The options that change a subject's outputs."""
         d = asdict(self)
         for k in ("device", "torch_threads"):
             d.pop(k)
+        if self.method != "lag":
+            d.pop("lag_warm")  # no effect (and older markers of the other methods stay valid)
         d["lax_views"] = None if self.lax_views is None else list(self.lax_views)
         return d
 
@@ -259,7 +262,7 @@ def run_subject(path: str | Path, out: str | Path, options: CohortOptions = Coho
     from cardiorecon.io.nifti import atomic_write, write_csv_rows, write_nifti
     from cardiorecon.meshes import ventricle_meshes, write_mesh
     from cardiorecon.metrics.function import function_from_curves, volume_curves
-    from cardiorecon.recon.pipeline import PeakMemory, reconstruct, to_native
+    from cardiorecon.recon.pipeline import PeakMemory, ReconConfig, reconstruct, to_native
     from cardiorecon.report.cohort import slices_png, subject_page, volume_curve_png, write_html
     from cardiorecon.volume import Volume
 
@@ -280,7 +283,8 @@ def run_subject(path: str | Path, out: str | Path, options: CohortOptions = Coho
         frames = _frames(study, options.frames)
         rec = reconstruct(study, options.method, factor=options.factor, frames=frames,
                           lax_views=None if options.lax_views is None else list(options.lax_views),
-                          model=models.recon, align=alignment if alignment is not None else "off")
+                          model=models.recon, align=alignment if alignment is not None else "off",
+                          config=ReconConfig(lag_warm=options.lag_warm))
         notes.extend(rec.notes)
         circular = len(frames) == study.num_frames
         labels = segment_4d(models.segnet, rec.normalised.data, options.temporal, options.temporal_sigma, circular,
