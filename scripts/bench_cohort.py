@@ -35,10 +35,12 @@ def phantoms(root: Path, name: str, n: int, frames: int, seed: int, truth: bool,
     return folder
 
 
-def throughput(data: list[Path], out: Path, method: str, frames: str, workers: int, full_frames: int) -> dict:
+def throughput(data: list[Path], out: Path, method: str, frames: str, workers: int, full_frames: int,
+               threads: int | None = None, lag_warm: str = "off") -> dict:
     from cardiorecon.cohort import CohortOptions, run_cohort
 
-    options = CohortOptions(method=method, frames=frames, torch_threads=max(1, 2 // workers))
+    options = CohortOptions(method=method, frames=frames, torch_threads=threads or max(1, 2 // workers),
+                            lag_warm=lag_warm if method == "lag" else "off")
     t0 = time.perf_counter()
     run = run_cohort(data, out, options, workers=workers, progress=False, echo=lambda s: None)
     wall = time.perf_counter() - t0
@@ -54,7 +56,8 @@ def throughput(data: list[Path], out: Path, method: str, frames: str, workers: i
     row = {"method": method, "workers": workers, "subjects": len(done), "failed": run.failed, "frames": nframes,
            "wall_s": wall, "subjects_per_hour": 3600 * len(done) / wall, "seconds_per_subject": per_subject,
            "recon_seconds_per_frame": spf, "overhead_s": overhead,
-           "peak_mb_per_worker": float(max(r["peak_mb"] for r in done)), "busy_workers": busy}
+           "peak_mb_per_worker": float(max(r["peak_mb"] for r in done)), "busy_workers": busy,
+           "torch_threads": options.torch_threads, "lag_warm": options.lag_warm if method == "lag" else ""}
     if nframes < full_frames:
         projected = overhead + full_frames * spf
         row.update({"extrapolated_to_frames": full_frames, "projected_seconds_per_subject": projected,
@@ -201,6 +204,18 @@ def markdown(result: dict) -> str:
         lines.append(f"| {m} | {t} | {s:g} | {mean('lv_rms_ml'):.2f} | {mean('rv_rms_ml'):.2f} | "
                      f"{mean('lv_d2_ml'):.2f} ({mean('lv_d2_true_ml'):.2f}) | {mean('rv_d2_ml'):.2f} "
                      f"({mean('rv_d2_true_ml'):.2f}) | {mean('lv_ef_error'):+.2f} | {mean('rv_ef_error'):+.2f} |")
+    if result.get("lag_cine"):
+        lines += ["", "### lag over one phantom cine: per frame against warm-started", "",
+                  "| variant | frames | s/frame | SSIM new slices | LAX NCC after | loss first (warm frames) | "
+                  "loss best (warm frames) | LV RMS mL | RV RMS mL | LV 2nd diff (truth) | RV 2nd diff (truth) | "
+                  "LV EF error | RV EF error |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in result["lag_cine"]:
+            warm = lambda k: f"{np.mean(r[k][1:]):.4f}" if r[k] else "-"  # noqa: E731
+            ncc = f"{np.mean(r['lax_ncc_after']):.4f}" if r["lax_ncc_after"] else "-"
+            lines.append(f"| {r['variant']} | {r['frames']} | {np.mean(r['seconds_per_frame']):.1f} | "
+                         f"{r['ssim_new_mean']:.4f} | {ncc} | {warm('loss_first')} | {warm('loss_best')} | "
+                         f"{r['lv_rms_ml']:.2f} | {r['rv_rms_ml']:.2f} | {r['lv_d2_ml']:.2f} ({r['lv_d2_true_ml']:.2f}) | "
+                         f"{r['rv_d2_ml']:.2f} ({r['rv_d2_true_ml']:.2f}) | {r['lv_ef_error']:+.2f} | {r['rv_ef_error']:+.2f} |")
     m = result.get("meshes") or {"meshes": 0, "watertight": 0, "max_abs_error_pct": float("nan"),
                                   "mean_abs_error_pct": float("nan"), "by_structure": {}}
     lines += ["", f"### Meshes: {m['meshes']} meshes, {m['watertight']} watertight; |mesh - voxel volume| "
@@ -229,6 +244,8 @@ def main() -> None:
     ap.add_argument("--lag-variants", default="linear,off,previous,delta",
                     help="linear (reference) and lag warm starts (off: every frame from its own seeds)")
     ap.add_argument("--lag-warm-iterations", type=int, default=None, help="iterations of a warm-started frame")
+    ap.add_argument("--lag-warm", default="off", help="lag's warm start in the throughput runs")
+    ap.add_argument("--worker-threads", type=int, default=None, help="torch threads per worker (default 2 / workers)")
     args = ap.parse_args()
     import torch
 
@@ -274,7 +291,7 @@ def main() -> None:
                 import shutil
 
                 shutil.rmtree(out)  # a fresh run each time: no subject resumed
-            row = throughput(data, out, method, frames, w, args.full_frames)
+            row = throughput(data, out, method, frames, w, args.full_frames, args.worker_threads, args.lag_warm)
             print(json.dumps(row), flush=True)
             result["throughput"].append(row)
             outs.append(out)

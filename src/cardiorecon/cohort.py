@@ -19,8 +19,10 @@ Models are loaded once per worker process (`load_models` caches them by weights 
 4D consistency: the segmenter's class probabilities can be smoothed along time (circular Gaussian
 over the cycle) before the argmax (`temporal="probability"`), or the dense intensities themselves
 (`temporal="intensity"`); `none` segments each frame on its own. The default, `none`, is chosen by
-measurement on the phantom's true curves (docs/BENCHMARKS.md, section "Cohorts"): the per-frame curve
-was no rougher than the truth, and smoothing biased EF.
+measurement on the phantom's true curves (docs/BENCHMARKS.md, section "Cohorts"): smoothing made the
+curve a little smoother than per frame but biased EF. The reconstruction reuses frames where the method
+does: `fusion`'s temporal term, and for `lag` an optional warm start from the previous frame
+(`lag_warm`, off by default by measurement).
 """
 
 from __future__ import annotations
@@ -58,9 +60,10 @@ class CohortOptions:
     method: str = "linear"
     factor: int = 5
     frames: str = "all"  # all, ed, es, an index, or comma-separated indices
-    # Per frame by measurement (docs/BENCHMARKS.md, Cohorts): on 3 phantoms x 25 frames the per-frame
-    # curve was already as smooth as the true one (LV second difference 4.09 vs 4.0 mL) and smoothing
-    # only cut the ED peak and ES trough (LV EF error -3.5 -> -4.7 points at sigma 0.75).
+    # Per frame by measurement (docs/BENCHMARKS.md, Cohorts; 3 phantoms x 25 frames, linear, current code):
+    # per frame has the smallest EF errors (LV -1.1, RV +0.2 points) and RV curve RMS (3.7 mL); smoothing
+    # the probabilities or the images lowers the second difference a little and flattens ED and ES
+    # (LV EF error -2.3 at sigma 0.75 on the probabilities, -2.7 on the images).
     temporal: Temporal = "none"
     temporal_sigma: float = 0.75  # frames
     device: str = "cpu"  # auto, cpu, cuda (resolved on each worker)
@@ -71,7 +74,8 @@ class CohortOptions:
     meshes: bool = True
     mesh_smoothing: int = 20
     torch_threads: int | None = None  # per worker; None leaves torch's setting
-    lag_warm: str = "off"  # lag only: warm start of each frame from the previous one (ReconConfig.lag_warm)
+    lag_warm: str = "off"  # lag only: warm start of each frame from the previous one (ReconConfig.lag_warm:
+    # 'off' by measurement, 'delta' agreed better with the LAX views but worse with the truth)
 
     def key(self) -> dict:
         """The options that change a subject's outputs."""

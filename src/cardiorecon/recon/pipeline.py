@@ -70,6 +70,9 @@ class ReconConfig:
     # lag over a cine (4D reuse, issue 17): a frame whose previous cine frame was optimised starts from
     # that frame's optimised codes ('previous'), from its own seeds plus that frame's correction
     # ('delta'), or from its own seeds ('off'); the seed term always anchors to its own seeds.
+    # 'off' by measurement (docs/BENCHMARKS.md, Cohorts; 1 phantom x 8 frames, 10 iterations): 'delta' lowered
+    # the loss (last 0.32 -> 0.21-0.28) and raised the LAX NCC (0.979 -> 0.983) but moved the new slices
+    # away from the truth (SSIM 0.821 -> 0.758; LV/RV curve RMS 1.27/2.09 -> 1.37/2.88 mL).
     lag_warm: str = "off"
     lag_warm_iterations: int | None = None  # iterations of a warm-started frame (None: lag.max_iterations)
     # diffae, lag, dmcvr: fine-tune a copy of the model for this many steps on the study's own acquired
