@@ -277,10 +277,11 @@ def main() -> None:
             result["lag_cine"].append(row)
             print(json.dumps({k: v for k, v in row.items() if not isinstance(v, list)}), flush=True)
             save()
-    curve_data = phantoms(root / "data", "curves", args.curve_subjects, args.curve_frames, 7200, truth=True)
-    folders = sorted(p for p in curve_data.iterdir() if p.is_dir())
     curve_methods = [m.strip() for m in args.curve_methods.split(",") if m.strip()]
-    result["curves"] = curves(folders, curve_methods, [float(s) for s in args.sigmas.split(",")]) if curve_methods else []
+    if curve_methods and args.curve_subjects > 0:
+        curve_data = phantoms(root / "data", "curves", args.curve_subjects, args.curve_frames, 7200, truth=True)
+        folders = sorted(p for p in curve_data.iterdir() if p.is_dir())
+        result["curves"] = curves(folders, curve_methods, [float(s) for s in args.sigmas.split(",")])
     save()
     print(markdown(result), flush=True)
     for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
