@@ -19,13 +19,7 @@ MICRO = DiffAEConfig(name="micro", image_size=32, pixel_spacing_mm=4.0, base_cha
                      attention_levels=(1,), encoder_channels=8, z_dim=16)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread in these tests (several times faster on the shared, loaded cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _perturbed(module, seed=0):
