@@ -47,3 +47,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def micro_diffae(config):
+    """A small DiffAE (seed 0) with its zero inits broken, so that outputs depend on the codes."""
+    import torch
+
+    from cardiorecon.models.diffae import DiffAE
+
+    torch.manual_seed(0)
+    model = DiffAE(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    return model.eval()

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from cardiorecon.models.config import DiffAEConfig
-from cardiorecon.models.diffae import DiffAE
 from cardiorecon.phantom import AcquisitionConfig, generate, sample_params
 from cardiorecon.recon import ReconConfig, reconstruct
 from cardiorecon.recon.lag import LagConfig, optimise
 from cardiorecon.recon.latent_interp import GapCodes
 from cardiorecon.volume import Study
+from conftest import micro_diffae
 
 MICRO = DiffAEConfig(name="micro", image_size=16, pixel_spacing_mm=8.0, base_channels=8, channel_mult=(1, 2),
                      attention_levels=(), encoder_channels=8, z_dim=16)
@@ -34,12 +34,7 @@ def cine():
 
 @pytest.fixture(scope="module")
 def micro():
-    torch.manual_seed(0)
-    model = DiffAE(MICRO)
-    with torch.no_grad():  # break the zero init so that outputs depend on the codes
-        for p in model.parameters():
-            p.add_(0.02 * torch.randn_like(p))
-    return model.eval()
+    return micro_diffae(MICRO)
 
 
 def _run(study, model, warm, iterations=1, frames="all"):

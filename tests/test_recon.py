@@ -6,7 +6,6 @@ import torch
 
 from cardiorecon.geometry import voxel_to_world
 from cardiorecon.models.config import DiffAEConfig
-from cardiorecon.models.diffae import DiffAE
 from cardiorecon.phantom import AcquisitionConfig, generate, sample_params
 from cardiorecon.recon import ReconConfig, reconstruct, to_native
 from cardiorecon.recon.interpolate import interpolate_stack, new_slice_positions
@@ -14,6 +13,7 @@ from cardiorecon.recon.lag import LagConfig, continuity_loss
 from cardiorecon.recon.latent_interp import diffae_codes, interpolate_codes
 from cardiorecon.recon.lax import LaxOperator, lax_loss
 from cardiorecon.volume import Study, Volume
+from conftest import micro_diffae
 
 MICRO = DiffAEConfig(name="micro", image_size=32, pixel_spacing_mm=4.0, base_channels=8, channel_mult=(1, 2),
                      attention_levels=(), encoder_channels=8, z_dim=16)
@@ -33,12 +33,7 @@ def study(subject):
 
 @pytest.fixture(scope="module")
 def micro():
-    torch.manual_seed(0)
-    model = DiffAE(MICRO)
-    with torch.no_grad():  # break the zero init so that outputs depend on the codes
-        for p in model.parameters():
-            p.add_(0.02 * torch.randn_like(p))
-    return model.eval()
+    return micro_diffae(MICRO)
 
 
 def test_lax_operator_reproduces_the_phantom_lax_labels(subject):
