@@ -63,3 +63,41 @@ def curve_rms(curve: Sequence[float], reference: Sequence[float]) -> float:
 
 
 __all__ = ["CURVES", "curve_rms", "function_from_curves", "second_difference_rms", "volume_curves"]
+
+
+def study_function(labels: np.ndarray, spacing: Sequence[float] | float, frames: Sequence[int],
+                   ed_frame: int | None, es_frame: int | None) -> tuple[list[dict], dict[str, float | int | str]]:
+    """Per-frame volumes and the clinical summary of a segmented SAX stack (labels (X, Y, Z, T) over
+    `frames`): rows {frame, phase, lv_ml, rv_ml, lv_myo_ml, lv_mass_g} and a summary with LV and RV
+    EDV, ESV, SV (mL), EF (%) and LV mass at ED (g). ED/ES are the study's own frames when both were
+    segmented (`ed_es` = 'study'), else the largest and smallest LV cavity of the segmented frames
+    when there are at least two (`ed_es` = 'curve'); with one frame only its volumes are given and
+    EDV/ESV/SV/EF stay NaN (never ESV = EDV)."""
+    lab = np.asarray(labels)
+    lab = lab if lab.ndim == 4 else lab[..., None]
+    frames = list(frames)
+    if lab.shape[3] != len(frames):
+        raise ValueError(f"{lab.shape[3]} label frames for {len(frames)} frame numbers")
+    curves = volume_curves(lab, spacing)
+    if ed_frame in frames and es_frame in frames and ed_frame != es_frame:
+        ed, es, source = frames.index(ed_frame), frames.index(es_frame), "study"
+    elif len(frames) >= 2:
+        ed, es, source = int(np.argmax(curves["lv_ml"])), int(np.argmin(curves["lv_ml"])), "curve"
+    else:
+        ed, es, source = (0 if ed_frame in frames or ed_frame is None else None), None, "one frame"
+    rows = []
+    for i, t in enumerate(frames):
+        rows.append({"frame": t, "phase": "ED" if i == ed else "ES" if i == es else "",
+                     "lv_ml": float(curves["lv_ml"][i]), "rv_ml": float(curves["rv_ml"][i]),
+                     "lv_myo_ml": float(curves["lv_myo_ml"][i]),
+                     "lv_mass_g": MYOCARDIAL_DENSITY_G_PER_ML * float(curves["lv_myo_ml"][i])})
+    nan = float("nan")
+    summary: dict[str, float | int | str] = {"ed_es": source, "ed_frame": frames[ed] if ed is not None else "",
+                                             "es_frame": frames[es] if es is not None else ""}
+    for name in ("lv", "rv"):
+        edv = float(curves[f"{name}_ml"][ed]) if ed is not None else nan
+        esv = float(curves[f"{name}_ml"][es]) if es is not None else nan
+        summary.update({f"{name}_edv_ml": edv, f"{name}_esv_ml": esv, f"{name}_sv_ml": edv - esv,
+                        f"{name}_ef": ejection_fraction(edv, esv) if es is not None and ed is not None else nan})
+    summary["lv_mass_g"] = rows[ed]["lv_mass_g"] if ed is not None else nan
+    return rows, summary
