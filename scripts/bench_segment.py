@@ -137,7 +137,7 @@ def bivme(net, folder: Path) -> dict:
 
 def acdc_holdout(net, folder: Path) -> dict:
     from cardiorecon.metrics.seg import hd95
-    from cardiorecon.segment import segment_slices
+    from cardiorecon.segment import basal_rule, segment_slices
     from cardiorecon.io.acdc_h5 import nominal_affine, read_acdc_h5
     from cardiorecon.training.acdc import ACDC_HOLDOUT, acdc_group, canonical_slices
 
@@ -153,14 +153,22 @@ def acdc_holdout(net, folder: Path) -> dict:
         for c, name in ((1, "lv"), (2, "myo"), (3, "rv")):
             row[f"dice_{name}"] = dice(pred == c, ref == c)
             row[f"hd95_{name}"] = hd95(pred == c, ref == c, (1.5, 1.5, 10.0))
+        # the basal-slice rule (segment.basal_rule), measured before it is made a default
+        row["dice_lv_basal_rule"] = dice(basal_rule(pred) == 1, ref == 1)
+        # LV / RV cavity size relative to the reference (nominal grid: a ratio, not mL)
+        for c, name in ((1, "lv"), (3, "rv")):
+            n_ref = int((ref == c).sum())
+            row[f"{name}_size_error_pct"] = 100 * ((pred == c).sum() - n_ref) / n_ref if n_ref else float("nan")
+        row["lv_size_error_pct_basal_rule"] = 100 * ((basal_rule(pred) == 1).sum() - (ref == 1).sum()) / \
+            max(int((ref == 1).sum()), 1)
         rows.append(row)
     out = {"rows": rows, "seconds_per_frame": float(np.mean(secs))}
-    keys = [k for k in rows[0] if k.startswith(("dice", "hd95"))]
+    keys = [k for k in rows[0] if k.startswith(("dice", "hd95", "lv_size", "rv_size"))]
     for sel_name, sel in [("all", lambda r: True), ("ED", lambda r: r["phase"] == "ED"),
                           ("ES", lambda r: r["phase"] == "ES")] + \
             [(g, (lambda g: lambda r: r["group"] == g)(g)) for g in ("DCM", "HCM", "MINF", "NOR", "RV")]:
         sub = [r for r in rows if sel(r)]
-        out[sel_name] = {k: float(np.mean([r[k] for r in sub])) for k in keys} | {"n_frames": len(sub)}
+        out[sel_name] = {k: float(np.nanmean([r[k] for r in sub])) for k in keys} | {"n_frames": len(sub)}
     return out
 
 
