@@ -135,7 +135,7 @@ def bivme(net, folder: Path) -> dict:
     return out
 
 
-def acdc_holdout(net, folder: Path) -> dict:
+def acdc_holdout(net, folder: Path, transpose: bool = False) -> dict:
     from cardiorecon.metrics.seg import hd95
     from cardiorecon.segment import basal_rule, segment_slices
     from cardiorecon.io.acdc_h5 import nominal_affine, read_acdc_h5
@@ -144,7 +144,7 @@ def acdc_holdout(net, folder: Path) -> dict:
     affine = nominal_affine()
     rows, secs = [], []
     for fr in read_acdc_h5(folder, list(ACDC_HOLDOUT)):
-        img, ref = canonical_slices(fr, transpose=False)
+        img, ref = canonical_slices(fr, transpose=transpose)
         t0 = time.perf_counter()
         pred = segment_slices(np.moveaxis(img, 0, 2), affine, net)  # (H, W, Z)
         secs.append(time.perf_counter() - t0)
@@ -248,6 +248,7 @@ def main() -> None:
     ap.add_argument("--skip-real", action="store_true", help="phantoms only")
     ap.add_argument("--acdc", type=Path, default=DATA / "acdc", help="ACDC HDF5 folder (hold-out scored)")
     ap.add_argument("--only-acdc", action="store_true", help="the ACDC hold-out only")
+    ap.add_argument("--acdc-transpose", action="store_true", help="ACDC slices transposed (orientation check)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
@@ -256,7 +257,7 @@ def main() -> None:
         net = load_segnet(w)
         r = {"config": net.config.name}
         if args.acdc.is_dir():
-            r["acdc_holdout"] = acdc_holdout(net, args.acdc)
+            r["acdc_holdout"] = acdc_holdout(net, args.acdc, args.acdc_transpose)
             print(w, "ACDC hold-out", json.dumps({k: v for k, v in r["acdc_holdout"].items() if k != "rows"}),
                   flush=True)
         if not args.skip_real and not args.only_acdc:

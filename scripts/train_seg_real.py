@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/train_seg_real.py --out RUN --max-steps 3000
 
-Starts from the shipped `segnet_synth` weights. Each batch of 16: 9 ACDC slices (the 60 training
+Starts from the shipped `segnet_synth` weights (or `--init`). Each batch of 16 (default shares): 9 ACDC slices (the 60 training
 patients, never `training.acdc.ACDC_HOLDOUT`), 3 contoured Sunnybrook / ep_preclinical slices (LV
 only, partial labels marginalised) and 4 synthetic-appearance images from phantom tissue stacks (seeds
 100-149). Held out: the 20 ACDC hold-out patients, Sunnybrook SCD0000301, biv-me patient1, phantoms 1000+."""
@@ -34,6 +34,10 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=3000)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--transpose", action="store_true", help="ACDC slices transposed (the other chirality)")
+    ap.add_argument("--init", default=str(DEFAULT_WINDOW_SEGNET), help="weights to start from (same architecture)")
+    ap.add_argument("--acdc-share", type=int, default=9, help="ACDC slices per batch of 16")
+    ap.add_argument("--contour-share", type=int, default=3, help="contoured (LV-only) real slices per batch of 16")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     config = NAMED_SEG_CONFIGS["seg_real"]
@@ -42,9 +46,9 @@ def main() -> None:
         for cohort in ("healthy", "heart-failure"):
             write_tissue_bank(args.tissue, list(range(100, 150)), cohort, scfg)
     train, _ = acdc_split(args.acdc)
-    acdc = acdc_real_slices(args.acdc, train)
-    tc = SynthTrainConfig(max_steps=args.max_steps, lr=args.lr, warmup_steps=100, real_fraction=3 / 16,
-                          full_real_fraction=9 / 16, init_weights=str(DEFAULT_WINDOW_SEGNET))
+    acdc = acdc_real_slices(args.acdc, train, transpose=args.transpose)
+    tc = SynthTrainConfig(max_steps=args.max_steps, lr=args.lr, warmup_steps=100, real_fraction=args.contour_share / 16,
+                          full_real_fraction=args.acdc_share / 16, init_weights=args.init)
     real = [p for p in REAL if p.exists()]
     train_synth_segnet(config, args.tissue, real, args.out, tc,
                        real_weights=[w for p, w in zip(REAL, REAL_WEIGHTS) if p.exists()],
