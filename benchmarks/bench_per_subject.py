@@ -28,7 +28,7 @@ from cardiorecon.geometry import resample
 from cardiorecon.io import read_study
 from cardiorecon.metrics.image import masked_ncc, psnr, ssim
 from cardiorecon.recon import ReconConfig, reconstruct
-from cardiorecon.recon.lax import LaxOperator
+from cardiorecon.lax_operator import LaxOperator
 from cardiorecon.recon.pipeline import lax_frame
 
 VARIANTS = [("register", "register", "diffae"), ("fusion", "fusion", "diffae"), ("lag", "lag", "diffae"),

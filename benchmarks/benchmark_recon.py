@@ -27,7 +27,7 @@ from cardiorecon.models.pretrained import load_diffae, load_dmcvr
 from cardiorecon.recon import FAST_LAG, ReconConfig, reconstruct
 from cardiorecon.recon.lag import SEED_SETTINGS
 from cardiorecon.metrics.image import masked_ncc
-from cardiorecon.recon.lax import LaxOperator
+from cardiorecon.lax_operator import LaxOperator
 from cardiorecon.recon.pipeline import lax_frame
 from cardiorecon.training.data import subject_folders
 

@@ -66,10 +66,10 @@ def _record(monkeypatch, decode=True):
     adaptation is linear interpolation (fast; what is tested is what adaptation sees)."""
     calls: list[list[str]] = []
     if not decode:
-        from cardiorecon.recon import pipeline
+        from cardiorecon.recon import latent_interp
         from cardiorecon.recon.interpolate import interpolate_stack
 
-        monkeypatch.setattr(pipeline, "reconstruct_diffae",
+        monkeypatch.setattr(latent_interp, "reconstruct_diffae",
                             lambda model, stack, f, *a, **k: (interpolate_stack(stack, f, "linear"),))
     real = adapt_module.lax_slices
 

@@ -116,7 +116,7 @@ def test_lag_starts_from_the_dmcvr_codes(study, micro):
     from cardiorecon.recon.lag import LagConfig
 
     lag = LagConfig(max_iterations=3, ddim_steps=2, invert_steps=2, depth=0.4)
-    cfg = dataclasses.replace(FAST, lag=lag)
+    cfg = dataclasses.replace(FAST, lag=lag, lag_init="dmcvr")
     assert study.lax
     rec = reconstruct(study, "lag", factor=2, frames="ed", model=micro, config=cfg)
     assert any("dmcvr codes" in n for n in rec.notes)

@@ -11,7 +11,7 @@ from cardiorecon.recon import ReconConfig, reconstruct, to_native
 from cardiorecon.recon.interpolate import interpolate_stack, new_slice_positions
 from cardiorecon.recon.lag import LagConfig, continuity_loss
 from cardiorecon.recon.latent_interp import diffae_codes, interpolate_codes
-from cardiorecon.recon.lax import LaxOperator, lax_loss
+from cardiorecon.lax_operator import LaxOperator, lax_loss
 from cardiorecon.volume import Study, Volume
 from conftest import micro_diffae
 
@@ -122,7 +122,7 @@ def test_factor_from_target_spacing(study):
 def test_gradients_of_the_lax_loss_reach_x_T_and_z_sem(study, micro):
     from cardiorecon.diffusion import NoiseSchedule, ddim_sample
     from cardiorecon.recon.latent_interp import assemble
-    from cardiorecon.recon.pipeline import guiding_views
+    from cardiorecon.recon.guidance import guiding_views
 
     rec = reconstruct(study, "linear", factor=5, frames="ed", model=micro, config=FAST)
     acquired, codes = diffae_codes(micro, rec.grid.image.data[..., 0], 5, invert_steps=2)

@@ -77,13 +77,28 @@ class CohortOptions:
     lag_warm: str = "off"  # lag only: warm start of each frame from the previous one (ReconConfig.lag_warm:
     # 'off' by measurement, 'delta' agreed better with the LAX views but worse with the truth)
 
+    def recon_config(self):
+        """The reconstruction settings these options ask for (`recon.ReconConfig`)."""
+        from cardiorecon.recon import ReconConfig
+
+        return ReconConfig(lag_warm=self.lag_warm)
+
+    def weights_needed(self) -> str | None:
+        """The network the method needs ('diffae', 'dmcvr' or None), from the method table."""
+        from cardiorecon.recon import get_method
+
+        cls = get_method(self.method)
+        return cls.weights_for(cls.options_from(self.recon_config()))
+
     def key(self) -> dict:
         """The options that change a subject's outputs."""
         d = asdict(self)
         for k in ("device", "torch_threads"):
             d.pop(k)
-        if self.method != "lag":
-            d.pop("lag_warm")  # no effect (and older markers of the other methods stay valid)
+        from cardiorecon.recon import get_method
+
+        if not get_method(self.method).takes("warm"):
+            d.pop("lag_warm")  # no effect on this method (and older markers of the others stay valid)
         d["lax_views"] = None if self.lax_views is None else list(self.lax_views)
         return d
 
@@ -112,15 +127,10 @@ def load_models(options: CohortOptions) -> Models:
         if key not in _MODELS:
             from cardiorecon.segment import load_segnet
 
-            recon = None
-            if options.method in ("diffae", "lag"):
-                from cardiorecon.models.pretrained import load_diffae
+            from cardiorecon.models.pretrained import load_network
 
-                recon = load_diffae(options.weights)
-            elif options.method == "dmcvr":
-                from cardiorecon.models.pretrained import load_dmcvr
-
-                recon = load_dmcvr(options.weights)
+            kind = options.weights_needed()
+            recon = None if kind is None else load_network(kind, options.weights)
             recon = None if recon is None else recon.to(device).eval()
             _MODELS[key] = Models(recon, load_segnet(options.seg_weights).to(device).eval(), str(device))
             MODEL_LOADS[key] += 1
@@ -266,7 +276,9 @@ def run_subject(path: str | Path, out: str | Path, options: CohortOptions = Coho
     from cardiorecon.io.nifti import atomic_write, write_csv_rows, write_nifti
     from cardiorecon.meshes import ventricle_meshes, write_mesh
     from cardiorecon.metrics.function import function_from_curves, volume_curves
-    from cardiorecon.recon.pipeline import PeakMemory, ReconConfig, reconstruct, to_native
+    from cardiorecon.memory import PeakMemory
+    from cardiorecon.plan import make_plan, write_plan
+    from cardiorecon.recon.pipeline import reconstruct, to_native, working_grid
     from cardiorecon.report.cohort import slices_png, subject_page, volume_curve_png, write_html
     from cardiorecon.volume import Volume
 
@@ -285,10 +297,12 @@ def run_subject(path: str | Path, out: str | Path, options: CohortOptions = Coho
         study = read_study(path)
         alignment = _alignment(study, options, notes)
         frames = _frames(study, options.frames)
-        rec = reconstruct(study, options.method, factor=options.factor, frames=frames,
-                          lax_views=None if options.lax_views is None else list(options.lax_views),
-                          model=models.recon, align=alignment if alignment is not None else "off",
-                          config=ReconConfig(lag_warm=options.lag_warm))
+        config = options.recon_config()
+        lax_views = None if options.lax_views is None else list(options.lax_views)
+        plan = make_plan(study, *working_grid(models.recon, config), alignment if alignment is not None else "off",
+                         lax_views)
+        rec = reconstruct(study, options.method, factor=options.factor, frames=frames, lax_views=lax_views,
+                          model=models.recon, config=config, plan=plan)
         notes.extend(rec.notes)
         circular = len(frames) == study.num_frames
         labels = segment_4d(models.segnet, rec.normalised.data, options.temporal, options.temporal_sigma, circular,
@@ -300,6 +314,7 @@ def run_subject(path: str | Path, out: str | Path, options: CohortOptions = Coho
         files: list[Path] = []
         m = options.method
         label_vol = Volume(labels, rec.volume.affine, {"frames": frames, "segmentation": "segnet"})
+        files.append(write_plan(plan, out))
         files.append(write_nifti(rec.volume, out / f"recon_{m}.nii.gz"))
         native = to_native(rec, study)
         files.append(write_nifti(native, out / f"recon_{m}_native.nii.gz"))

@@ -31,9 +31,12 @@ from cardiorecon.geometry import resample
 from cardiorecon.io import read_study
 from cardiorecon.metrics.image import masked_ncc, psnr, ssim
 from cardiorecon.metrics.seg import STRUCTURES, dice, ejection_fraction, hd95, volume_ml
-from cardiorecon.recon import ReconConfig, reconstruct
-from cardiorecon.recon.lax import LaxOperator
-from cardiorecon.recon.pipeline import Reconstruction, lax_frame, write_reconstruction
+from cardiorecon.lax_operator import LaxOperator
+from cardiorecon.memory import PeakMemory
+from cardiorecon.phase import lax_frame, pair_lax_frames
+from cardiorecon.plan import Plan, make_plan
+from cardiorecon.recon import ReconConfig, get_method, reconstruct
+from cardiorecon.recon.pipeline import Reconstruction, working_grid, write_reconstruction
 from cardiorecon.segment import segment_array
 from cardiorecon.volume import LABELS, Study, Volume
 
@@ -41,17 +44,19 @@ COLUMNS = ["protocol", "case", "method", "frame", "structure", "dice", "hd95", "
            "volume_ml", "true_volume_ml", "ef", "true_ef", "ef_error", "seconds", "peak_mb", "note"]
 #: Pseudo-method: the segmentation network applied to the true dense image (its own error alone).
 TRUTH_IMAGE = "truth-image"
+#: How the provenance names each network (the methods that use it).
+WEIGHTS_LABELS = {"diffae": "diffae, lag", "dmcvr": "dmcvr"}
 
 
 @dataclass
 class Evaluator:
-    """What every protocol needs: the DiffAE (for diffae/lag), the segmentation network, the
-    reconstruction settings, and where to report progress."""
+    """What every protocol needs: the networks the methods need (looked up in the method table), the
+    segmentation network, the reconstruction settings, and where to report progress."""
 
     methods: list[str]
-    model: object | None = None  # the DiffAE (diffae, lag)
+    model: object | None = None  # the DiffAE (methods whose weights are 'diffae': diffae, lag)
     segnet: object | None = None
-    dmcvr: object | None = None  # the DMCVR model (dmcvr)
+    dmcvr: object | None = None  # the DMCVR model (methods whose weights are 'dmcvr': dmcvr, lag --init dmcvr)
     config: ReconConfig = ReconConfig()
     progress: bool = True
     echo: Callable[[str], None] = print
@@ -64,23 +69,38 @@ class Evaluator:
     failures: list[dict] = field(default_factory=list)  # cases that failed: case, folder, error
     lax_thickness_mm: float | None = None  # override of every LAX view's slice thickness (--lax-thickness)
     on_rows: Callable[[list[dict]], None] | None = None  # called with the rows so far after each case
+    plans: dict = field(default_factory=dict)  # the plan of each case and set of guiding views
+
+    def weights_needed(self, method: str) -> str | None:
+        """'diffae', 'dmcvr' or None: the network `method` needs with this evaluator's settings."""
+        cls = get_method(method)
+        return cls.weights_for(cls.options_from(self.config))
+
+    def model_for(self, method: str):
+        """The network `method` runs with; methods without weights get the loaded model anyway, so that
+        every method works on the same grid."""
+        kind = self.weights_needed(method)
+        if kind is None:
+            return self.model if self.model is not None else self.dmcvr
+        return self.dmcvr if kind == "dmcvr" else self.model
 
     def load(self, weights=None, dmcvr_weights=None, seg_weights=None, segmentation: bool = True) -> "Evaluator":
         """Load what the methods need (None: the shipped weights) and the segmentation network."""
         from cardiorecon.models.pretrained import DEFAULT_DMCVR, resolve_weights
         from cardiorecon.report.provenance import weights_entry
 
-        if set(self.methods) & {"diffae", "lag"}:
+        needed = {self.weights_needed(m) for m in self.methods}
+        if "diffae" in needed:
             from cardiorecon.models.pretrained import load_diffae
 
             self.model = load_diffae(weights)
-            self.weights.append(weights_entry("diffae, lag", resolve_weights(weights), self.model))
-        if "dmcvr" in self.methods:
+            self.weights.append(weights_entry(WEIGHTS_LABELS["diffae"], resolve_weights(weights), self.model))
+        if "dmcvr" in needed:
             from cardiorecon.models.pretrained import load_dmcvr
 
             self.dmcvr = load_dmcvr(dmcvr_weights)
             stem = resolve_weights(dmcvr_weights, default=DEFAULT_DMCVR)
-            self.weights.append(weights_entry("dmcvr", stem, self.dmcvr))
+            self.weights.append(weights_entry(WEIGHTS_LABELS["dmcvr"], stem, self.dmcvr))
             self.weights.append(weights_entry("dmcvr morphology segmenter", stem.parent / "segnet"))
         if segmentation:
             from cardiorecon.segment import DEFAULT_WINDOW_SEGNET, load_segnet
@@ -105,23 +125,33 @@ class Evaluator:
             cache[key] = resolve_alignment(study, self.align, list(views))
         return cache[key]
 
+    def plan(self, study: Study, model, lax_views: list[str] | None = None, align: str | None = None) -> Plan:
+        """The study's plan on `model`'s working grid, aligned with `lax_views` (default all) under
+        `align` (default `self.align`): made once per case, set of views and grid."""
+        aligned = (align or self.align) != "off"
+        grid = working_grid(model, self.config)
+        views = tuple(study.lax) if lax_views is None else tuple(lax_views)
+        key = (str(study.meta.get("subject") or study.meta.get("source") or id(study)), id(study.sax), views,
+               aligned, grid)
+        if key not in self.plans:
+            alignment = self.alignment(study, lax_views) if aligned else "off"
+            self.plans[key] = make_plan(study, *grid, alignment, lax_views)
+        return self.plans[key]
+
     def run(self, study: Study, method: str, factor: int, frames: list[int], lax_views: list[str] | None = None,
             align: str | None = None) -> Reconstruction:
-        model = self.dmcvr if method == "dmcvr" else self.model
-        if method in ("nearest", "linear", "cubic", "register", "fusion"):  # on the same model grid as the others
-            model = self.model if self.model is not None else self.dmcvr
-        from cardiorecon.recon.pipeline import PeakMemory
         from cardiorecon.report.provenance import describe_data
 
+        model = self.model_for(method)
         case = str(study.meta.get("subject") or Path(str(study.meta.get("source") or "case")).name)
         self.data.setdefault(case, describe_data(study))
         before_mb = PeakMemory.rss_mb()
-        alignment = self.alignment(study, lax_views) if (align or self.align) != "off" else "off"
+        plan = self.plan(study, model, lax_views, align)
         rec = reconstruct(study, method, factor=factor, frames=frames, lax_views=lax_views, model=model,
-                          config=self.config, progress=self.progress, align=alignment)
+                          config=self.config, progress=self.progress, plan=plan)
         # Memory of this method alone: the peak above what the process held before it (other methods'
-        # models, the data), plus the weights this method uses; a classical method uses none.
-        weights_mb = 0.0 if method in ("nearest", "linear", "cubic", "register", "fusion") or model is None else \
+        # models, the data), plus the weights this method uses; a method without weights uses none.
+        weights_mb = 0.0 if self.weights_needed(method) is None or model is None else \
             sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
         rec = dataclasses.replace(rec, peak_memory_mb=max(rec.peak_memory_mb - before_mb, 0.0) + weights_mb)
         if rec.grid.region is not None and "heart_region" not in self.data[case]:
@@ -209,6 +239,14 @@ def _row(protocol: str, case: str, method: str, frame, structure: str, **values)
     return row
 
 
+def _read_case(ev: Evaluator, folder: Path) -> Study:
+    """The case as read, its LAX views paired with the SAX frames by phase on the whole study (the
+    slice-drop study keeps this pairing)."""
+    study = read_study(folder, lax_thickness_mm=ev.lax_thickness_mm)
+    pair_lax_frames(study)
+    return study
+
+
 def _case_name(study: Study, folder: Path) -> str:
     return str(study.meta.get("subject") or folder.name)
 
@@ -249,7 +287,7 @@ def phantom_protocol(ev: Evaluator, folders: list[Path], factor: int = 5) -> lis
             if not (folder / name).is_file():
                 raise InputError(folder / name, "the phantom protocol needs the phantom's dense truth "
                                                 "(generate with `cardiorecon phantom`, without --no-truth)")
-        study = read_study(folder, lax_thickness_mm=ev.lax_thickness_mm)
+        study = _read_case(ev, folder)
         case = _case_name(study, folder)
         truth = read_study(folder / "truth_sa.nii.gz").sax
         truth_lab = read_study(folder / "truth_label_sa.nii.gz").sax
@@ -346,7 +384,7 @@ def slice_drop_protocol(ev: Evaluator, folders: list[Path], frames: str = "ed-es
     """Drop every other SAX slice, reconstruct them at factor 2, score against the originals."""
     def case(n: int, folder: Path) -> list[dict]:
         rows: list[dict] = []
-        study = read_study(folder, lax_thickness_mm=ev.lax_thickness_mm)
+        study = _read_case(ev, folder)
         case = _case_name(study, Path(folder))
         frame_list = frames_to_score(study, frames)
         sub = drop_slices(study, 2)
@@ -423,7 +461,7 @@ def lax_holdout_protocol(ev: Evaluator, folders: list[Path], frames: str = "ed-e
     """For each LAX view in turn: guide with the others, score the reconstruction on its plane."""
     def case(n: int, folder: Path) -> list[dict]:
         rows: list[dict] = []
-        study = read_study(folder, lax_thickness_mm=ev.lax_thickness_mm)
+        study = _read_case(ev, folder)
         case = _case_name(study, Path(folder))
         if not study.lax:
             raise InputError(folder, "no LAX view: the lax-holdout protocol needs at least one")
@@ -437,7 +475,8 @@ def lax_holdout_protocol(ev: Evaluator, folders: list[Path], frames: str = "ed-e
                 # held-out view plays no part), so nothing is shared across held-out views.
                 # methods that read the LAX views (the others guide): lag, fusion, and with --adapt the
                 # priors, which adapt on the guiding views' images (never on the held-out one)
-                guided = method in ("lag", "fusion") or bool(ev.config.adapt and method in ("diffae", "dmcvr"))
+                method_class = get_method(method)
+                guided = method_class.guided_by_lax or bool(ev.config.adapt and method_class.adaptable)
                 if guided or shared is None or ev.align != "off":
                     rec = ev.run(study, method, factor, frame_list,
                                  lax_views=others if guided or ev.align != "off" else None)

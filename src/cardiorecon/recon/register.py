@@ -37,6 +37,7 @@ import numpy as np
 from scipy import ndimage
 
 from cardiorecon.recon.interpolate import new_slice_positions
+from cardiorecon.recon.registry import ReconMethod, Work, register_method
 
 
 @dataclass(frozen=True)
@@ -131,4 +132,21 @@ def register_labels(labels: np.ndarray, factor: int, fields: GapFields) -> np.nd
     return out
 
 
-__all__ = ["GapFields", "RegisterConfig", "displacement", "gap_fields", "register_labels", "register_stack", "warp"]
+@register_method
+class Register(ReconMethod):
+    """Demons registration between adjacent acquired slices, each new slice a part-way warp and blend."""
+
+    name = "register"
+    summary = "warp-and-blend of the neighbouring slices along demons deformations (the subject's images only)"
+    seconds_per_frame = "2-7 s"
+    Options = RegisterConfig
+
+    @classmethod
+    def options_from(cls, config) -> RegisterConfig:
+        return config.register
+
+    def reconstruct_frame(self, work: Work, index: int, frame: int) -> np.ndarray:
+        return register_stack(work.stack(frame), work.factor, self.options)
+
+
+__all__ = ["GapFields", "Register", "RegisterConfig", "displacement", "gap_fields", "register_labels", "register_stack", "warp"]
