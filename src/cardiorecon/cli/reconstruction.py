@@ -54,9 +54,10 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
     from cardiorecon.errors import CardioReconError
     from cardiorecon.io import read_study
     from cardiorecon.recon import write_reconstruction
+    from cardiorecon.recon.lag import LAG_INITS
 
     method_class(method)
-    check_method_option("--init", init, "diffae", "init", method, ("diffae", "dmcvr", "register", "fusion"))
+    check_method_option("--init", init, "diffae", "init", method, LAG_INITS)
     check_lag_warm(lag_warm, method)
     if spacing is not None and not spacing > 0:
         fail(ValueError(f"--spacing must be a positive number of mm, got {spacing}"))

@@ -6,11 +6,8 @@ from dataclasses import dataclass
 
 from cardiorecon.recon.adapt import AdaptConfig
 from cardiorecon.recon.fusion import FusionConfig
-from cardiorecon.recon.lag import LagConfig
+from cardiorecon.recon.lag import LAG_INITS, LAG_WARM, LagConfig
 from cardiorecon.recon.register import RegisterConfig
-
-LAG_WARM = ("off", "previous", "delta")  # ReconConfig.lag_warm
-LAG_INITS = ("diffae", "dmcvr", "register", "fusion")  # ReconConfig.lag_init
 
 #: This project's CPU default for `lag`. Measured on hf_2000 (ED+ES, factor 5, pretrained tiny
 #: weights, 1 thread beside other jobs): K=2 DDIM steps, 20 iterations: SSIM 0.729, LAX NCC 0.979,

@@ -31,6 +31,10 @@ from cardiorecon.recon.latent_interp import GapCodes, assemble
 from cardiorecon.recon.registry import ReconMethod, Work, register_method
 
 
+LAG_INITS = ("diffae", "dmcvr", "register", "fusion")  # where lag's codes start (ReconConfig.lag_init)
+LAG_WARM = ("off", "previous", "delta")  # lag's warm start over a cine (ReconConfig.lag_warm)
+
+
 @dataclass(frozen=True)
 class LagConfig:
     """Defaults from the seed; `fast()` gives this project's CPU default."""
@@ -199,10 +203,10 @@ class LagOptions:
     depth: float = 0.4
 
     def __post_init__(self):
-        if self.init not in ("diffae", "dmcvr", "register", "fusion"):
-            raise ValueError(f"unknown lag start {self.init!r}; choose from diffae, dmcvr, register, fusion")
-        if self.warm not in ("off", "previous", "delta"):
-            raise ValueError(f"unknown lag warm start {self.warm!r}; choose from off, previous, delta")
+        if self.init not in LAG_INITS:
+            raise ValueError(f"unknown lag start {self.init!r}; choose from {', '.join(LAG_INITS)}")
+        if self.warm not in LAG_WARM:
+            raise ValueError(f"unknown lag warm start {self.warm!r}; choose from {', '.join(LAG_WARM)}")
 
 
 @register_method
@@ -308,4 +312,4 @@ class LaxGuided(ReconMethod):
         return res.dense
 
 
-__all__ = ["LagConfig", "LagOptions", "LagResult", "LaxGuided", "SEED_SETTINGS", "continuity_loss", "match_intensity", "optimise"]
+__all__ = ["LAG_INITS", "LAG_WARM", "LagConfig", "LagOptions", "LagResult", "LaxGuided", "SEED_SETTINGS", "continuity_loss", "match_intensity", "optimise"]
