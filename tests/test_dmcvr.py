@@ -125,6 +125,9 @@ def test_lag_starts_from_the_dmcvr_codes(study, micro):
     assert np.isfinite(dense).all()
     res = rec.lag[study.ed_frame]
     assert res.iterations >= 1 and set(res.agreement_after) == set(rec.lax_views)
+    # the start is the option's, not the model's: DMCVR weights with the default start are refused
+    with pytest.raises(ValueError, match="method 'lag' needs plain DiffAE weights"):
+        reconstruct(study, "lag", factor=2, frames="ed", model=micro, config=dataclasses.replace(cfg, lag_init="diffae"))
 
 
 def test_weights_round_trip_and_mismatched_pairs_are_refused(micro, tmp_path):
