@@ -6,13 +6,13 @@ import torch
 
 from cardiorecon.geometry import resample
 from cardiorecon.metrics.image import ssim
-from cardiorecon.models.config import DiffAEConfig
 from cardiorecon.models.diffae import DiffAE
 from cardiorecon.phantom import AcquisitionConfig, generate, sample_params
 from cardiorecon.recon import ReconConfig, reconstruct
 from cardiorecon.recon.fusion import FusionConfig, SliceProfile, charbonnier, fuse, total_variation
 from cardiorecon.recon.lag import LagConfig
 from cardiorecon.volume import Study
+from conftest import micro_config
 
 pytest.importorskip("SimpleITK")
 
@@ -127,8 +127,7 @@ def test_temporal_term_only_between_adjacent_frames(study):
 
 # ------------------------------------------------------------------------------ lag --init
 
-MICRO = DiffAEConfig(name="micro", image_size=32, pixel_spacing_mm=4.0, base_channels=8, channel_mult=(1, 2),
-                     attention_levels=(), encoder_channels=8, z_dim=16)
+MICRO = micro_config()
 
 
 @pytest.mark.parametrize("init", ["register", "fusion"])
