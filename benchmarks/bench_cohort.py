@@ -2,7 +2,7 @@
 
 Run under the shared lock (it keeps the 2 cores busy for about half an hour):
 
-    flock /tmp/cardiorecon-heavy.lock .venv/bin/python scripts/bench_cohort.py --out /tmp/bench_cohort
+    flock /tmp/cardiorecon-heavy.lock .venv/bin/python benchmarks/bench_cohort.py --out /tmp/bench_cohort
 
 1. Throughput: `run_cohort` (a LocalCluster of 1 or 2 workers, torch threads = 2 / workers) over small
    phantom subjects, per method; subjects per hour = subjects done / wall time (cluster start-up
@@ -260,7 +260,7 @@ def main() -> None:
             "fusion": ([slow], sf), "register": ([slow], sf), "lag": ([slow], sf), "diffae": ([slow], sf),
             "dmcvr": ([slow], sf)}
     result: dict = {"throughput": [], "curves": [], "commands": "flock /tmp/cardiorecon-heavy.lock .venv/bin/python "
-                                                               "scripts/bench_cohort.py " + " ".join(
+                                                               "benchmarks/bench_cohort.py " + " ".join(
                                                                    f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items())}
     def save() -> None:  # after every step: a run cut short keeps what it measured
         result["meshes"] = meshes(outs)

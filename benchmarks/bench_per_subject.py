@@ -8,7 +8,7 @@ codes), lag --init register, lag --init fusion; shipped DiffAE weights, the CPU 
 Part 2 (--cine CASE): `fusion` on every frame of one study (factor 2 of the slice-drop stack):
 seconds per frame and for the whole cine.
 
-    flock /tmp/cardiorecon-heavy.lock .venv/bin/python scripts/bench_per_subject.py \\
+    flock /tmp/cardiorecon-heavy.lock .venv/bin/python benchmarks/bench_per_subject.py \\
         --lag ../shared/data/ep_preclinical --holdout-case ../shared/data/bivme_patient1/dicoms \\
         --cine ../shared/data/sunnybrook/SCD0000101 --out /tmp/bench14/per_subject
 """

@@ -10,7 +10,7 @@ the same cases in one run:
   structure of the segmenter on the true image, native grid, ED and ES;
 - seconds per 3D frame at native resolution.
 
-    python scripts/bench_segment.py --weights A --weights B --phantoms DIR... --out OUT.json
+    python benchmarks/bench_segment.py --weights A --weights B --phantoms DIR... --out OUT.json
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ score the new slices against truth_sa (on the model grid, intensities mapped lik
 range 2): SSIM and PSNR; sample the reconstruction on every LAX plane and score masked NCC against
 the LAX image; record seconds per frame and peak memory. All methods on the same cases, one run.
 
-    python scripts/benchmark_recon.py DATA_DIR... --out OUT_DIR [--methods ... dmcvr lag-dmcvr] [--lag-seed-frames N]
+    python benchmarks/benchmark_recon.py DATA_DIR... --out OUT_DIR [--methods ... dmcvr lag-dmcvr] [--lag-seed-frames N]
 """
 
 from __future__ import annotations

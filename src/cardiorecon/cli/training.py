@@ -66,7 +66,7 @@ def train_seg(data: list[Path] = typer.Option(..., "--data", help="Labelled subj
               lr: float = typer.Option(1e-3, "--lr"),
               seed: int = typer.Option(0, "--seed"),
               tissue: Optional[Path] = typer.Option(
-                  None, "--tissue", help="Phantom tissue stacks (scripts/train_seg_synth.py renders them): train the "
+                  None, "--tissue", help="Phantom tissue stacks (benchmarks/train_seg_synth.py renders them): train the "
                                          "whole-field seg_synth network on synthetic appearance; --data then lists "
                                          "the contoured real scans (Sunnybrook, ep_preclinical)")) -> None:
     """Train the SAX segmentation network (resumable); scores Dice on --holdout."""

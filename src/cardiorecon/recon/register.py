@@ -10,7 +10,7 @@ each neighbour warped part-way toward the other, the nearer one weighted more; a
 a, at alpha -> 1 it is b. Labels are warped the same way with nearest-neighbour sampling and the
 nearer neighbour's warped labels are kept (labels cannot be blended).
 
-Library choice, measured (scripts/bench_register_choice.py; the dropped middle slices of real
+Library choice, measured (benchmarks/bench_register_choice.py; the dropped middle slices of real
 slice-drop, 64 px, 2 mm model grid, ED and a mid frame; linear for reference):
 
     variant (SimpleITK 2.5)                    ep_preclinical SSIM/PSNR   Sunnybrook SC-HF-I-1    s/slice
