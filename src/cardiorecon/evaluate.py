@@ -110,8 +110,10 @@ def _structure_rows(protocol, case, method, frame, pred, ref, spacing, structure
     return rows
 
 
-def _lax_ncc(study: Study, dense: np.ndarray, affine: np.ndarray, t: int, views: list[str] | None = None
-             ) -> dict[str, float]:
+def lax_ncc(study: Study, dense: np.ndarray, affine: np.ndarray, t: int, views: list[str] | None = None
+            ) -> dict[str, float]:
+    """Masked NCC of the dense volume (X, Y, Z) on each LAX view's plane against the view's frame paired with
+    SAX frame t ({view: NCC}; views the volume does not reach are left out)."""
     out = {}
     for name in views or list(study.lax):
         op = LaxOperator.for_view(affine, dense.shape, study.lax[name])
@@ -151,7 +153,7 @@ def phantom_protocol(ev: Evaluator, folders: list[Path], factor: int = 5) -> lis
                 dense = rec.normalised.data[..., i]
                 ref = rec.grid.intensity.forward(resample(truth.frame(t), dense_affine, shape, order=1).data)
                 ref_lab = resample(truth_lab.frame(t), dense_affine, shape, order=0).data
-                ncc = _lax_ncc(study, dense, dense_affine, t)
+                ncc = lax_ncc(study, dense, dense_affine, t)
                 rows.append(_row("phantom", case, method, t, "image", ssim=ssim(dense[:, :, new], ref[:, :, new], 2.0),
                                  psnr=psnr(dense[:, :, new], ref[:, :, new], 2.0),
                                  ncc=float(np.mean(list(ncc.values()))) if ncc else "",

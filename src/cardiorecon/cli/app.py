@@ -38,6 +38,13 @@ LAX_THICKNESS_HELP = ("LAX slice thickness in mm for every view (default: the he
                       "header's is not a cine slice's, with a warning)")
 
 
+#: Options several commands share (typer reads one OptionInfo in as many commands as use it).
+ALIGN_OPTION = typer.Option("auto", "--align", help=ALIGN_HELP)
+DEVICE_OPTION = typer.Option("auto", "--device", help=DEVICE_HELP)
+ADAPT_OPTION = typer.Option(None, "--adapt", min=0, help=ADAPT_HELP)
+LAX_THICKNESS_OPTION = typer.Option(None, "--lax-thickness", help=LAX_THICKNESS_HELP)
+
+
 def torch_device(name: str):
     """The torch device `--device` names (one clear line and exit 2 when it cannot be had)."""
     from cardiorecon.device import resolve_device

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from cardiorecon.cli.app import app, fail, method_class, DEVICE_HELP, torch_device, LAG_WARM_HELP, check_lag_warm
+from cardiorecon.cli.app import DEVICE_HELP, LAG_WARM_HELP, app, check_lag_warm, fail, method_class, torch_device
 
 
 @app.command()

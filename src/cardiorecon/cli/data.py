@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from cardiorecon.cli.app import app, fail, check_out
+from cardiorecon.cli.app import app, check_out, fail
 
 
 @app.command()

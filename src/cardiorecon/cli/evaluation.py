@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from cardiorecon.cli.app import app, fail, DEVICE_HELP, ALIGN_HELP, ADAPT_HELP, LAX_THICKNESS_HELP, torch_device, check_align, REPORT_FILES, check_out
+from cardiorecon.cli.app import (ADAPT_OPTION, ALIGN_OPTION, DEVICE_OPTION, LAX_THICKNESS_OPTION, REPORT_FILES, app,
+                                 check_align, check_out, fail, main, torch_device)
 
 
 @app.command()
@@ -24,13 +25,10 @@ def evaluate(data: list[Path] = typer.Argument(..., help="Subject folders, or fo
                                                           help="DMCVR weights for dmcvr (default: shipped)"),
              no_segmentation: bool = typer.Option(False, "--no-segmentation", help="Skip Dice/HD95/EF"),
              max_subjects: Optional[int] = typer.Option(None, "--max-subjects", min=1),
-             align: str = typer.Option("auto", "--align",
-                                    help=ALIGN_HELP),
-             device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-             adapt: Optional[int] = typer.Option(
-                 None, "--adapt", min=0, help=ADAPT_HELP),
-             lax_thickness: Optional[float] = typer.Option(
-                 None, "--lax-thickness", help=LAX_THICKNESS_HELP),
+             align: str = ALIGN_OPTION,
+             device: str = DEVICE_OPTION,
+             adapt: Optional[int] = ADAPT_OPTION,
+             lax_thickness: Optional[float] = LAX_THICKNESS_OPTION,
              out: Path = typer.Option(..., "--out", help="Output folder for the CSV, summary, figures and HTML")) -> None:
     """Run an evaluation protocol for several methods on the same cases; write CSV, Markdown, figures, HTML."""
     from cardiorecon.errors import CardioReconError
@@ -141,8 +139,7 @@ def demo(out: Path = typer.Option(Path("out/demo"), "--out", help="Output folder
          methods: str = typer.Option("nearest,linear,cubic,register,fusion,diffae,lag,dmcvr", "--methods",
                                      help="Comma-separated methods"),
          subjects: int = typer.Option(2, "--subjects", min=1, help="Phantom subjects to generate and score"),
-         align: str = typer.Option("auto", "--align",
-                                    help=ALIGN_HELP)) -> None:
+         align: str = ALIGN_OPTION) -> None:
     """The main job on the built-in default: the phantom protocol end to end. Generates heart-failure
     phantom subjects, reconstructs their ED and ES 10 mm SAX stacks at 2 mm with each method
     (shipped weights), segments the results and scores them against the phantom's truth

@@ -7,9 +7,9 @@ from typing import Optional
 
 import typer
 
-from cardiorecon.cli.app import (ADAPT_HELP, ALIGN_HELP, DEVICE_HELP, LAG_WARM_HELP, LAX_THICKNESS_HELP, app, check_lag_warm,
-                                 check_method_option, check_out, fail, method_class, parse_frames, resolve_align,
-                                 torch_device)
+from cardiorecon.cli.app import (ADAPT_OPTION, ALIGN_OPTION, DEVICE_OPTION, LAG_WARM_HELP, LAX_THICKNESS_OPTION, app,
+                                 check_lag_warm, check_method_option, check_out, fail, method_class, parse_frames,
+                                 resolve_align, torch_device)
 
 
 @app.command()
@@ -38,13 +38,10 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
                                               "(DMCVR weights, morphology fixed), or from the codes of the "
                                               "register or fusion volume"),
                 lag_warm: str = typer.Option("off", "--lag-warm", help=LAG_WARM_HELP),
-                align: str = typer.Option("auto", "--align",
-                                    help=ALIGN_HELP),
-                device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-                adapt: Optional[int] = typer.Option(
-                    None, "--adapt", min=0, help=ADAPT_HELP),
-                lax_thickness: Optional[float] = typer.Option(
-                    None, "--lax-thickness", help=LAX_THICKNESS_HELP),
+                align: str = ALIGN_OPTION,
+                device: str = DEVICE_OPTION,
+                adapt: Optional[int] = ADAPT_OPTION,
+                lax_thickness: Optional[float] = LAX_THICKNESS_OPTION,
                 plan: Optional[Path] = typer.Option(
                     None, "--plan", help="plan.json to reuse (from `cardiorecon plan` or an earlier run): heart region, "
                                          "working grid, alignment and phase pairing as written (--align is then unused)"),

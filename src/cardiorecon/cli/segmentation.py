@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from cardiorecon.cli.app import app, fail, DEVICE_HELP, ALIGN_HELP, torch_device, resolve_align, parse_frames, check_out
+from cardiorecon.cli.app import (ALIGN_HELP, DEVICE_HELP, app, check_out, fail, parse_frames, resolve_align,
+                                 torch_device)
 
 
 @app.command()

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from cardiorecon.cli.app import app, fail, DEVICE_HELP, torch_device
+from cardiorecon.cli.app import DEVICE_HELP, app, fail, torch_device
 
 
 @app.command()
