@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from cardiorecon.cli.app import (ADAPT_OPTION, ALIGN_OPTION, DEVICE_OPTION, LAX_THICKNESS_OPTION, REPORT_FILES, app,
-                                 check_align, check_out, fail, main, torch_device)
+                                 check_align, check_out, fail, torch_device)
 
 
 @app.command()
