@@ -11,10 +11,16 @@ from typing import Callable
 
 import numpy as np
 
+from cardiorecon.align import resolve_alignment
 from cardiorecon.memory import PeakMemory
+from cardiorecon.models.pretrained import DEFAULT_DMCVR, load_network, resolve_weights
 from cardiorecon.plan import Plan, make_plan
+from cardiorecon.preprocess import region_share
 from cardiorecon.recon import ReconConfig, get_method, reconstruct
 from cardiorecon.recon.pipeline import Reconstruction, working_grid, write_reconstruction
+from cardiorecon.report.artefacts import indicators
+from cardiorecon.report.provenance import describe_data, weights_entry
+from cardiorecon.segment import DEFAULT_WINDOW_SEGNET, load_segnet
 from cardiorecon.volume import Study
 
 #: How the provenance names each network (the methods that use it).
@@ -59,9 +65,6 @@ class Evaluator:
 
     def load(self, weights=None, dmcvr_weights=None, seg_weights=None, segmentation: bool = True) -> "Evaluator":
         """Load what the methods need (None: the shipped weights) and the segmentation network."""
-        from cardiorecon.models.pretrained import DEFAULT_DMCVR, load_network, resolve_weights
-        from cardiorecon.report.provenance import weights_entry
-
         # each network the methods need, once: (attribute, weights file, shipped default)
         sources = {"diffae": ("model", weights, None), "dmcvr": ("dmcvr", dmcvr_weights, DEFAULT_DMCVR)}
         needed = {self.weights_needed(m) for m in self.methods}
@@ -74,8 +77,6 @@ class Evaluator:
             if default is not None:  # DMCVR's morphology segmenter sits beside its decoder
                 self.weights.append(weights_entry(f"{WEIGHTS_LABELS[kind]} morphology segmenter", stem.parent / "segnet"))
         if segmentation:
-            from cardiorecon.segment import DEFAULT_WINDOW_SEGNET, load_segnet
-
             # the whole-field segmenter by default (issue 15); --seg-weights picks another
             self.segnet = load_segnet(DEFAULT_WINDOW_SEGNET if seg_weights is None else seg_weights)
             p = DEFAULT_WINDOW_SEGNET if seg_weights is None else Path(seg_weights)
@@ -87,8 +88,6 @@ class Evaluator:
     def alignment(self, study: Study, lax_views: list[str] | None = None):
         """The study's breath-hold alignment with `lax_views` (default all) under `self.align`,
         estimated once per case and set of views and kept for the report."""
-        from cardiorecon.align import resolve_alignment
-
         views = tuple(study.lax) if lax_views is None else tuple(lax_views)
         key = (str(study.meta.get("subject") or study.meta.get("source") or id(study)), views)
         cache = self.figures.setdefault("alignment", {})
@@ -111,8 +110,6 @@ class Evaluator:
 
     def run(self, study: Study, method: str, factor: int, frames: list[int], lax_views: list[str] | None = None,
             align: str | None = None) -> Reconstruction:
-        from cardiorecon.report.provenance import describe_data
-
         model = self.model_for(method)
         case = str(study.meta.get("subject") or Path(str(study.meta.get("source") or "case")).name)
         self.data.setdefault(case, describe_data(study))
@@ -126,8 +123,6 @@ class Evaluator:
             sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
         rec = dataclasses.replace(rec, peak_memory_mb=max(rec.peak_memory_mb - before_mb, 0.0) + weights_mb)
         if rec.grid.region is not None and "heart_region" not in self.data[case]:
-            from cardiorecon.preprocess import region_share
-
             entry = rec.grid.region.to_json()
             if study.sax_labels is not None:  # scoring only: how much of the labelled heart the region holds
                 entry["labelled_share"] = region_share(rec.grid.region, study.sax_labels)
@@ -147,8 +142,6 @@ class Evaluator:
         """Keep up to `most` of `slices` (the new ones) of this case and frame for the report's slice and
         frame scroller: the method's (X, Y, Z) volume and segmentation beside the reference ones. Only
         the first `figure_cases` cases are kept. Artefact indicators are kept for every case."""
-        from cardiorecon.report.artefacts import indicators
-
         self.figures.setdefault("artefacts", {})[(case, str(frame), method)] = indicators(dense, pred, slices)
         kept = self.figures.setdefault("scroller", {})
         if case not in kept and len(kept) >= self.figure_cases:

@@ -36,12 +36,14 @@ and 0.085 (the slab's de-blurring; 5 mm slices on a 5 mm step, 8 mm on 10 mm).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from cardiorecon.lax_operator import LaxOperator
 from cardiorecon.recon.guidance import guiding_views, lax_images
@@ -305,8 +307,6 @@ class FusionSetup:
 
     @classmethod
     def build(cls, work: Work, config: FusionConfig, lax_samples: int, notes: list[str]) -> "FusionSetup":
-        import dataclasses
-
         grid, f = work.grid, work.factor
         Z = grid.image.spatial_shape[2]
         dense_step = float(grid.image.spacing[2]) / f
@@ -346,8 +346,6 @@ class Fusion(ReconMethod):
         work.operators = self.setup.operators
 
     def reconstruct_frame(self, work: Work, index: int, frame: int) -> np.ndarray:
-        from tqdm.auto import tqdm
-
         stack = work.stack(frame)
         start = register_stack(stack, work.factor, self.options.register)
         adjacent = work.follows(index)

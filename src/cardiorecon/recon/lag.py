@@ -15,11 +15,14 @@ L_seed still anchors the codes to this frame's own seeds.
 
 from __future__ import annotations
 
+import dataclasses
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from cardiorecon.diffusion import NoiseSchedule, ddim_sample
 from cardiorecon.diffusion.schedule import spaced_timesteps
@@ -27,7 +30,10 @@ from cardiorecon.errors import NumericalError
 from cardiorecon.models.diffae import DiffAE
 from cardiorecon.metrics.image import masked_ncc
 from cardiorecon.lax_operator import LaxOperator, lax_loss, match_intensity
-from cardiorecon.recon.latent_interp import GapCodes, assemble
+from cardiorecon.recon.fusion import FusionSetup, fuse
+from cardiorecon.recon.guidance import guiding_views, lax_images
+from cardiorecon.recon.latent_interp import GapCodes, assemble, dense_codes, diffae_codes, reconstruct_diffae
+from cardiorecon.recon.register import register_stack
 from cardiorecon.recon.registry import ReconMethod, Work, register_method
 
 
@@ -236,10 +242,6 @@ class LaxGuided(ReconMethod):
             notes.append("lag starts from the dmcvr codes (DMCVR decoder, morphology features fixed)")
 
     def prepare(self, work: Work) -> None:
-        import warnings
-
-        from cardiorecon.recon.guidance import guiding_views
-
         o = self.options
         work.operators = guiding_views(work.study, work.grid, work.factor, work.lax_views, o.lax_samples, work.notes)
         if not work.operators:
@@ -248,21 +250,14 @@ class LaxGuided(ReconMethod):
             work.notes.append(msg)
         self.fusion_setup = None
         if o.init == "fusion":
-            from cardiorecon.recon.fusion import FusionSetup
-
             self.fusion_setup = FusionSetup.build(work, o.fusion, o.lax_samples, [])
 
     def start_codes(self, work: Work, frame: int) -> GapCodes:
         """The seeds of frame's new slices: interpolated codes (diffae, dmcvr), or the codes of the
         register / fusion volume."""
-        from cardiorecon.recon.latent_interp import dense_codes, diffae_codes
-
         o, lc = self.options, self.options.lag
         stack = work.stack(frame)
         if o.init in ("register", "fusion"):
-            from cardiorecon.recon.fusion import fuse
-            from cardiorecon.recon.register import register_stack
-
             start = register_stack(stack, work.factor, o.register)
             if self.fusion_setup is not None:
                 fs = self.fusion_setup
@@ -271,13 +266,6 @@ class LaxGuided(ReconMethod):
         return diffae_codes(self.model, stack, work.factor, lc.invert_steps, depth=lc.depth)[1]
 
     def reconstruct_frame(self, work: Work, index: int, frame: int) -> np.ndarray:
-        import dataclasses
-
-        from tqdm.auto import tqdm
-
-        from cardiorecon.recon.guidance import lax_images
-        from cardiorecon.recon.latent_interp import reconstruct_diffae
-
         o = self.options
         stack = work.stack(frame)
         if not work.operators:  # no guiding view: diffae's (or dmcvr's) latent interpolation
