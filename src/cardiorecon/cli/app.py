@@ -25,15 +25,9 @@ def fail(exc: Exception) -> None:
 
 
 DEVICE_HELP = "Where the networks run: auto (CUDA when a GPU is visible, else CPU), cpu or cuda"
-
-
 ALIGN_HELP = "Breath-hold alignment of the SAX slices to the LAX views first: auto (when a LAX view exists), on or off"
-
-
 ADAPT_HELP = ("diffae, lag, dmcvr: fine-tune a copy of the model for STEPS steps on this study's own acquired "
               "SAX slices and its guiding LAX views first (0: off; default: ReconConfig.adapt)")
-
-
 LAX_THICKNESS_HELP = ("LAX slice thickness in mm for every view (default: the header's, or 6 mm where the "
                       "header's is not a cine slice's, with a warning)")
 
