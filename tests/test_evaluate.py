@@ -33,10 +33,15 @@ def seg_weights(tmp_path_factory):
     return save_weights(SegNet(cfg), cfg, tmp_path_factory.mktemp("seg") / "model").with_suffix("")
 
 
-def test_evaluate_command_writes_csv_markdown_figures_html(phantom_subject, seg_weights, tmp_path):
+def test_evaluate_command_writes_csv_markdown_figures_html(phantom_subject, tmp_path):
+    """The phantom protocol with the shipped phantom segmenter (segnet_tiny, the default for this protocol).
+    Bounds from docs/BENCHMARKS.md (phantom protocol, 10 phantoms): linear SSIM 0.73, LAX NCC 0.96, Dice
+    LV / Myo / RV 0.96 / 0.89 / 0.95; the segmenter on the true image 0.97 on average, |dEF| about 1 point."""
+    import json
+
     out = tmp_path / "ev"
     res = runner.invoke(app, ["evaluate", str(phantom_subject), "--protocol", "phantom", "--methods", "linear",
-                              "--seg-weights", str(seg_weights), "--out", str(out)])
+                              "--out", str(out)])
     assert res.exit_code == 0, res.output
     for name in ("results.csv", "summary.md", "report.html", "figures/montage.png", "figures/lax_overlay_4ch.png",
                  "figures/strip_segmentation_phantom.png", "figures/ef_bland_altman.png",
@@ -45,21 +50,35 @@ def test_evaluate_command_writes_csv_markdown_figures_html(phantom_subject, seg_
     text = (out / "results.csv").read_text()
     assert "nan" not in text.lower() and "inf" not in text.lower()
     rows = list(csv.DictReader(text.splitlines()))
+    info = json.loads((phantom_subject / "subject.json").read_text())
     kinds = {}
     for r in rows:
         kinds.setdefault((r["method"], r["structure"]), []).append(r)
     assert len(kinds[("linear", "image")]) == 2  # ED and ES
     for v in ("2ch", "3ch", "4ch"):
         assert len(kinds[("linear", f"lax_{v}")]) == 2
+    for s in ("lv_cavity", "lv_myocardium", "rv_cavity"):
+        lin, truth = kinds[("linear", s)], kinds[("truth-image", s)]
+        assert len(lin) == len(truth) == 2
+        # both against the same reference labels
+        assert [r["true_volume_ml"] for r in lin] == [r["true_volume_ml"] for r in truth]
+        assert all(float(r["dice"]) > 0.9 for r in truth), (s, [r["dice"] for r in truth])
+        assert all(float(r["dice"]) > 0.8 for r in lin), (s, [r["dice"] for r in lin])
+        # at worst one basal slice missed: one 10 mm slice gap plus a 2 mm pixel
+        assert all(0 <= float(r["hd95"]) <= 12 for r in lin + truth), [r["hd95"] for r in lin + truth]
+    # the reference LV at ED is the phantom's own cavity (resampled onto the 2 mm grid: within 5 %)
+    ed = next(r for r in kinds[("linear", "lv_cavity")] if int(r["frame"]) == info["ed_frame"])
+    assert float(ed["true_volume_ml"]) == pytest.approx(info["lv_edv_ml"], rel=0.05)
     for method in ("linear", "truth-image"):
-        for s in ("lv_cavity", "lv_myocardium", "rv_cavity"):
-            assert len(kinds[(method, s)]) == 2
-            assert all(0 <= float(r["dice"]) <= 1 and float(r["hd95"]) >= 0 for r in kinds[(method, s)])
         for s in ("lv", "rv"):
             (r,) = kinds[(method, s)]
-            assert 20 <= float(r["true_ef"]) <= 60 and r["frame"] == "ed-es"
-    image = kinds[("linear", "image")][0]
-    assert 0 < float(image["ssim"]) <= 1 and float(image["psnr"]) > 10 and float(image["ncc"]) > 0.5
+            assert r["frame"] == "ed-es" and float(r["true_ef"]) == pytest.approx(100 * info[f"{s}_ef"], abs=1e-4)
+            assert float(r["ef_error"]) == pytest.approx(abs(float(r["ef"]) - float(r["true_ef"])), abs=1e-4)
+    # |dEF| of the segmenter alone 0.6-1.2 points, of linear 4.6 on average (BENCHMARKS): twice that at most
+    assert float(kinds[("truth-image", "lv")][0]["ef_error"]) < 2.5
+    assert float(kinds[("linear", "lv")][0]["ef_error"]) < 10.0
+    for image in kinds[("linear", "image")]:
+        assert 0.6 < float(image["ssim"]) < 0.95 and float(image["psnr"]) > 18 and float(image["ncc"]) > 0.9
     assert "| linear |" in (out / "summary.md").read_text()
     assert "data:image/png;base64" in (out / "report.html").read_text()
 
@@ -78,13 +97,18 @@ def test_drop_slices_keeps_world_positions(phantom_subject):
 def test_slice_drop_and_lax_holdout_protocols(phantom_subject, seg_weights):
     ev = Evaluator(["linear", "nearest"], segnet=load_segnet(seg_weights), progress=False, echo=lambda s: None)
     rows = slice_drop_protocol(ev, [phantom_subject])
-    image = [r for r in rows if r["structure"] == "image"]
-    assert len(image) == 4 and all(0 < r["ssim"] <= 1 for r in image)
+    image = {(r["method"], r["frame"]): r for r in rows if r["structure"] == "image"}
+    assert len(image) == 4
+    # the dropped slices lie halfway: linear averages their neighbours, nearest copies one (worse)
+    for (method, frame), r in image.items():
+        if method == "linear":
+            assert r["ssim"] > image[("nearest", frame)]["ssim"] and r["psnr"] > image[("nearest", frame)]["psnr"]
     assert {r["structure"] for r in rows} >= {"lv_cavity", "lv_myocardium", "rv_cavity"}
     rows = lax_holdout_protocol(ev, [phantom_subject])
     views = [r for r in rows if r["structure"].startswith("lax_")]
     assert len(views) == 2 * 3 * 2  # methods x views x frames
-    assert all(np.isfinite(r["ncc"]) and r["ncc"] > 0.3 for r in views)
+    # a phantom's LAX views agree with its SAX stack (docs/BENCHMARKS.md: LAX NCC 0.95-0.96 for these methods)
+    assert all(np.isfinite(r["ncc"]) and r["ncc"] > 0.85 for r in views), [r["ncc"] for r in views]
     assert any(r["structure"] == "lv_cavity@4ch" for r in rows)
 
 

@@ -6,13 +6,13 @@ import torch
 
 from cardiorecon.geometry import resample
 from cardiorecon.metrics.image import ssim
-from cardiorecon.models.config import DiffAEConfig
 from cardiorecon.models.diffae import DiffAE
 from cardiorecon.phantom import AcquisitionConfig, generate, sample_params
 from cardiorecon.recon import ReconConfig, reconstruct
 from cardiorecon.recon.fusion import FusionConfig, SliceProfile, charbonnier, fuse, total_variation
 from cardiorecon.recon.lag import LagConfig
 from cardiorecon.volume import Study
+from conftest import micro_config
 
 pytest.importorskip("SimpleITK")
 
@@ -127,13 +127,12 @@ def test_temporal_term_only_between_adjacent_frames(study):
 
 # ------------------------------------------------------------------------------ lag --init
 
-MICRO = DiffAEConfig(name="micro", image_size=32, pixel_spacing_mm=4.0, base_channels=8, channel_mult=(1, 2),
-                     attention_levels=(), encoder_channels=8, z_dim=16)
+MICRO = micro_config()
 
 
 @pytest.mark.parametrize("init", ["register", "fusion"])
 def test_lag_init_starts_from_the_given_volume_codes(study, init, monkeypatch):
-    from cardiorecon.recon import pipeline
+    from cardiorecon.recon import lag as lag_module
     from cardiorecon.recon.latent_interp import dense_codes
 
     torch.manual_seed(0)
@@ -143,13 +142,13 @@ def test_lag_init_starts_from_the_given_volume_codes(study, init, monkeypatch):
             p.add_(0.02 * torch.randn_like(p))
     model.eval()
     seen = {}
-    real = pipeline.optimise
+    real = lag_module.optimise
 
     def spy(model_, acquired, codes, *args, **kwargs):
         seen["codes"] = codes
         return real(model_, acquired, codes, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "optimise", spy)
+    monkeypatch.setattr(lag_module, "optimise", spy)
     cfg = ReconConfig(lag=LagConfig(ddim_steps=1, invert_steps=2, max_iterations=1, depth=0.4),
                       fusion=FusionConfig(iterations=5), lag_init=init)
     reconstruct(study, "lag", factor=5, frames=[0], model=model, config=cfg)

@@ -7,8 +7,8 @@ import pytest
 
 from cardiorecon.io import read_study
 from cardiorecon.io.discover import discover_studies
-from cardiorecon.io.phase import lax_frame_index
-from cardiorecon.recon.pipeline import lax_frame
+from cardiorecon.phase import lax_frame_index
+from cardiorecon.phase import lax_frame, pair_lax_frames
 
 
 def _save(path, data, affine):
@@ -105,6 +105,7 @@ def test_ed_es_sax_pairs_es_with_the_lax_frame_of_the_same_phase(tmp_path):
         lax[:, :, 0, t] = ndimage.map_coordinates(cine[..., t], vox.reshape(-1, 3).T, order=1, mode="nearest").reshape(24, 24)
     _save(tmp_path / "la_4ch.nii.gz", lax, lax_a)
     study = read_study(tmp_path)
+    pair_lax_frames(study)  # the plan's first step (plan.make_plan)
     view = study.lax["4ch"]
     assert abs(lax_frame_index(view, 1, 2) - 17) <= 1
     assert lax_frame_index(view, 0, 2) in (0, 1, 49)
@@ -137,7 +138,7 @@ def test_impossible_lax_thickness_replaced_with_warning_and_override(tmp_path):
 
 def test_trigger_time_pairing(tmp_path):
     """DICOM trigger times: phases as fractions of each cine's own cycle."""
-    from cardiorecon.io.phase import _by_triggers
+    from cardiorecon.phase import _by_triggers
     from cardiorecon.volume import Volume
 
     sax = Volume(np.zeros((2, 2, 2, 20)), np.eye(4), {"trigger_times_ms": list(np.arange(20) * 40.0)})  # 800 ms

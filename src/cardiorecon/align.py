@@ -13,7 +13,7 @@ each slice from that shifted position (`geometry.shift_slices`, `geometry.resamp
 
 Along each line the SAX slice is sampled averaged across the LAX slab and the LAX view averaged
 across the SAX slab (both slabs' traces on the other plane), every SAX frame paired with the LAX
-frame of the same cardiac phase (`recon.pipeline.lax_frame`). The objective
+frame of the same cardiac phase (`phase.lax_frame`: the plan's pairing). The objective
 
     sum over lines of (1 - NCC over all frames and points) + smoothness * sum_k |s_k - s_k+1|^2
                                                           + prior * sum_k |s_k|^2
@@ -37,7 +37,8 @@ import torch.nn.functional as F
 
 from cardiorecon.errors import InputError
 from cardiorecon.geometry import plane_intersection, shift_slices, slice_plane, world_to_voxel
-from cardiorecon.volume import Study, Volume
+from cardiorecon.phase import lax_frame, pair_lax_frames
+from cardiorecon.volume import PAIRING, Study, Volume
 
 
 @dataclass(frozen=True)
@@ -148,8 +149,10 @@ def _sample_frames(frames: torch.Tensor, ij: np.ndarray) -> torch.Tensor:
 def _lines(study: Study, views: list[str], cfg: AlignConfig) -> list[_Line]:
     """Every usable intersection line of an SAX slice with a LAX view, with the LAX side sampled."""
     from cardiorecon.preprocess import heart_centre
-    from cardiorecon.recon.pipeline import lax_frame
 
+    missing_pairing = [v for v in views if v in study.lax and PAIRING not in study.lax[v].meta]
+    if missing_pairing:  # no plan paired the phases yet (`plan.make_plan` does so first)
+        pair_lax_frames(study)
     sax = study.sax
     X, Y, Z, T = sax.shape
     px = sax.spacing[:2]

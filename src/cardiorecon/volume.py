@@ -24,6 +24,12 @@ LABELS: Mapping[str, int] = MappingProxyType(
 )
 
 
+#: Keys of a LAX view's meta holding its SAX -> LAX phase pairing (one LAX frame index per SAX frame)
+#: and the rule that made it; a reader sets them from the view's own ED/ES files, the plan otherwise
+#: (`cardiorecon.phase`, `cardiorecon.plan`).
+PAIRING = "sax_frame_pairing"
+RULE = "sax_frame_pairing_rule"
+
 #: a LAX view whose plane is within this angle of the SAX slices' is refused (it cuts no slice)
 LAX_MIN_ANGLE_DEG = 5.0
 

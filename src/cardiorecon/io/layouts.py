@@ -155,7 +155,7 @@ def _read_lax_view(folder: Path, stem: str, sax_ed_es: tuple[int | None, int | N
 
     With a cine and its ED/ES extracts, the extracts locate ED and ES in the cine and pair them with
     SAX ED and ES. With the ED/ES extracts alone, they are a two-frame view paired with SAX ED/ES."""
-    from cardiorecon.io.phase import PAIRING, RULE
+    from cardiorecon.volume import PAIRING, RULE
 
     cine, ed_p, es_p = folder / f"{stem}.nii.gz", folder / f"{stem}_ED.nii.gz", folder / f"{stem}_ES.nii.gz"
     has_pair = ed_p.is_file() and es_p.is_file()
@@ -510,14 +510,12 @@ def read_study(path: str | Path, with_contours: bool = True, lax_thickness_mm: f
     """Read one subject from any supported layout (recognised from its file names).
 
     Every LAX view gets a usable slice thickness (`check_lax_thickness`; `lax_thickness_mm`
-    overrides) and its SAX -> LAX frame pairing by cardiac phase (`io.phase.pair_lax_frames`)."""
-    from cardiorecon.io.phase import pair_lax_frames
-
+    overrides). The SAX -> LAX frame pairing by cardiac phase is the plan's (`cardiorecon.plan`),
+    except where the view's own ED/ES files give it."""
     study = _read_layout(path, with_contours)
     if lax_thickness_mm is not None and not (np.isfinite(lax_thickness_mm) and lax_thickness_mm > 0):
         raise InputError(path, f"--lax-thickness must be a positive number of mm, got {lax_thickness_mm}")
     check_lax_thickness(study, lax_thickness_mm)
-    pair_lax_frames(study)
     return study
 
 

@@ -36,15 +36,19 @@ and 0.085 (the slab's de-blurring; 5 mm slices on a 5 mm step, 8 mm on 10 mm).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from cardiorecon.recon.lax import LaxOperator
-from cardiorecon.recon.register import RegisterConfig
+from cardiorecon.lax_operator import LaxOperator
+from cardiorecon.recon.guidance import guiding_views, lax_images
+from cardiorecon.recon.register import RegisterConfig, register_stack
+from cardiorecon.recon.registry import ReconMethod, Work, register_method
 from cardiorecon.volume import Volume
 
 
@@ -288,5 +292,72 @@ def _fit(acquired, start, profile, operators, images, config, z_scale, previous,
                         time.perf_counter() - t0)
 
 
-__all__ = ["FusionConfig", "FusionResult", "SliceProfile", "ValidSampler", "charbonnier", "coarsen_view", "fuse",
-           "total_variation"]
+
+
+@dataclass
+class FusionSetup:
+    """What a fusion fit needs of a study once: the SAX slice profile (thickness in dense slice steps),
+    TV's through-plane scale, the LAX views block-averaged to the grid's pixel size (their footprint)
+    and their operators on the dense grid."""
+
+    profile: SliceProfile
+    z_scale: float
+    study: object  # the Study with the coarsened LAX views
+    operators: dict[str, LaxOperator]
+
+    @classmethod
+    def build(cls, work: Work, config: FusionConfig, lax_samples: int, notes: list[str]) -> "FusionSetup":
+        grid, f = work.grid, work.factor
+        Z = grid.image.spatial_shape[2]
+        dense_step = float(grid.image.spacing[2]) / f
+        profile = SliceProfile.build(Z, f, work.study.sax.slice_thickness / dense_step, config.profile)
+        z_scale = float(grid.image.spacing[0]) / dense_step
+        study = dataclasses.replace(work.study, lax={n: coarsen_view(v, float(grid.image.spacing[0]))
+                                                     for n, v in work.study.lax.items()})
+        return cls(profile, z_scale, study, guiding_views(study, grid, f, work.lax_views, lax_samples, notes))
+
+    def images(self, frame: int) -> dict[str, torch.Tensor]:
+        return lax_images(self.study, self.operators, frame)
+
+
+@dataclass(frozen=True)
+class FusionOptions:
+    register: RegisterConfig = RegisterConfig()
+    fusion: FusionConfig = FusionConfig()
+    lax_samples: int = 3
+
+
+@register_method
+class Fusion(ReconMethod):
+    """`register`'s volume fitted to the acquired SAX slices through their profile and to the LAX views."""
+
+    name = "fusion"
+    summary = "register's volume fitted to the SAX slice profile and the guiding LAX views (TV, time term)"
+    guided_by_lax = True
+    seconds_per_frame = "3-16 s"
+    Options = FusionOptions
+
+    @classmethod
+    def options_from(cls, config) -> FusionOptions:
+        return FusionOptions(config.register, config.fusion, config.lax_samples)
+
+    def prepare(self, work: Work) -> None:
+        self.setup = FusionSetup.build(work, self.options.fusion, self.options.lax_samples, work.notes)
+        work.operators = self.setup.operators
+
+    def reconstruct_frame(self, work: Work, index: int, frame: int) -> np.ndarray:
+        stack = work.stack(frame)
+        start = register_stack(stack, work.factor, self.options.register)
+        adjacent = work.follows(index)
+        fit_bar = tqdm(total=self.options.fusion.iterations, desc=f"  fusion frame {frame}", unit="it", leave=False,
+                       disable=not work.progress)
+        res = fuse(stack, start, self.setup.profile, self.setup.operators, self.setup.images(frame),
+                   self.options.fusion, self.setup.z_scale, previous=work.dense[..., index - 1] if adjacent else None,
+                   gains=work.results[work.frames[index - 1]].gains if adjacent else None,
+                   progress=lambda it, total, loss, bar=fit_bar: bar.update(1))
+        fit_bar.close()
+        work.results[frame] = res
+        return res.dense
+
+
+__all__ = ["Fusion", "FusionConfig", "FusionOptions", "FusionResult", "FusionSetup", "SliceProfile", "ValidSampler", "charbonnier", "coarsen_view", "fuse", "total_variation"]

@@ -4,51 +4,18 @@ the Markdown summary, the figures (PNG) and one self-contained HTML page (`page.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
-from cardiorecon.evaluate import COLUMNS, TRUTH_IMAGE
-from cardiorecon.io.nifti import atomic_write, write_csv_rows
+from cardiorecon.io.nifti import atomic_write
 from cardiorecon.metrics.seg import STRUCTURES
 from cardiorecon.report import figures as F
 from cardiorecon.report.findings import Finding, Measure, findings, near_best, unit_values
+from cardiorecon.report.results_csv import COLUMNS, TRUTH_IMAGE, read_csv, read_failures, write_csv  # noqa: F401
 
 SHORT = {"lv_cavity": "LV", "lv_myocardium": "Myo", "rv_cavity": "RV"}
 GROUPS = ("Image quality", "Segmentation: overlap", "Segmentation: surface distance", "Function", "Cost")
-
-
-def write_csv(rows: list[dict], path: Path) -> Path:
-    return write_csv_rows(path, rows, COLUMNS)
-
-
-def read_csv(paths: list[Path]) -> list[dict]:
-    """Rows of one or more results.csv files (numbers back as floats, empty cells as '')."""
-    rows = []
-    for path in paths:
-        with open(path, newline="") as fh:
-            reader = csv.DictReader(fh)
-            if reader.fieldnames != COLUMNS:
-                from cardiorecon.errors import InputError
-
-                raise InputError(path, f"not a cardiorecon results.csv (columns {reader.fieldnames})")
-            for n, r in enumerate(reader, start=2):
-                for k in COLUMNS[5:-1]:
-                    try:
-                        r[k] = float(r[k]) if r[k] != "" else ""
-                    except (TypeError, ValueError):
-                        from cardiorecon.errors import InputError
-
-                        raise InputError(path, f"line {n}: column {k!r} must be a number, got {r[k]!r}") from None
-                rows.append(r)
-    return rows
-
-
-def read_failures(path: Path) -> list[dict]:
-    """{case, error} rows of a failures CSV (columns case and error; others ignored)."""
-    with open(path, newline="") as fh:
-        return [{"case": r.get("case", ""), "error": r.get("error", "")} for r in csv.DictReader(fh)]
 
 
 # ------------------------------------------------------------------------------------ measures

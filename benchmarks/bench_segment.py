@@ -14,7 +14,7 @@ the same cases in one run:
   mm (ACDC pixels are 1.37-1.68 mm: within about 10 % of it); no volume in mL;
 - seconds per 3D frame at native resolution.
 
-    python scripts/bench_segment.py --weights A --weights B --phantoms DIR... --out OUT.json
+    python benchmarks/bench_segment.py --weights A --weights B --phantoms DIR... --out OUT.json
 """
 
 from __future__ import annotations

@@ -1,0 +1,49 @@
+"""The evaluation results table (results.csv): its columns, one row per case, method, frame and
+structure, written by `cardiorecon evaluate` and read back by `cardiorecon report`."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from cardiorecon.io.nifti import write_csv_rows
+
+COLUMNS = ["protocol", "case", "method", "frame", "structure", "dice", "hd95", "ssim", "psnr", "ncc",
+           "volume_ml", "true_volume_ml", "ef", "true_ef", "ef_error", "seconds", "peak_mb", "note"]
+#: Pseudo-method: the segmentation network applied to the true dense image (its own error alone).
+TRUTH_IMAGE = "truth-image"
+
+
+def write_csv(rows: list[dict], path: Path) -> Path:
+    return write_csv_rows(path, rows, COLUMNS)
+
+
+def read_csv(paths: list[Path]) -> list[dict]:
+    """Rows of one or more results.csv files (numbers back as floats, empty cells as '')."""
+    rows = []
+    for path in paths:
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames != COLUMNS:
+                from cardiorecon.errors import InputError
+
+                raise InputError(path, f"not a cardiorecon results.csv (columns {reader.fieldnames})")
+            for n, r in enumerate(reader, start=2):
+                for k in COLUMNS[5:-1]:
+                    try:
+                        r[k] = float(r[k]) if r[k] != "" else ""
+                    except (TypeError, ValueError):
+                        from cardiorecon.errors import InputError
+
+                        raise InputError(path, f"line {n}: column {k!r} must be a number, got {r[k]!r}") from None
+                rows.append(r)
+    return rows
+
+
+def read_failures(path: Path) -> list[dict]:
+    """{case, error} rows of a failures CSV (columns case and error; others ignored)."""
+    with open(path, newline="") as fh:
+        return [{"case": r.get("case", ""), "error": r.get("error", "")} for r in csv.DictReader(fh)]
+
+
+__all__ = ["COLUMNS", "TRUTH_IMAGE", "read_csv", "read_failures", "write_csv"]
