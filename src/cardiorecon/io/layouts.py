@@ -6,60 +6,20 @@
 from __future__ import annotations
 
 import json
-import re
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from cardiorecon.errors import GeometryWarning, InputError
-from cardiorecon.io.acdc_h5 import ACDC_TO_PROJECT, read_acdc_h5_study
+from cardiorecon.io.acdc_h5 import read_acdc_h5_study
+from cardiorecon.io.challenges import read_acdc, read_mnms1
 from cardiorecon.io.nifti import read_nifti, register_input
+from cardiorecon.io.stack_files import (_check_label_grid, _expand_labels, _labels, _match_frame,
+                                        _optional_labels, _read_lax, _read_sax, _stack_frames)
 from cardiorecon.volume import Study, Volume
 
 LAX_VIEWS = ("2ch", "3ch", "4ch")
-
-
-def _as_4d(volume: Volume) -> Volume:
-    return volume if volume.data.ndim == 4 else volume.with_data(volume.data[..., None])
-
-
-def _labels(volume: Volume, path: Path) -> Volume:
-    data = volume.data
-    if np.issubdtype(data.dtype, np.floating):
-        if not np.allclose(data, np.round(data)):
-            raise InputError(path, "label map has non-integer values")
-    data = np.round(data).astype(np.int64)
-    if data.min() < 0 or data.max() > 3:
-        raise InputError(path, f"label values must be 0..3, found {sorted(np.unique(data).tolist())[:10]}")
-    return Volume(data.astype(np.uint8), volume.affine, volume.meta)
-
-
-def _read_sax(path: Path) -> Volume:
-    vol = read_nifti(path, ndim=(3, 4), dtype=np.float32)
-    if vol.data.ndim == 3:
-        _note_3d_image(path, vol)
-    return _as_4d(vol)
-
-
-def _note_3d_image(path: Path, vol: Volume) -> None:
-    """A 3D SAX file is read as one frame of Z slices. A cine of one slice stored as (X, Y, T) looks the
-    same; where the header hints at that (time units, or the unset voxel size 1 along k), say so."""
-    import nibabel as nib
-
-    try:
-        _, time_unit = nib.load(str(path)).header.get_xyzt_units()
-    except Exception:  # noqa: BLE001 - read_nifti has read this file already; be lenient here
-        return
-    hints = []
-    if time_unit not in (None, "unknown"):
-        hints.append(f"its header has time units ({time_unit})")
-    if vol.spatial_shape[2] >= 10 and abs(float(vol.spacing[2]) - 1.0) < 1e-6:
-        hints.append("1 mm apart, the value of an unset voxel size")
-    if hints:
-        warnings.warn(f"{path}: 3D image read as one frame of {vol.spatial_shape[2]} slices ({'; '.join(hints)}); "
-                      "if its third axis is time (a cine of one slice), store it as (X, Y, 1, T)",
-                      GeometryWarning, stacklevel=3)
 
 
 def read_subject_info(path: Path) -> dict:
@@ -84,69 +44,11 @@ def read_subject_info(path: Path) -> dict:
     return info
 
 
-def _stack_frames(paths: list[Path], labels: bool = False) -> Volume:
-    vols = [read_nifti(p, ndim=(3,)) for p in paths]
-    for p, v in zip(paths[1:], vols[1:]):
-        if v.shape != vols[0].shape or not np.allclose(v.affine, vols[0].affine, atol=1e-3):
-            raise InputError(p, f"shape or affine differs from {paths[0].name}")
-    vols = [_labels(v, p) if labels else v for p, v in zip(paths, vols)]
-    data = np.stack([v.data for v in vols], axis=-1)
-    return Volume(data if labels else data.astype(np.float32), vols[0].affine, {"source": str(paths[0])})
-
-
-def _read_lax(path: Path, labels: bool = False) -> Volume:
-    vol = read_nifti(path, ndim=(2, 3, 4))
-    if vol.spatial_shape[2] != 1:
-        raise InputError(path, f"a LAX view must be one slice (X, Y, 1[, T]), got shape {vol.shape}")
-    vol = _labels(vol, path) if labels else vol.with_data(vol.data.astype(np.float32))
-    return _as_4d(vol)
-
-
-def _expand_labels(labels: Volume, num_frames: int, frames: list[int], path: Path) -> Volume:
-    """Place labels of `frames` into a (X, Y, Z, num_frames) map."""
-    data = labels.data if labels.data.ndim == 4 else labels.data[..., None]
-    if data.shape[3] == num_frames:
-        return labels if labels.data.ndim == 4 else labels.with_data(data)
-    if data.shape[3] != len(frames):
-        raise InputError(path, f"label map has {data.shape[3]} frames; the image has {num_frames}")
-    full = np.zeros(data.shape[:3] + (num_frames,), dtype=np.uint8)
-    for i, t in enumerate(frames):
-        full[..., t] = data[..., i]
-    return Volume(full, labels.affine, labels.meta)
-
-
 #: Slice thickness (mm) given to a LAX view whose header states an impossible one (M&Ms-2 LA NIfTI
 #: files say 1 mm): the usual bSSFP cine LAX slice is 6 to 8 mm (UK Biobank 6 mm; DESIGN.md section 5).
 DEFAULT_LAX_THICKNESS_MM = 6.0
 #: Thicknesses outside this range (mm) are not those of a cine slice.
 PLAUSIBLE_THICKNESS_MM = (2.0, 20.0)
-
-
-def _optional_labels(build, path: Path, problems: list[str]):
-    """Labels from `build()`, or None with a warning naming the file when they do not fit the image."""
-    try:
-        return build()
-    except InputError as exc:
-        msg = f"{exc}; the study is read without these labels"
-        warnings.warn(msg, stacklevel=3)
-        problems.append(msg)
-        return None
-
-
-def _check_label_grid(labels: Volume, image: Volume, path: Path) -> Volume:
-    if labels.spatial_shape != image.spatial_shape:
-        raise InputError(path, f"label map shape {labels.shape} does not match the image {image.shape}")
-    if not np.allclose(labels.affine, image.affine, atol=1e-3):
-        raise InputError(path, "label map geometry (affine) differs from the image's")
-    return labels
-
-
-def _match_frame(cine: Volume, frame: Volume) -> int:
-    """Index of the cine frame closest to `frame` (an ED or ES extract of the same cine)."""
-    if frame.spatial_shape != cine.spatial_shape:
-        raise InputError(frame.meta.get("source"), f"shape {frame.shape} differs from the cine's {cine.shape}")
-    diffs = [float(np.mean((cine.data[..., t] - frame.data) ** 2)) for t in range(cine.num_frames)]
-    return int(np.argmin(diffs))
 
 
 def _read_lax_view(folder: Path, stem: str, sax_ed_es: tuple[int | None, int | None], num_sax: int,
@@ -375,135 +277,6 @@ def check_lax_thickness(study: Study, override_mm: float | None = None) -> None:
             warnings.warn(msg, GeometryWarning, stacklevel=2)
             study.meta.setdefault("notes", []).append(msg)
             view.meta["slice_thickness_mm"] = DEFAULT_LAX_THICKNESS_MM
-
-
-def _read_info_cfg(path: Path) -> dict[str, str]:
-    out = {}
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InputError(path, "not a text file (ACDC Info.cfg holds lines such as 'ED: 1')") from None
-    for line in text.splitlines():
-        if ":" in line:
-            k, v = line.split(":", 1)
-            out[k.strip()] = v.strip()
-    register_input(path)
-    return out
-
-
-def read_acdc(folder: Path) -> Study:
-    """ACDC layout: `patientNNN_4d.nii.gz` (the cine) and/or its ED/ES extracts
-    `patientNNN_frameNN.nii.gz`, labels `patientNNN_frameNN_gt.nii.gz`, `Info.cfg` (1-based ED/ES).
-
-    Without the cine (many copies keep only the labelled frames), the extracts are the SAX stack,
-    in frame-number order, and Info.cfg's ED/ES name two of them. A label map on another grid than
-    its image, or an Info.cfg frame that does not exist, is an error naming the file."""
-    cines = sorted(folder.glob("patient*_4d.nii.gz"))
-    extracts = sorted(p for p in folder.glob("patient*_frame*.nii.gz") if not p.name.endswith("_gt.nii.gz"))
-    if not cines and not extracts:
-        raise InputError(folder, "ACDC layout needs patientNNN_4d.nii.gz or patientNNN_frameNN.nii.gz")
-    pid = (cines or extracts)[0].name.split("_")[0]
-    frame_no = lambda p: int(re.search(r"frame(\d+)", p.name).group(1))  # noqa: E731  (1-based)
-    if cines:
-        sax = _read_sax(cines[0])
-        numbers = list(range(1, sax.num_frames + 1))  # frame number n is cine index n - 1
-    else:
-        sax = _stack_frames(extracts)
-        numbers = [frame_no(p) for p in extracts]
-    ed = es = None
-    if (folder / "Info.cfg").is_file():
-        cfg = _read_info_cfg(folder / "Info.cfg")
-        try:
-            ed_no, es_no = int(cfg["ED"]), int(cfg["ES"])
-        except (KeyError, ValueError) as exc:
-            raise InputError(folder / "Info.cfg", f"needs integer 'ED:' and 'ES:' lines ({exc})") from exc
-        for name, n in (("ED", ed_no), ("ES", es_no)):
-            if n not in numbers:
-                have = f"1..{numbers[-1]}" if cines else ", ".join(str(k) for k in numbers)
-                raise InputError(folder / "Info.cfg", f"{name}: {n} names a frame that does not exist (frames {have})")
-        ed, es = numbers.index(ed_no), numbers.index(es_no)
-    elif not cines:
-        ed = 0 if len(numbers) else None  # the first labelled frame of an ACDC patient is ED (frame01)
-    gts = sorted(folder.glob(f"{pid}_frame*_gt.nii.gz"))
-    sax_labels, labelled = None, []
-    if gts:
-        stacked = _stack_frames(gts, labels=True)
-        _check_label_grid(Volume(stacked.data[..., 0], stacked.affine), Volume(sax.data[..., 0], sax.affine), gts[0])
-        stacked = stacked.with_data(ACDC_TO_PROJECT[stacked.data])
-        frames = []
-        for g in gts:
-            n = frame_no(g)
-            if n not in numbers:
-                raise InputError(g, f"labels frame {n}, which the image does not have")
-            frames.append(numbers.index(n))
-        sax_labels = _expand_labels(stacked, sax.num_frames, frames, gts[0])
-        labelled = frames
-    meta = {"source": str(folder), "format": "acdc", "subject": pid, "labelled_frames": labelled}
-    if not cines:
-        meta["sax_ed_es_only"] = True
-        meta["acdc_frames"] = numbers
-    return Study(sax, {}, sax_labels, {}, ed, es, meta)
-
-
-def _mnms_info(folder: Path, code: str) -> tuple[dict | None, Path | None]:
-    """The row of subject `code` in the M&Ms metadata CSV (columns 'External code', 'ED', 'ES', ...),
-    looked for in the subject folder and up to three folders above it."""
-    import csv
-
-    for parent in [folder, *list(folder.parents)[:3]]:
-        for path in sorted(parent.glob("*.csv")):
-            try:
-                with open(path, newline="", encoding="utf-8-sig") as fh:
-                    reader = csv.DictReader(fh)
-                    if not reader.fieldnames or "External code" not in reader.fieldnames:
-                        continue
-                    for row in reader:
-                        if row.get("External code", "").strip() == code:
-                            return row, path
-            except (UnicodeDecodeError, csv.Error):
-                continue
-    return None, None
-
-
-def read_mnms1(folder: Path) -> Study:
-    """M&Ms-1 layout: `CODE_sa.nii.gz` (4D cine) and `CODE_sa_gt.nii.gz` (labels 1 LV, 2 myocardium,
-    3 RV at the ED and ES frames, zero elsewhere); ED/ES (0-based frames) from the dataset's
-    metadata CSV (a column 'External code' with 'ED' and 'ES') in the folder or up to three above.
-    Without it, ED = frame 0 and ES unknown, as for any cine (never guessed from the labels)."""
-    cines = sorted(p for p in folder.glob("*_sa.nii.gz"))
-    if not cines:
-        raise InputError(folder, "M&Ms-1 layout needs CODE_sa.nii.gz")
-    code = cines[0].name[: -len("_sa.nii.gz")]
-    sax = _read_sax(cines[0])
-    row, csv_path = _mnms_info(folder, code)
-    ed, es, notes = 0, None, []
-    if row is not None:
-        try:
-            ed, es = int(row["ED"]), int(row["ES"])
-        except (KeyError, ValueError) as exc:
-            raise InputError(csv_path, f"subject {code}: needs integer ED and ES columns ({exc})") from exc
-        for name, t in (("ED", ed), ("ES", es)):
-            if not 0 <= t < sax.num_frames:
-                raise InputError(csv_path, f"subject {code}: {name} {t} outside the cine's frames 0..{sax.num_frames - 1}")
-        register_input(csv_path)
-    else:
-        notes.append(f"{folder}: no M&Ms metadata CSV with subject {code} found; ED = frame 0, ES unknown")
-    problems: list[str] = []
-    sax_labels, labelled = None, []
-    gt = folder / f"{code}_sa_gt.nii.gz"
-    if gt.is_file():
-        def build():
-            lab = _check_label_grid(_labels(read_nifti(gt, ndim=(3, 4)), gt), sax, gt)
-            lab = _as_4d(lab)
-            if lab.num_frames != sax.num_frames:
-                raise InputError(gt, f"label map has {lab.num_frames} frames; the image has {sax.num_frames}")
-            return lab
-        sax_labels = _optional_labels(build, gt, problems)
-        if sax_labels is not None:
-            labelled = [t for t in range(sax.num_frames) if sax_labels.data[..., t].any()]
-    meta = {"source": str(folder), "format": "mnms1", "subject": code, "labelled_frames": labelled,
-            "label_problems": problems, "notes": notes}
-    return Study(sax, {}, sax_labels, {}, ed, es, meta)
 
 
 def read_study(path: str | Path, with_contours: bool = True, lax_thickness_mm: float | None = None) -> Study:
