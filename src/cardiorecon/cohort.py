@@ -120,14 +120,17 @@ def load_models(options: CohortOptions) -> Models:
     key = (options.method, options.weights, options.seg_weights, str(device))
     with _MODELS_LOCK:
         if key not in _MODELS:
-            from cardiorecon.segment import load_segnet
+            from cardiorecon.segment import DEFAULT_WINDOW_SEGNET, load_segnet
 
             from cardiorecon.models.pretrained import load_network
 
             kind = options.weights_needed()
             recon = None if kind is None else load_network(kind, options.weights)
             recon = None if recon is None else recon.to(device).eval()
-            _MODELS[key] = Models(recon, load_segnet(options.seg_weights).to(device).eval(), str(device))
+            # the same whole-field network as `segment` unless asked otherwise (issue 25: the crop
+            # network the cohort used before saw only the centre 128 mm of the working grid)
+            segnet = load_segnet(options.seg_weights or DEFAULT_WINDOW_SEGNET)
+            _MODELS[key] = Models(recon, segnet.to(device).eval(), str(device))
             MODEL_LOADS[key] += 1
         return _MODELS[key]
 
@@ -192,7 +195,8 @@ def run_subject(path: str | Path, out: str | Path, options: CohortOptions = Coho
     from cardiorecon.io import read_study
     from cardiorecon.io.nifti import atomic_write, write_csv_rows, write_nifti
     from cardiorecon.meshes import ventricle_meshes, write_mesh
-    from cardiorecon.metrics.function import function_from_curves, volume_curves
+    from cardiorecon.metrics.function import dense_volume_curves, function_from_curves, volume_curves
+    from cardiorecon.segment import segment_slices
     from cardiorecon.memory import PeakMemory
     from cardiorecon.plan import make_plan, write_plan
     from cardiorecon.recon.pipeline import reconstruct, to_native, working_grid
@@ -222,23 +226,33 @@ def run_subject(path: str | Path, out: str | Path, options: CohortOptions = Coho
                           model=models.recon, config=config, plan=plan)
         notes.extend(rec.notes)
         circular = len(frames) == study.num_frames
-        labels = segment_4d(models.segnet, rec.normalised.data, options.temporal, options.temporal_sigma, circular,
-                            affine=rec.normalised.affine, notes=notes)
-        spacing = rec.volume.spacing.tolist()
-        curves = volume_curves(labels, spacing)
-        fn = function_from_curves(curves, labels, spacing)
-        ed, es = frames[fn["ed_index"]], frames[fn["es_index"]]
         files: list[Path] = []
         m = options.method
-        label_vol = Volume(labels, rec.volume.affine, {"frames": frames, "segmentation": "segnet"})
+        native = to_native(rec, study)
+        if getattr(models.segnet.config, "inference", None) == "window":
+            # whole-field network: the dense volume on the input's own in-plane grid, segmented as
+            # `segment` segments the acquired slices, volumes over the acquired stack's extent
+            native_labels = segment_slices(native.data, native.affine, models.segnet)
+            native_label_vol = Volume(native_labels, native.affine, {"frames": frames, "segmentation": "segnet"})
+            label_vol = resample(native_label_vol, rec.volume.affine, rec.volume.spatial_shape, order=0)
+            labels, label_affine = native_labels, native.affine
+            spacing = native.spacing.tolist()
+            curves = dense_volume_curves(labels, spacing, float(study.sax.spacing[2]))
+        else:  # a crop network (--seg-weights segnet_tiny): the working grid, as before
+            labels = segment_4d(models.segnet, rec.normalised.data, options.temporal, options.temporal_sigma,
+                                circular, affine=rec.normalised.affine, notes=notes)
+            label_vol = Volume(labels, rec.volume.affine, {"frames": frames, "segmentation": "segnet"})
+            # labels on the same native grid (nearest; zero outside the working grid)
+            native_label_vol = resample(label_vol, native.affine, native.spatial_shape, order=0)
+            label_affine, spacing = rec.volume.affine, rec.volume.spacing.tolist()
+            curves = volume_curves(labels, spacing)
+        fn = function_from_curves(curves)  # LV mass from the myocardium curve: the same extent as the volumes
+        ed, es = frames[fn["ed_index"]], frames[fn["es_index"]]
         files.append(write_plan(plan, out))
         files.append(write_nifti(rec.volume, out / f"recon_{m}.nii.gz"))
-        native = to_native(rec, study)
         files.append(write_nifti(native, out / f"recon_{m}_native.nii.gz"))
         files.append(write_nifti(label_vol, out / f"seg_{m}.nii.gz"))
-        # labels on the same native grid (nearest; zero outside the working grid)
-        files.append(write_nifti(resample(label_vol, native.affine, native.spatial_shape, order=0),
-                                 out / f"seg_{m}_native.nii.gz"))
+        files.append(write_nifti(native_label_vol, out / f"seg_{m}_native.nii.gz"))
 
         interval = study.sax.meta.get("frame_interval")
         times = [t * float(interval) if interval else float(t) for t in frames]
@@ -252,12 +266,11 @@ def run_subject(path: str | Path, out: str | Path, options: CohortOptions = Coho
         mesh_rows = []
         if options.meshes:
             for phase, idx in (("ed", fn["ed_index"]), ("es", fn["es_index"])):
-                for name, sm in ventricle_meshes(labels[..., idx], rec.volume.affine,
+                for name, sm in ventricle_meshes(labels[..., idx], label_affine,
                                                  smoothing_iterations=options.mesh_smoothing).items():
                     files.extend(write_mesh(sm.mesh, out / "meshes" / f"{name}_{phase}"))
                     mesh_rows.append({**sm.summary(), "phase": phase.upper()})
         errors = [abs(r["volume_error_pct"]) for r in mesh_rows]
-        seconds = time.perf_counter() - t_start
         row = {"subject": subject, "status": "done", "method": m, "frames": len(frames), "ed_frame": ed,
                "es_frame": es, **{k: fn[k] for k in ("lv_edv_ml", "lv_esv_ml", "lv_sv_ml", "lv_ef", "lv_mass_g",
                                                       "rv_edv_ml", "rv_esv_ml", "rv_sv_ml", "rv_ef")},
@@ -266,7 +279,8 @@ def run_subject(path: str | Path, out: str | Path, options: CohortOptions = Coho
                "seconds_per_frame": float(np.mean(rec.seconds_per_frame)), "device": models.device,
                "worker": os.getpid(), "models_loaded": models_loaded(), "resumed": False, "path": str(path),
                "error": ""}
-        slice_png = slices_png(rec.normalised.data, labels, {"ED": fn["ed_index"], "ES": fn["es_index"]})
+        slice_png = slices_png(rec.normalised.data, label_vol.data if label_vol.data.ndim == 4 else label_vol.data[..., None],
+                               {"ED": fn["ed_index"], "ES": fn["es_index"]})
     row["seconds"] = time.perf_counter() - t_start
     row["peak_mb"] = mem.peak_mb
     rel = [str(Path(f).relative_to(out)) for f in files]
