@@ -186,3 +186,20 @@ def test_bad_frame_list_is_a_clean_error(tmp_path):
     assert frames_to_score(study, "0,3") == [0, 3]
     with pytest.raises(InputError):
         frames_to_score(study, "0,9")
+
+
+def test_a_folder_reached_twice_or_through_a_symlink_loop_is_one_study(tmp_path):
+    """Issue 29: a folder reached twice through symbolic links (or a loop) ran the same subject 2-3 times."""
+    data = tmp_path / "data"
+    subj = data / "s1"
+    subj.mkdir(parents=True)
+    _save(subj / "sa.nii.gz", np.zeros((4, 4, 2, 2), np.float32), SAX_A)
+    (data / "s1_again").symlink_to("s1")
+    (data / "loop").symlink_to(".")  # data/loop/loop/... is data again
+    (subj / "up").symlink_to("..")
+    found = discover_studies([data, subj])
+    assert found.studies == [subj]
+    why = dict(found.skipped)
+    assert "symbolic link" in why[data / "s1_again"] and str(subj) in why[data / "s1_again"]
+    assert "symbolic link" in why[data / "loop"]
+    assert "given twice" in why[subj]
