@@ -31,7 +31,7 @@ from cardiorecon.geometry import resample
 from cardiorecon.io import read_study
 from cardiorecon.evaluator import Evaluator
 from cardiorecon.metrics.image import masked_ncc, masked_ssim, psnr, ssim
-from cardiorecon.metrics.seg import STRUCTURES, dice, ejection_fraction, hd95, volume_ml
+from cardiorecon.metrics.seg import STRUCTURES, ejection_fraction, hd95, overlap_scores, volume_ml
 from cardiorecon.lax_operator import LaxOperator
 from cardiorecon.phase import lax_frame, pair_lax_frames
 from cardiorecon.recon import get_method
@@ -104,8 +104,8 @@ def _segment(ev: Evaluator, dense: np.ndarray, affine: np.ndarray | None = None)
 def _structure_rows(protocol, case, method, frame, pred, ref, spacing, structures=STRUCTURES, **extra):
     rows = []
     for name, v in structures.items():
-        p, r = pred == v, ref == v
-        rows.append(_row(protocol, case, method, frame, name, dice=dice(p, r), hd95=hd95(p, r, spacing),
+        d, h, empty = overlap_scores(pred == v, ref == v, spacing)
+        rows.append(_row(protocol, case, method, frame, name, dice=d, hd95=h, note=empty,
                          volume_ml=volume_ml(pred, v, spacing), true_volume_ml=volume_ml(ref, v, spacing), **extra))
     return rows
 
@@ -274,11 +274,17 @@ def slice_drop_protocol(ev: Evaluator, folders: list[Path], frames: str = "ed-es
                             continue
                         p = np.stack([pred[:, :, j] == v for j in range(len(scored))], -1)
                         r = np.stack([ref_lab[:, :, z] == v for z, _ in scored], -1)
-                        hds = [hd95(p[..., j], r[..., j], spacing[:2]) for j in range(len(scored))
-                               if p[..., j].any() or r[..., j].any()]
-                        rows.append(_row("slice-drop", case, name_m, t, name, dice=dice(p, r),
-                                         hd95=float(np.mean(hds)) if hds else 0.0,
-                                         note=f"{len(scored)} annotated dropped slice(s); 2D HD95 averaged"))
+                        d, _, empty = overlap_scores(p, r, spacing)
+                        # 2D HD95 of the slices where both hold the structure; the others are counted apart
+                        both = [j for j in range(len(scored)) if p[..., j].any() and r[..., j].any()]
+                        hds = [hd95(p[..., j], r[..., j], spacing[:2]) for j in both]
+                        one = sum(p[..., j].any() != r[..., j].any() for j in range(len(scored)))
+                        note = f"{len(scored)} annotated dropped slice(s); 2D HD95 averaged over {len(both)}"
+                        if one:
+                            note += f" ({one} with one side empty)"
+                        rows.append(_row("slice-drop", case, name_m, t, name, dice=d,
+                                         hd95=float(np.mean(hds)) if hds else float("nan"),
+                                         note=f"{empty}; {note}" if empty else note))
         return rows
 
     return _run_cases(ev, folders, case)
@@ -296,6 +302,8 @@ def lax_holdout_protocol(ev: Evaluator, folders: list[Path], frames: str = "ed-e
             raise InputError(folder, "no LAX view: the lax-holdout protocol needs at least one")
         frame_list = frames_to_score(study, frames)
         ev.echo(f"[{n + 1}/{len(folders)}] {case}: views {sorted(study.lax)}, frames {frame_list}")
+        # structures each view's label map holds in some frame: a structure the view never shows is not scored
+        present = {v: set(np.unique(lab.data).tolist()) for v, lab in study.lax_labels.items()}
         for method in ev.methods:
             shared = None  # methods that ignore the LAX views give the same volume for every held-out view
             for held in study.lax:
@@ -336,9 +344,12 @@ def lax_holdout_protocol(ev: Evaluator, folders: list[Path], frames: str = "ed-e
                     lab = lax_frame(study.lax_labels[held], t, study.num_frames)
                     px = tuple(float(s) for s in study.lax[held].spacing[:2])
                     for name, v in STRUCTURES.items():
+                        if v not in present[held]:
+                            continue  # the view's labels never show it (not cut, or not labelled): not scored
                         p, r = (plab == v) & valid, (lab == v) & valid
-                        rows.append(_row("lax-holdout", case, method, t, f"{name}@{held}", dice=dice(p, r),
-                                         hd95=hd95(p, r, px)))
+                        d, h, empty = overlap_scores(p, r, px)
+                        rows.append(_row("lax-holdout", case, method, t, f"{name}@{held}", dice=d, hd95=h,
+                                         note=empty))
                     if n == 0 and i == 0:
                         ev.figures["lax"][(held, method)] = (image, sampled, valid, plab)
         return rows

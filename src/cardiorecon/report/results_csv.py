@@ -4,6 +4,7 @@ structure, written by `cardiorecon evaluate` and read back by `cardiorecon repor
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 from cardiorecon.io.nifti import write_csv_rows
@@ -15,7 +16,11 @@ TRUTH_IMAGE = "truth-image"
 
 
 def write_csv(rows: list[dict], path: Path) -> Path:
-    return write_csv_rows(path, rows, COLUMNS)
+    """results.csv; a NaN (an undefined score: an empty mask's HD95, no value) is an empty cell."""
+    def clean(r: dict) -> dict:
+        return {k: ("" if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
+
+    return write_csv_rows(path, [clean(r) for r in rows], COLUMNS)
 
 
 def read_csv(paths: list[Path]) -> list[dict]:
