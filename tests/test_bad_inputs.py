@@ -496,3 +496,22 @@ def test_doubtful_input_is_read_with_a_warning_naming_the_file(subject, tmp_path
     assert result.exit_code == 0, result.output
     messages = [str(w.message) for w in caught]
     assert any(all(t in m for t in expected) for m in messages), messages
+
+
+def test_warnings_are_one_line_naming_the_file_without_python_source(subject, tmp_path):
+    """Issue 29: every UK Biobank command printed Python warnings with the source file and line
+    ("layouts.py:98: GeometryWarning: ..." and the source line below it)."""
+    import subprocess
+    import sys
+
+    f = _copy(subject, tmp_path)
+    img = nib.load(str(f / "la_2ch.nii.gz"))
+    _nifti(f / "la_2ch.nii.gz", np.asanyarray(img.dataobj), img.affine, sform_code=0, qform_code=0)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "PYTHONWARNINGS": ""}
+    res = subprocess.run([sys.executable, "-m", "cardiorecon.cli", "info", str(f)], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert lines and all(ln.startswith("warning: ") for ln in lines), res.stderr
+    assert any("la_2ch.nii.gz" in ln and "sform and qform codes are both 0" in ln for ln in lines)
+    assert ".py:" not in res.stderr and "warnings.warn" not in res.stderr

@@ -17,6 +17,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 @app.callback()
 def _root() -> None:
     """Dense cardiac volumes from sparse SAX cine MRI, guided by LAX views."""
+    from cardiorecon.errors import use_one_line_warnings
+
+    use_one_line_warnings()  # issue 29: one line per warning, naming the file, no Python source line
 
 
 def fail(exc: Exception) -> None:
