@@ -168,7 +168,9 @@ def _alignment(study, options: CohortOptions, notes: list[str]):
 def _write_json(path: Path, obj) -> Path:
     from cardiorecon.io.nifti import atomic_write
 
-    text = json.dumps(obj, indent=2, default=_jsonable)
+    from cardiorecon.io.nifti import json_text
+
+    text = json_text(obj, default=_jsonable)  # NaN (EF without ES) -> null: valid JSON
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text), suffix=".json")
 
 

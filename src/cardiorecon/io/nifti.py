@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 import warnings
@@ -213,6 +214,30 @@ def write_csv_rows(path: str | Path, rows: list[dict], fieldnames: list[str]) ->
                 w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
 
     return atomic_write(path, write, suffix=".csv")
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, np.ndarray):
+        return _finite(obj.tolist())
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def json_text(obj: Any, indent: int | None = 2, default: Any = None) -> str:
+    """Valid JSON (RFC 8259) of `obj`: NaN and infinities (an NCC with no overlap, an EF without ES) become
+    null, numpy scalars and arrays plain numbers and lists; Python's json would write the invalid `NaN`."""
+    if default is not None:
+        obj = json.loads(json.dumps(obj, default=default))  # the caller's conversions first (NaN survives)
+    return json.dumps(_finite(obj), indent=indent, allow_nan=False)
 
 
 def qform_error_mm(affine: np.ndarray, qform: np.ndarray, shape: tuple[int, ...]) -> float:
