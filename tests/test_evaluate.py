@@ -87,6 +87,14 @@ def test_evaluate_command_writes_csv_markdown_figures_html(phantom_subject, tmp_
 def test_drop_slices_keeps_world_positions(phantom_subject):
     study = read_study(phantom_subject)
     sub = drop_slices(study, 2)
+    # issue 29: the provenance (and fusion's slice profile) gave 20 mm thick slices for 10 mm ones
+    assert sub.sax.slice_thickness == pytest.approx(study.sax.slice_thickness)
+    from cardiorecon.report.provenance import describe_data
+
+    bare = read_study(phantom_subject)
+    bare.sax.meta.pop("slice_thickness_mm", None)  # a NIfTI says no thickness: the step is the fallback
+    info = describe_data(drop_slices(bare, 2))
+    assert info["thickness_mm"] == pytest.approx(10.0) and info["slice_spacing_mm"] == pytest.approx(10.0)
     Z = study.sax.spatial_shape[2]
     assert sub.sax.spatial_shape[2] == (Z + 1) // 2
     for k in range(sub.sax.spatial_shape[2]):

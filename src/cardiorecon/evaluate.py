@@ -209,8 +209,11 @@ def drop_slices(study: Study, keep_every: int = 2) -> Study:
     affine = study.sax.affine.copy()
     affine[:3, 2] *= keep_every
 
+    thickness = study.sax.slice_thickness  # each kept slice is as thick as acquired (not the new step)
+
     def sub(vol: Volume | None) -> Volume | None:
-        return None if vol is None else Volume(vol.data[:, :, keep], affine, dict(vol.meta))
+        return None if vol is None else Volume(vol.data[:, :, keep], affine,
+                                               {**vol.meta, "slice_thickness_mm": thickness})
 
     meta = {**study.meta, "kept_every": keep_every, "original_sax_slices": Z}
     if "annotated" in meta:
