@@ -305,6 +305,11 @@ def c_frame_list_out_of_range(s, t):
     return _linear(s, t / "out", "--frames", "0,-7")
 
 
+def c_frame_negative(s, t):  # issue 29: silently the last frame
+    return ["reconstruct", str(s), "--method", "linear", "--factor", "2", "--align", "off", "--no-native",
+            "--frames=-1", "--out", str(t / "out")]
+
+
 def c_spacing_zero(s, t):
     return ["reconstruct", str(s), "--method", "linear", "--spacing", "0", "--align", "off", "--out", str(t / "out")]
 
@@ -419,7 +424,8 @@ CASES = [
     ("DICOM phase missing", c_dicom_missing_phase, ["dcm", "SAX slice 1", "2 frames", "other slices 3"]),
     ("--frames bogus", c_bad_frames_text, ["--frames", "'bogus'"]),
     ("--frames 9", c_frame_out_of_range, ["subject", "frame 9 outside 0..3"]),
-    ("--frames 0,-7", c_frame_list_out_of_range, ["subject", "frame -7 outside"]),
+    ("--frames 0,-7", c_frame_list_out_of_range, ["--frames", "frame -7", "negative"]),
+    ("--frames=-1", c_frame_negative, ["--frames", "frame -1", "negative"]),
     ("--spacing 0", c_spacing_zero, ["--spacing", "positive"]),
     ("--out an existing file", c_out_existing_file, ["taken", "not a folder"]),
     ("--out the input folder", c_out_is_input_folder, ["subj", "is an input"]),

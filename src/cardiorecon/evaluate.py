@@ -40,20 +40,15 @@ from cardiorecon.segment import segment_array
 from cardiorecon.volume import LABELS, Study, Volume
 
 def frames_to_score(study: Study, frames: str) -> list[int]:
-    """'ed-es' (ED and ES where known, else ED, else frame 0 with a note), 'ed', 'es', 'all', an index,
-    or a comma-separated list of indices."""
+    """'ed-es' (ED and ES where known, else ED, else frame 0 with a note), or any --frames value
+    (`Study.resolve_frames`: 'ed', 'es', 'ed,es', 'all', indices from 0)."""
     if frames == "ed-es":
         known = [t for t in (study.ed_frame, study.es_frame) if t is not None]
         if known:
             return known
         study.meta.setdefault("notes", []).append("ED and ES unknown: frame 0 scored")
         return [0]
-    if "," in frames:
-        try:
-            return study.resolve_frames([int(x) for x in frames.split(",") if x.strip()])
-        except ValueError as exc:
-            raise InputError(study.meta.get("source"), f"--frames {frames!r}: {exc}") from exc
-    return study.resolve_frames(frames)
+    return study.resolve_frames(frames)  # ed, es, ed,es, all, indices: as in every command
 
 
 def _run_cases(ev: Evaluator, folders: list[Path], case: Callable[[int, Path], list[dict]]) -> list[dict]:

@@ -130,8 +130,8 @@ def read_ukbb(folder: Path, lax_thickness_mm: float | None = None) -> Study:
             if (folder / name).is_file() and sax.num_frames > 2 and (ed if key == "ed" else es) is None:
                 t = _match_frame(sax, read_nifti(folder / name, ndim=(3,), dtype=np.float32))
                 ed, es = (t, es) if key == "ed" else (ed, t)
-        if ed is None and sax.num_frames > 1:
-            ed = 0  # UK Biobank cines are triggered on the R wave: frame 0 is end-diastole
+        if ed is None:
+            ed = 0  # UK Biobank cines are triggered on the R wave: frame 0 is end-diastole (one frame: its own ED)
     elif (folder / "sa_ED.nii.gz").is_file() and (folder / "sa_ES.nii.gz").is_file():
         sax = _stack_frames([folder / "sa_ED.nii.gz", folder / "sa_ES.nii.gz"])
         ed, es, ed_es_only = 0, 1, True
