@@ -228,8 +228,12 @@ def run_subject(path: str | Path, out: str | Path, options: CohortOptions = Coho
                             affine=rec.normalised.affine, notes=notes)
         spacing = rec.volume.spacing.tolist()
         curves = volume_curves(labels, spacing)
-        fn = function_from_curves(curves, labels, spacing)
-        ed, es = frames[fn["ed_index"]], frames[fn["es_index"]]
+        fn = function_from_curves(curves, labels, spacing, one_frame_is_ed=frames == [study.ed_frame])
+        # one frame (--frames ed): no ES, so ESV/SV/EF stay blank (metrics.function_from_curves)
+        phases = {k: fn[f"{k}_index"] for k in ("ed", "es") if fn[f"{k}_index"] is not None}
+        ed, es = (frames[phases[k]] if k in phases else "" for k in ("ed", "es"))
+        if not phases:  # one frame that is not ED (--frames es, an index): its meshes by frame number
+            phases = {f"frame{frames[0]}": 0}
         files: list[Path] = []
         m = options.method
         label_vol = Volume(labels, rec.volume.affine, {"frames": frames, "segmentation": "segnet"})
@@ -247,13 +251,13 @@ def run_subject(path: str | Path, out: str | Path, options: CohortOptions = Coho
         curve_rows = [{"frame": t, "time_ms": round(times[i], 3) if interval else "",
                        **{k: round(float(v[i]), 4) for k, v in curves.items()}} for i, t in enumerate(frames)]
         files.append(write_csv_rows(out / "volumes.csv", curve_rows, list(curve_rows[0])))
-        curve_png = volume_curve_png(times if interval else frames, curves, fn["ed_index"], fn["es_index"],
+        curve_png = volume_curve_png(times if interval else frames, curves, phases.get("ed"), phases.get("es"),
                                      f"{subject}: {m}, {len(frames)} frames")
         files.append(atomic_write(out / "volumes.png", lambda tmp: Path(tmp).write_bytes(curve_png), suffix=".png"))
 
         mesh_rows = []
         if options.meshes:
-            for phase, idx in (("ed", fn["ed_index"]), ("es", fn["es_index"])):
+            for phase, idx in phases.items():
                 for name, sm in ventricle_meshes(labels[..., idx], rec.volume.affine,
                                                  smoothing_iterations=options.mesh_smoothing).items():
                     files.extend(write_mesh(sm.mesh, out / "meshes" / f"{name}_{phase}"))
@@ -268,7 +272,7 @@ def run_subject(path: str | Path, out: str | Path, options: CohortOptions = Coho
                "seconds_per_frame": float(np.mean(rec.seconds_per_frame)), "device": models.device,
                "worker": os.getpid(), "models_loaded": models_loaded(), "resumed": False, "path": str(path),
                "error": ""}
-        slice_png = slices_png(rec.normalised.data, labels, {"ED": fn["ed_index"], "ES": fn["es_index"]})
+        slice_png = slices_png(rec.normalised.data, labels, {k.upper(): v for k, v in phases.items()})
     row["seconds"] = time.perf_counter() - t_start
     row["peak_mb"] = mem.peak_mb
     rel = [str(Path(f).relative_to(out)) for f in files]
@@ -322,9 +326,11 @@ def discover(data: Sequence[str | Path]) -> tuple[list[tuple[str, Path]], list[t
 
 
 def write_cohort_csv(rows: list[dict], path: Path) -> Path:
+    """cohort.csv; a NaN (no ES with one frame: ESV, SV, EF) is a blank cell."""
     from cardiorecon.io.nifti import write_csv_rows
 
-    return write_csv_rows(path, rows, COLUMNS)
+    blank = [{k: ("" if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()} for r in rows]
+    return write_csv_rows(path, blank, COLUMNS)
 
 
 def read_marker(folder: Path, options: CohortOptions) -> dict | None:
