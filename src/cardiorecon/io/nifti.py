@@ -174,7 +174,10 @@ def atomic_write(path: str | Path, write: Any, suffix: str = "") -> Path:
         raise OutputError(path, "refusing to overwrite an input file")
     if path.is_dir():
         raise OutputError(path, "is a folder; cannot write a file there")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file where a folder belongs, no permission, a read-only or system folder
+        raise OutputError(path, f"cannot create its folder ({exc.strerror or exc})") from None
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}{suffix or ''.join(path.suffixes)}"
     try:
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
@@ -282,22 +285,32 @@ def write_nifti(volume: Volume, path: str | Path, dtype: Any = None) -> Path:
 
 def check_output_folder(out: str | Path, inputs: list[str | Path] = (), names: tuple[str, ...] = ()) -> Path:
     """Check, before any work starts, that `out` can be the output folder: not an existing file,
-    not one of the `inputs` (nor a folder holding an input file among `names`, the files the
-    command will write there), and writable. Creates nothing; raises OutputError naming `out`."""
+    not one of the `inputs` nor inside an input folder (nor a folder holding an input file among `names`,
+    the files the command will write there), not under /proc or /sys, and writable. Creates nothing;
+    raises OutputError naming `out`."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise OutputError(out, "exists and is not a folder; give a folder for --out")
-    resolved = out.resolve()
+    try:
+        if out.exists() and not out.is_dir():
+            raise OutputError(out, "exists and is not a folder; give a folder for --out")
+        resolved = out.resolve()
+    except OSError as exc:  # a path the system will not look at (a loop of links, a name too long)
+        raise OutputError(out, f"cannot be used as the output folder ({exc.strerror or exc})") from None
+    if resolved == Path("/proc") or Path("/proc") in resolved.parents or \
+            resolved == Path("/sys") or Path("/sys") in resolved.parents:
+        raise OutputError(out, "is under a system folder (/proc, /sys) that holds no files; give another folder")
     for inp in inputs:
         p = Path(inp).resolve()
         if p == resolved:
             raise OutputError(out, "is an input; give another folder for --out (outputs never replace inputs)")
+        if p.is_dir() and p in resolved.parents:
+            # a later run would find the outputs among the inputs (a cohort reading its own subjects)
+            raise OutputError(out, f"is inside the input folder {inp}; give a folder outside it for --out")
         if p.parent == resolved and p.name in names:
             raise OutputError(out, f"would overwrite the input {inp}; give another folder for --out")
     for name in names:
         if is_input(out / name):
             raise OutputError(out / name, "is an input; give another folder for --out")
-    existing = out
+    existing = resolved
     while not existing.exists():  # the nearest folder that exists must let us create the rest
         existing = existing.parent
     if not existing.is_dir():
