@@ -54,7 +54,7 @@ def _replace_sa(subject, tmp, data, affine=None, **codes):
 
 def _write_dicom(path: Path, ipp, iop=None, rows=6, cols=5, spacing=(1.4, 1.9), trigger=0.0, instance=1,
                  series="1.2.826.0.1.3680043.8.498.1", for_uid="1.2.826.0.1.3680043.8.498.9", value=100,
-                 pixel_spacing=True) -> Path:
+                 pixel_spacing=True, patient=None, study=None) -> Path:
     import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
@@ -67,6 +67,10 @@ def _write_dicom(path: Path, ipp, iop=None, rows=6, cols=5, spacing=(1.4, 1.9), 
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, sop
     ds.SeriesInstanceUID, ds.FrameOfReferenceUID, ds.Modality = series, for_uid, "MR"
+    if patient is not None:
+        ds.PatientID = patient
+    if study is not None:
+        ds.StudyInstanceUID = study
     ds.Rows, ds.Columns = rows, cols
     if pixel_spacing:
         ds.PixelSpacing = list(spacing)
@@ -293,6 +297,79 @@ def c_dicom_missing_phase(s, t):
     return _info(f)
 
 
+def c_dicom_two_patients(s, t):  # issue 29: the other patient's SAX became LAX views
+    f = _dicom_cine(t / "dcm", patient="PAT-A", study="1.2.3.1")
+    for k in range(2):
+        _write_dicom(f / f"other_{k}.dcm", [10.0 + 10 * k, 20.0, 30.0], iop=[0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+                     series="1.2.826.0.1.3680043.8.498.2", instance=1, patient="PAT-B", study="1.2.3.2")
+    return _info(f)
+
+
+def c_header_claims_1000_cubed(s, t):  # issue 29: 7.9 GB and 21 s before the refusal
+    import io
+
+    f = _copy(s, t)
+    h = nib.Nifti1Header()
+    h.set_data_shape((1000, 1000, 1000))
+    h.set_data_dtype(np.float32)
+    h.set_sform(np.diag([1.8, 1.8, 10.0, 1.0]), code=1)
+    h["vox_offset"] = 352
+    buf = io.BytesIO()
+    h.write_to(buf)
+    buf.write(b"\0" * (352 - buf.tell() + 4096))
+    (f / "sa.nii.gz").write_bytes(gzip.compress(buf.getvalue()))
+    return _info(f)
+
+
+def c_report_on_png(s, t):  # issue 29: UnicodeDecodeError
+    (t / "figure.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8)
+    return ["report", str(t / "figure.png"), "--out", str(t / "merged")]
+
+
+def c_spacing_and_factor(s, t):  # issue 29: one of them silently ignored
+    return ["reconstruct", str(s), "--method", "linear", "--factor", "2", "--spacing", "5", "--align", "off",
+            "--out", str(t / "out")]
+
+
+def c_align_out_for(where):
+    def build(s, t):
+        if where == "file":
+            (t / "taken").write_text("keep me")
+            out = t / "taken"
+        elif where == "proc":
+            out = Path("/proc/cardiorecon_out")
+        else:
+            out = _copy(s, t) / "aligned"
+            return ["align", str(out.parent), "--out", str(out)]
+        return ["align", str(s), "--out", str(out)]
+
+    return build
+
+
+def c_cohort_out_for(where):
+    def build(s, t):
+        data = t / "data"
+        data.mkdir()
+        shutil.copytree(s, data / "subj")
+        if where == "file":
+            (t / "taken").write_text("keep me")
+            out = t / "taken"
+        elif where == "proc":
+            out = Path("/proc/cardiorecon_out")
+        else:
+            out = data / "results"
+        return ["cohort", str(data), "--method", "linear", "--out", str(out)]
+
+    return build
+
+
+def c_cohort_frames(text):
+    def build(s, t):
+        return ["cohort", str(s), "--method", "linear", "--frames", text, "--out", str(t / "out")]
+
+    return build
+
+
 def c_bad_frames_text(s, t):
     return _linear(s, t / "out", "--frames", "bogus")
 
@@ -422,6 +499,18 @@ CASES = [
     ("DICOM two frames of reference", c_dicom_two_frames_of_reference, ["dcm", "frames of reference"]),
     ("DICOM two images of one phase", c_dicom_duplicate_phase, ["dcm", "same phase"]),
     ("DICOM phase missing", c_dicom_missing_phase, ["dcm", "SAX slice 1", "2 frames", "other slices 3"]),
+    ("DICOM two patients", c_dicom_two_patients, ["dcm", "mixes 2 patients", "'PAT-A'", "'PAT-B'"]),
+    ("header claiming 1000^3 voxels", c_header_claims_1000_cubed, ["sa.nii.gz", "refused before reading"]),
+    ("report on a PNG", c_report_on_png, ["figure.png", "not a text file"]),
+    ("--spacing with --factor", c_spacing_and_factor, ["--spacing 5", "--factor 2", "one of the two"]),
+    ("align --out a file", c_align_out_for("file"), ["taken", "not a folder"]),
+    ("align --out under /proc", c_align_out_for("proc"), ["/proc/cardiorecon_out", "system folder"]),
+    ("align --out inside the input", c_align_out_for("inside"), ["aligned", "inside the input folder"]),
+    ("cohort --out a file", c_cohort_out_for("file"), ["taken", "not a folder"]),
+    ("cohort --out under /proc", c_cohort_out_for("proc"), ["/proc/cardiorecon_out", "system folder"]),
+    ("cohort --out inside the input", c_cohort_out_for("inside"), ["results", "inside the input folder"]),
+    ("cohort --frames=-1", c_cohort_frames("-1"), ["--frames", "negative"]),
+    ("cohort --frames bogus", c_cohort_frames("ed;es"), ["--frames", "'ed;es'"]),
     ("--frames bogus", c_bad_frames_text, ["--frames", "'bogus'"]),
     ("--frames 9", c_frame_out_of_range, ["subject", "frame 9 outside 0..3"]),
     ("--frames 0,-7", c_frame_list_out_of_range, ["--frames", "frame -7", "negative"]),
