@@ -610,3 +610,40 @@ def test_warnings_are_one_line_naming_the_file_without_python_source(subject, tm
     assert lines and all(ln.startswith("warning: ") for ln in lines), res.stderr
     assert any("la_2ch.nii.gz" in ln and "sform and qform codes are both 0" in ln for ln in lines)
     assert ".py:" not in res.stderr and "warnings.warn" not in res.stderr
+
+
+def test_first_run_defaults_are_the_fast_methods():
+    """Issue 29: `reconstruct` defaulted to lag (minutes a frame on a CPU) and `evaluate` to a list with diffae
+    and lag; the defaults are now the best-measured fast ones (docs/BENCHMARKS.md)."""
+    import click
+    import typer.main
+
+    group = typer.main.get_command(app)
+    ctx = click.Context(group)
+
+    def default(command, name):
+        cmd = group.get_command(ctx, command)
+        return next(p.default for p in cmd.params if p.name == name)
+
+    assert default("reconstruct", "method") == "register"
+    assert default("evaluate", "methods") == "nearest,linear,cubic,register"
+    for option in ("factor", "invert_steps", "decode_steps", "lag_iterations", "lag_steps"):
+        cmd = group.get_command(ctx, "reconstruct")
+        assert len(next(p.help for p in cmd.params if p.name == option) or "") > 40, option
+
+
+def test_cohort_exit_code_says_whether_subjects_failed():
+    """Issue 29: cohort exited 0 when every subject failed."""
+    from types import SimpleNamespace
+
+    from cardiorecon.cli import cohort_exit_code
+
+    def run(*statuses):
+        rows = [{"status": s} for s in statuses]
+        return SimpleNamespace(rows=rows, done=statuses.count("done"), failed=statuses.count("failed"))
+
+    assert cohort_exit_code(run("done", "done")) == 0
+    assert cohort_exit_code(run("done", "skipped")) == 0  # a folder reached twice is used once
+    assert cohort_exit_code(run("done", "failed")) == 1
+    assert cohort_exit_code(run("failed", "failed")) == 3
+    assert cohort_exit_code(run("skipped")) == 3
