@@ -32,7 +32,9 @@ def _raw_pixdim(path: Path, img: Any) -> np.ndarray:
     from nibabel.openers import ImageOpener
 
     try:
-        with ImageOpener(str(path)) as fobj:
+        from nibabel.imageglobals import LoggingOutputSuppressor
+
+        with ImageOpener(str(path)) as fobj, LoggingOutputSuppressor():
             raw = type(img.header).from_fileobj(fobj, check=False)
         return np.asarray(raw["pixdim"], dtype=np.float64)
     except Exception:  # an unusual header class: trust nibabel's
@@ -97,7 +99,10 @@ def read_nifti(path: str | Path, *, ndim: tuple[int, ...] = (2, 3, 4), dtype: An
     if not path.is_file():
         raise InputError(path, "file not found")
     try:
-        img = nib.load(str(path))
+        from nibabel.imageglobals import LoggingOutputSuppressor
+
+        with LoggingOutputSuppressor():  # its "setting 0 dims to 1" log line: a zero size is judged below
+            img = nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for corrupt files
         raise InputError(path, f"not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
     _check_size_from_header(path, img)
