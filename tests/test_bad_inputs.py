@@ -636,7 +636,7 @@ def test_cohort_exit_code_says_whether_subjects_failed():
     """Issue 29: cohort exited 0 when every subject failed."""
     from types import SimpleNamespace
 
-    from cardiorecon.cli import cohort_exit_code
+    from cardiorecon.cli.cohort import cohort_exit_code
 
     def run(*statuses):
         rows = [{"status": s} for s in statuses]
