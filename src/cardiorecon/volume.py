@@ -221,8 +221,8 @@ class Study:
         for t, what in ((self.ed_frame, "ED"), (self.es_frame, "ES")):
             if t is not None and not 0 <= t < self.sax.num_frames:
                 raise InputError(source, f"{what} frame {t} outside 0..{self.sax.num_frames - 1}")
-        if self.ed_frame is None and self.sax.num_frames == 1:
-            self.ed_frame = 0  # a one-frame study (a 3D NIfTI, one DICOM phase) is its own ED; ES stays unknown
+        if self.ed_frame is None and self.es_frame is None and self.sax.num_frames == 1:
+            self.ed_frame = 0  # a one-frame study (a 3D NIfTI, one DICOM phase) is its own ED, unless known as ES
 
     def _drop_lax_without_geometry(self) -> None:
         """LAX views guide only through their position relative to the SAX stack: a view (or a SAX
