@@ -7,8 +7,8 @@ from typing import Optional
 
 import typer
 
-from cardiorecon.cli.app import (ALIGN_HELP, DEVICE_HELP, FRAMES_HELP, app, check_out, fail, parse_frames, resolve_align,
-                                 torch_device)
+from cardiorecon.cli.app import (ALIGN_HELP, DEVICE_HELP, FRAMES_HELP, app, check_out, fail, parse_frames,
+                                 resolve_align, torch_device)
 
 
 @app.command()

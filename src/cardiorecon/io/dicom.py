@@ -304,7 +304,6 @@ def _check_one_study(folder: Path, headers: list[tuple[Path, object]]) -> None:
     """Refuse a folder whose images belong to more than one patient or study: the other study's SAX
     slices would otherwise be taken for LAX views and guide this one. An empty PatientID or
     StudyInstanceUID (stripped by anonymisation) matches any."""
-    first: dict[str, tuple[str, Path]] = {}
     for key, what in (("PatientID", "patients"), ("StudyInstanceUID", "studies")):
         values: dict[str, Path] = {}
         for path, ds in headers:
@@ -314,8 +313,8 @@ def _check_one_study(folder: Path, headers: list[tuple[Path, object]]) -> None:
         if len(values) > 1:
             (a, pa), (b, pb) = list(values.items())[:2]
             more = f" and {len(values) - 2} more" if len(values) > 2 else ""
-            raise InputError(folder, f"mixes {len(values)} {what}: {key} {a!r} ({pa.name}) and {b!r} ({pb.name}){more}; "
-                                     "put each patient's study in its own folder")
+            raise InputError(folder, f"mixes {len(values)} {what}: {key} {a!r} ({pa.name}) and {b!r} ({pb.name})"
+                                     f"{more}; put each patient's study in its own folder")
 
 
 def read_dicom_folder(folder: str | Path) -> Study:
