@@ -1,4 +1,5 @@
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,6 +87,14 @@ def test_evaluate_command_writes_csv_markdown_figures_html(phantom_subject, tmp_
 def test_drop_slices_keeps_world_positions(phantom_subject):
     study = read_study(phantom_subject)
     sub = drop_slices(study, 2)
+    # issue 29: the provenance (and fusion's slice profile) gave 20 mm thick slices for 10 mm ones
+    assert sub.sax.slice_thickness == pytest.approx(study.sax.slice_thickness)
+    from cardiorecon.report.provenance import describe_data
+
+    bare = read_study(phantom_subject)
+    bare.sax.meta.pop("slice_thickness_mm", None)  # a NIfTI says no thickness: the step is the fallback
+    info = describe_data(drop_slices(bare, 2))
+    assert info["thickness_mm"] == pytest.approx(10.0) and info["slice_spacing_mm"] == pytest.approx(10.0)
     Z = study.sax.spatial_shape[2]
     assert sub.sax.spatial_shape[2] == (Z + 1) // 2
     for k in range(sub.sax.spatial_shape[2]):
@@ -168,3 +177,35 @@ def test_golden_phantom_case_with_the_shipped_weights(tmp_path):
     for method in METHODS:
         for s in ("lv_cavity", "lv_myocardium", "rv_cavity"):
             assert mean(method, s, "dice") > mean("truth-image", s, "dice") - 0.15, (method, s)
+
+
+def test_lax_holdout_scores_only_structures_the_view_labels_show(phantom_subject, seg_weights, tmp_path):
+    """Issue 29: UK Biobank LAX atria maps (seg_la_2ch: label 1 only; seg_la_4ch: 1-2) were scored as
+    LV/Myo/RV (Dice 0, HD95 up to 500 mm), and structures absent from a view scored Dice 1 / HD95 0."""
+    import shutil
+    import warnings
+
+    import nibabel as nib
+
+    folder = Path(shutil.copytree(phantom_subject, tmp_path / "s"))
+    lab = nib.load(str(folder / "label_la_2ch.nii.gz"))
+    data = np.asanyarray(lab.dataobj)
+    nib.save(nib.Nifti1Image((data == 1).astype(np.uint8), lab.affine), str(folder / "seg_la_2ch.nii.gz"))
+    (folder / "label_la_2ch.nii.gz").unlink()
+    lab4 = nib.load(str(folder / "label_la_4ch.nii.gz"))
+    no_rv = np.asanyarray(lab4.dataobj).copy()
+    no_rv[no_rv == 3] = 0
+    nib.save(nib.Nifti1Image(no_rv, lab4.affine), str(folder / "label_la_4ch.nii.gz"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        study = read_study(folder)
+    assert "2ch" not in study.lax_labels and "4ch" in study.lax_labels
+    assert any("seg_la_2ch.nii.gz" in str(w.message) and "atri" in str(w.message) for w in caught)
+    ev = Evaluator(["linear"], segnet=load_segnet(seg_weights), progress=False, echo=lambda s: None)
+    rows = lax_holdout_protocol(ev, [folder])
+    scored = {r["structure"] for r in rows if r["dice"] != ""}
+    assert not any(s.endswith("@2ch") for s in scored)
+    assert "rv_cavity@4ch" not in scored and "lv_cavity@4ch" in scored
+    for r in rows:
+        if r["dice"] != "" and r["note"] == "absent from both":
+            assert np.isnan(r["dice"]) and np.isnan(r["hd95"])

@@ -1,5 +1,8 @@
 """The `fusion` method: slice-profile forward model, the fit, and `lag --init register|fusion`."""
 
+import os
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -188,3 +191,39 @@ def test_reconstruct_command_runs_register_and_fusion(tmp_path):
     res = runner.invoke(app, ["reconstruct", str(folder), "--method", "linear", "--init", "fusion",
                               "--out", str(tmp_path / "x")])
     assert res.exit_code != 0 and "--init fusion applies to --method lag" in res.output
+
+
+def test_the_fusion_progress_bar_never_runs_past_its_end(study, monkeypatch):
+    """Issue 29: the inner bar counted L-BFGS evaluations (line search included) against the iteration
+    count and ended at "62it" of 60."""
+    import tqdm as tqdm_module
+
+    from cardiorecon.recon import fusion, pipeline
+
+    seen = []
+
+    class Bar(tqdm_module.tqdm):  # a real bar, silent, that records where it stands at every change
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = False
+            kwargs["file"] = open(os.devnull, "w")
+            super().__init__(*args, **kwargs)
+
+        def refresh(self, *args, **kwargs):
+            seen.append((self.desc, self.n, self.total))
+            return super().refresh(*args, **kwargs)
+
+        def update(self, n=1):
+            out = super().update(n)
+            seen.append((self.desc, self.n, self.total))
+            return out
+
+    monkeypatch.setattr(pipeline, "tqdm", Bar)
+    monkeypatch.setattr(fusion, "tqdm", Bar)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reconstruct(study, "fusion", factor=5, frames=[0], progress=True,
+                    config=ReconConfig(fusion=FusionConfig(iterations=6)))
+    assert not [w for w in caught if "requires_grad" in str(w.message)]  # issue 29: PyTorch's scalar warning
+    fusion = [(n, total) for desc, n, total in seen if "fusion frame" in desc]
+    assert fusion and max(n for n, _ in fusion) > 6  # L-BFGS evaluates more often than it iterates
+    assert all(n <= total for n, total in fusion), fusion

@@ -26,7 +26,6 @@ shifts), then finer grids around each slice's estimate (sub-voxel: 0.5 mm, then 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -405,11 +404,11 @@ def resolve_alignment(study: Study, align: str | Alignment | None, lax_views: li
 def write_alignment(alignment: Alignment, study: Study, out: str | Path) -> list[Path]:
     """alignment.json and the aligned SAX (`sa_aligned.nii.gz`, each slice shifted by its estimate,
     resampled once; LAX untouched) under `out`."""
-    from cardiorecon.io.nifti import atomic_write, write_nifti
+    from cardiorecon.io.nifti import atomic_write, json_text, write_nifti
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(alignment.to_json(), indent=2)
+    text = json_text(alignment.to_json())  # an NCC without overlap is null, not NaN (invalid JSON)
     written = [atomic_write(out / "alignment.json", lambda tmp: tmp.write_text(text), suffix=".json")]
     aligned = align_study(study, alignment).sax
     written.append(write_nifti(aligned, out / "sa_aligned.nii.gz"))

@@ -171,7 +171,9 @@ def _alignment(study, options: CohortOptions, notes: list[str]):
 def _write_json(path: Path, obj) -> Path:
     from cardiorecon.io.nifti import atomic_write
 
-    text = json.dumps(obj, indent=2, default=_jsonable)
+    from cardiorecon.io.nifti import json_text
+
+    text = json_text(obj, default=_jsonable)  # NaN (EF without ES) -> null: valid JSON
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text), suffix=".json")
 
 
@@ -246,8 +248,13 @@ def run_subject(path: str | Path, out: str | Path, options: CohortOptions = Coho
             native_label_vol = resample(label_vol, native.affine, native.spatial_shape, order=0)
             label_affine, spacing = rec.volume.affine, rec.volume.spacing.tolist()
             curves = volume_curves(labels, spacing)
-        fn = function_from_curves(curves)  # LV mass from the myocardium curve: the same extent as the volumes
-        ed, es = frames[fn["ed_index"]], frames[fn["es_index"]]
+        # LV mass from the myocardium curve: the same extent as the volumes
+        fn = function_from_curves(curves, one_frame_is_ed=frames == [study.ed_frame])
+        # one frame (--frames ed): no ES, so ESV/SV/EF stay blank (metrics.function_from_curves)
+        phases = {k: fn[f"{k}_index"] for k in ("ed", "es") if fn[f"{k}_index"] is not None}
+        ed, es = (frames[phases[k]] if k in phases else "" for k in ("ed", "es"))
+        if not phases:  # one frame that is not ED (--frames es, an index): its meshes by frame number
+            phases = {f"frame{frames[0]}": 0}
         files.append(write_plan(plan, out))
         files.append(write_nifti(rec.volume, out / f"recon_{m}.nii.gz"))
         files.append(write_nifti(native, out / f"recon_{m}_native.nii.gz"))
@@ -259,13 +266,13 @@ def run_subject(path: str | Path, out: str | Path, options: CohortOptions = Coho
         curve_rows = [{"frame": t, "time_ms": round(times[i], 3) if interval else "",
                        **{k: round(float(v[i]), 4) for k, v in curves.items()}} for i, t in enumerate(frames)]
         files.append(write_csv_rows(out / "volumes.csv", curve_rows, list(curve_rows[0])))
-        curve_png = volume_curve_png(times if interval else frames, curves, fn["ed_index"], fn["es_index"],
+        curve_png = volume_curve_png(times if interval else frames, curves, phases.get("ed"), phases.get("es"),
                                      f"{subject}: {m}, {len(frames)} frames")
         files.append(atomic_write(out / "volumes.png", lambda tmp: Path(tmp).write_bytes(curve_png), suffix=".png"))
 
         mesh_rows = []
         if options.meshes:
-            for phase, idx in (("ed", fn["ed_index"]), ("es", fn["es_index"])):
+            for phase, idx in phases.items():
                 for name, sm in ventricle_meshes(labels[..., idx], label_affine,
                                                  smoothing_iterations=options.mesh_smoothing).items():
                     files.extend(write_mesh(sm.mesh, out / "meshes" / f"{name}_{phase}"))
@@ -280,7 +287,7 @@ def run_subject(path: str | Path, out: str | Path, options: CohortOptions = Coho
                "worker": os.getpid(), "models_loaded": models_loaded(), "resumed": False, "path": str(path),
                "error": ""}
         slice_png = slices_png(rec.normalised.data, label_vol.data if label_vol.data.ndim == 4 else label_vol.data[..., None],
-                               {"ED": fn["ed_index"], "ES": fn["es_index"]})
+                               {k.upper(): v for k, v in phases.items()})
     row["seconds"] = time.perf_counter() - t_start
     row["peak_mb"] = mem.peak_mb
     rel = [str(Path(f).relative_to(out)) for f in files]
@@ -334,9 +341,11 @@ def discover(data: Sequence[str | Path]) -> tuple[list[tuple[str, Path]], list[t
 
 
 def write_cohort_csv(rows: list[dict], path: Path) -> Path:
+    """cohort.csv; a NaN (no ES with one frame: ESV, SV, EF) is a blank cell."""
     from cardiorecon.io.nifti import write_csv_rows
 
-    return write_csv_rows(path, rows, COLUMNS)
+    blank = [{k: ("" if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()} for r in rows]
+    return write_csv_rows(path, blank, COLUMNS)
 
 
 def read_marker(folder: Path, options: CohortOptions) -> dict | None:

@@ -31,7 +31,7 @@ from cardiorecon.geometry import resample
 from cardiorecon.io import read_study
 from cardiorecon.evaluator import Evaluator
 from cardiorecon.metrics.image import masked_ncc, masked_ssim, psnr, ssim
-from cardiorecon.metrics.seg import STRUCTURES, dice, ejection_fraction, hd95, volume_ml
+from cardiorecon.metrics.seg import STRUCTURES, ejection_fraction, hd95, overlap_scores, volume_ml
 from cardiorecon.lax_operator import LaxOperator
 from cardiorecon.phase import lax_frame, pair_lax_frames
 from cardiorecon.recon import get_method
@@ -40,20 +40,15 @@ from cardiorecon.segment import segment_array
 from cardiorecon.volume import LABELS, Study, Volume
 
 def frames_to_score(study: Study, frames: str) -> list[int]:
-    """'ed-es' (ED and ES where known, else ED, else frame 0 with a note), 'ed', 'es', 'all', an index,
-    or a comma-separated list of indices."""
+    """'ed-es' (ED and ES where known, else ED, else frame 0 with a note), or any --frames value
+    (`Study.resolve_frames`: 'ed', 'es', 'ed,es', 'all', indices from 0)."""
     if frames == "ed-es":
         known = [t for t in (study.ed_frame, study.es_frame) if t is not None]
         if known:
             return known
         study.meta.setdefault("notes", []).append("ED and ES unknown: frame 0 scored")
         return [0]
-    if "," in frames:
-        try:
-            return study.resolve_frames([int(x) for x in frames.split(",") if x.strip()])
-        except ValueError as exc:
-            raise InputError(study.meta.get("source"), f"--frames {frames!r}: {exc}") from exc
-    return study.resolve_frames(frames)
+    return study.resolve_frames(frames)  # ed, es, ed,es, all, indices: as in every command
 
 
 def _run_cases(ev: Evaluator, folders: list[Path], case: Callable[[int, Path], list[dict]]) -> list[dict]:
@@ -104,8 +99,8 @@ def _segment(ev: Evaluator, dense: np.ndarray, affine: np.ndarray | None = None)
 def _structure_rows(protocol, case, method, frame, pred, ref, spacing, structures=STRUCTURES, **extra):
     rows = []
     for name, v in structures.items():
-        p, r = pred == v, ref == v
-        rows.append(_row(protocol, case, method, frame, name, dice=dice(p, r), hd95=hd95(p, r, spacing),
+        d, h, empty = overlap_scores(pred == v, ref == v, spacing)
+        rows.append(_row(protocol, case, method, frame, name, dice=d, hd95=h, note=empty,
                          volume_ml=volume_ml(pred, v, spacing), true_volume_ml=volume_ml(ref, v, spacing), **extra))
     return rows
 
@@ -209,8 +204,11 @@ def drop_slices(study: Study, keep_every: int = 2) -> Study:
     affine = study.sax.affine.copy()
     affine[:3, 2] *= keep_every
 
+    thickness = study.sax.slice_thickness  # each kept slice is as thick as acquired (not the new step)
+
     def sub(vol: Volume | None) -> Volume | None:
-        return None if vol is None else Volume(vol.data[:, :, keep], affine, dict(vol.meta))
+        return None if vol is None else Volume(vol.data[:, :, keep], affine,
+                                               {**vol.meta, "slice_thickness_mm": thickness})
 
     meta = {**study.meta, "kept_every": keep_every, "original_sax_slices": Z}
     if "annotated" in meta:
@@ -274,11 +272,17 @@ def slice_drop_protocol(ev: Evaluator, folders: list[Path], frames: str = "ed-es
                             continue
                         p = np.stack([pred[:, :, j] == v for j in range(len(scored))], -1)
                         r = np.stack([ref_lab[:, :, z] == v for z, _ in scored], -1)
-                        hds = [hd95(p[..., j], r[..., j], spacing[:2]) for j in range(len(scored))
-                               if p[..., j].any() or r[..., j].any()]
-                        rows.append(_row("slice-drop", case, name_m, t, name, dice=dice(p, r),
-                                         hd95=float(np.mean(hds)) if hds else 0.0,
-                                         note=f"{len(scored)} annotated dropped slice(s); 2D HD95 averaged"))
+                        d, _, empty = overlap_scores(p, r, spacing)
+                        # 2D HD95 of the slices where both hold the structure; the others are counted apart
+                        both = [j for j in range(len(scored)) if p[..., j].any() and r[..., j].any()]
+                        hds = [hd95(p[..., j], r[..., j], spacing[:2]) for j in both]
+                        one = sum(p[..., j].any() != r[..., j].any() for j in range(len(scored)))
+                        note = f"{len(scored)} annotated dropped slice(s); 2D HD95 averaged over {len(both)}"
+                        if one:
+                            note += f" ({one} with one side empty)"
+                        rows.append(_row("slice-drop", case, name_m, t, name, dice=d,
+                                         hd95=float(np.mean(hds)) if hds else float("nan"),
+                                         note=f"{empty}; {note}" if empty else note))
         return rows
 
     return _run_cases(ev, folders, case)
@@ -296,6 +300,8 @@ def lax_holdout_protocol(ev: Evaluator, folders: list[Path], frames: str = "ed-e
             raise InputError(folder, "no LAX view: the lax-holdout protocol needs at least one")
         frame_list = frames_to_score(study, frames)
         ev.echo(f"[{n + 1}/{len(folders)}] {case}: views {sorted(study.lax)}, frames {frame_list}")
+        # structures each view's label map holds in some frame: a structure the view never shows is not scored
+        present = {v: set(np.unique(lab.data).tolist()) for v, lab in study.lax_labels.items()}
         for method in ev.methods:
             shared = None  # methods that ignore the LAX views give the same volume for every held-out view
             for held in study.lax:
@@ -336,9 +342,12 @@ def lax_holdout_protocol(ev: Evaluator, folders: list[Path], frames: str = "ed-e
                     lab = lax_frame(study.lax_labels[held], t, study.num_frames)
                     px = tuple(float(s) for s in study.lax[held].spacing[:2])
                     for name, v in STRUCTURES.items():
+                        if v not in present[held]:
+                            continue  # the view's labels never show it (not cut, or not labelled): not scored
                         p, r = (plab == v) & valid, (lab == v) & valid
-                        rows.append(_row("lax-holdout", case, method, t, f"{name}@{held}", dice=dice(p, r),
-                                         hd95=hd95(p, r, px)))
+                        d, h, empty = overlap_scores(p, r, px)
+                        rows.append(_row("lax-holdout", case, method, t, f"{name}@{held}", dice=d, hd95=h,
+                                         note=empty))
                     if n == 0 and i == 0:
                         ev.figures["lax"][(held, method)] = (image, sampled, valid, plab)
         return rows

@@ -165,11 +165,11 @@ def make_plan(study: Study, grid_spacing_mm: float, grid_size: int, align: str |
 
 def write_plan(plan: Plan, folder: str | Path) -> Path:
     """plan.json in `folder` (atomic)."""
-    from cardiorecon.io.nifti import atomic_write
+    from cardiorecon.io.nifti import atomic_write, json_text
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(plan.to_json(), indent=2)
+    text = json_text(plan.to_json())  # an alignment NCC without lines is null, not NaN (invalid JSON)
     return atomic_write(folder / PLAN_FILE, lambda tmp: Path(tmp).write_text(text), suffix=".json")
 
 

@@ -17,6 +17,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 @app.callback()
 def _root() -> None:
     """Dense cardiac volumes from sparse SAX cine MRI, guided by LAX views."""
+    from cardiorecon.errors import use_one_line_warnings
+
+    use_one_line_warnings()  # issue 29: one line per warning, naming the file, no Python source line
 
 
 def fail(exc: Exception) -> None:
@@ -28,6 +31,10 @@ DEVICE_HELP = "Where the networks run: auto (CUDA when a GPU is visible, else CP
 ALIGN_HELP = "Breath-hold alignment of the SAX slices to the LAX views first: auto (when a LAX view exists), on or off"
 ADAPT_HELP = ("diffae, lag, dmcvr: fine-tune a copy of the model for STEPS steps on this study's own acquired "
               "SAX slices and its guiding LAX views first (0: off; default: ReconConfig.adapt)")
+FRAMES_HELP = ("ed, es, ed,es, all, a frame index from 0, or indices like 0,5,10 (the same in every command; "
+               "negative indices are refused)")
+FACTOR_HELP = ("Through-plane upsampling factor f: f - 1 new slices in every gap, Z' = (Z - 1) f + 1, acquired "
+               "slices kept in place")
 LAX_THICKNESS_HELP = ("LAX slice thickness in mm for every view (default: the header's, or 6 mm where the "
                       "header's is not a cine slice's, with a warning)")
 
@@ -73,10 +80,20 @@ def resolve_align(study, align: str, views):
 
 
 def parse_frames(frames: str):
-    """--frames text -> 'ed' | 'es' | 'all' | index | [indices]; FrameSelectionError (exit 2) otherwise."""
+    """--frames text -> 'ed' | 'es' | 'all' | index | [indices, ed, es]; FrameSelectionError (exit 2) otherwise."""
     from cardiorecon.volume import parse_frames
 
     return parse_frames(frames)
+
+
+def frames_or_fail(frames: str):
+    """`parse_frames`, ending with one line and exit 2 on a bad value (before any work)."""
+    from cardiorecon.errors import CardioReconError
+
+    try:
+        return parse_frames(frames)
+    except CardioReconError as exc:
+        fail(exc)
 
 
 #: the files `evaluate` and `report` write into --out (an input there is refused before any work)

@@ -7,13 +7,13 @@ from typing import Optional
 
 import typer
 
-from cardiorecon.cli.app import app, fail, parse_frames
+from cardiorecon.cli.app import FRAMES_HELP, app, fail, parse_frames
 
 
 @app.command()
 def encode(study: Path = typer.Argument(..., help="Subject folder or NIfTI"),
            out: Path = typer.Option(..., "--out", help="Codes file (.safetensors or .npz)"),
-           frames: str = typer.Option("all", "--frames", help="ed, es, all or a frame index"),
+           frames: str = typer.Option("all", "--frames", help=FRAMES_HELP),
            weights: Optional[Path] = typer.Option(None, "--weights"),
            invert_steps: int = typer.Option(100, "--invert-steps", min=1)) -> None:
     """Encode every SAX slice: z_sem by the semantic encoder, x_T by DDIM inversion."""

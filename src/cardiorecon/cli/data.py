@@ -85,6 +85,7 @@ def align(study: Path = typer.Argument(..., help="Subject folder (any layout)"),
     from cardiorecon.errors import CardioReconError
     from cardiorecon.io import read_study
 
+    check_out(out, [study])  # issue 29: as reconstruct and segment (a file, /proc, inside the input)
     try:
         s = read_study(study)
         views = [v.strip() for v in lax_views.split(",")] if lax_views else None

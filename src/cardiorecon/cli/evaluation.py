@@ -7,17 +7,22 @@ from typing import Optional
 
 import typer
 
-from cardiorecon.cli.app import (ADAPT_OPTION, ALIGN_OPTION, DEVICE_OPTION, LAX_THICKNESS_OPTION, REPORT_FILES, app,
-                                 check_align, check_out, fail, torch_device)
+from cardiorecon.cli.app import (ADAPT_OPTION, ALIGN_OPTION, DEVICE_OPTION, FRAMES_HELP, LAX_THICKNESS_OPTION,
+                                 REPORT_FILES, app, check_align, check_out, fail, frames_or_fail, torch_device)
 
 
 @app.command()
 def evaluate(data: list[Path] = typer.Argument(..., help="Subject folders, or folders of them"),
              protocol: str = typer.Option("phantom", "--protocol", help="phantom, slice-drop or lax-holdout"),
-             methods: str = typer.Option("nearest,linear,cubic,diffae,lag", "--methods",
-                                         help="Comma-separated methods to compare"),
-             factor: int = typer.Option(5, "--factor", min=2, help="Upsampling factor (phantom, lax-holdout)"),
-             frames: str = typer.Option("ed-es", "--frames", help="ed-es, ed, es, all or a frame index"),
+             methods: str = typer.Option("nearest,linear,cubic,register", "--methods",
+                                         help="Comma-separated methods to compare (default: the fast ones, seconds "
+                                              "a frame on a CPU; add fusion, diffae, dmcvr or lag (minutes a frame "
+                                              "on a CPU) by name)"),
+             factor: int = typer.Option(5, "--factor", min=2,
+                                        help="Through-plane upsampling factor f of the phantom and lax-holdout "
+                                             "protocols: f - 1 new slices per gap (slice-drop always uses 2)"),
+             frames: str = typer.Option("ed-es", "--frames",
+                                        help="ed-es (ED and ES where known, else ED, else frame 0), or " + FRAMES_HELP),
              weights: Optional[Path] = typer.Option(None, "--weights", help="DiffAE weights (default: shipped)"),
              seg_weights: Optional[Path] = typer.Option(None, "--seg-weights",
                                                         help="Segmentation weights (default: shipped)"),
@@ -46,6 +51,8 @@ def evaluate(data: list[Path] = typer.Argument(..., help="Subject folders, or fo
     if unknown:
         fail(ValueError(f"unknown method(s) {unknown}; choose from {', '.join(method_names())}"))
     check_out(out, list(data), REPORT_FILES)
+    if frames != "ed-es":
+        frames_or_fail(frames)
     try:
         found = discover_studies(list(data))
         for path, why in found.skipped:

@@ -7,18 +7,27 @@ from typing import Optional
 
 import typer
 
-from cardiorecon.cli.app import (ADAPT_OPTION, ALIGN_OPTION, DEVICE_OPTION, LAG_WARM_HELP, LAX_THICKNESS_OPTION, app,
+from cardiorecon.cli.app import (ADAPT_OPTION, ALIGN_OPTION, DEVICE_OPTION, FACTOR_HELP, FRAMES_HELP, LAG_WARM_HELP,
+                                 LAX_THICKNESS_OPTION, app,
                                  check_lag_warm, check_method_option, check_out, fail, method_class, parse_frames,
                                  resolve_align, torch_device)
 
 
 @app.command()
 def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layout) or NIfTI"),
-                method: str = typer.Option("lag", "--method", help="A method of `cardiorecon methods`: nearest, linear, "
-                                                                   "cubic, register, fusion, diffae, lag or dmcvr"),
-                factor: Optional[int] = typer.Option(None, "--factor", min=1, help="Through-plane upsampling factor"),
-                spacing: Optional[float] = typer.Option(None, "--spacing", help="Target slice spacing (mm)"),
-                frames: str = typer.Option("ed", "--frames", help="ed, es, all or a frame index"),
+                method: str = typer.Option(
+                    "register", "--method",
+                    help="A method of `cardiorecon methods`: nearest, linear, cubic, register, fusion, diffae, lag or "
+                         "dmcvr (default register: no weights, seconds a frame on a CPU, the best-measured fast method "
+                         "on real scans, docs/BENCHMARKS.md; fusion also fits the LAX views, slower; lag takes "
+                         "minutes a frame on a CPU)"),
+                factor: Optional[int] = typer.Option(
+                    None, "--factor", min=1, help=FACTOR_HELP + " (default 5 when --spacing is not given; give one "
+                                                                "of the two)"),
+                spacing: Optional[float] = typer.Option(
+                    None, "--spacing", help="Target slice spacing (mm) instead of --factor: the factor is the acquired "
+                                            "spacing over this, rounded"),
+                frames: str = typer.Option("ed", "--frames", help=FRAMES_HELP),
                 lax_views: Optional[str] = typer.Option(None, "--lax-views",
                                                         help="Comma-separated LAX views guiding lag and fusion (default: all)"),
                 weights: Optional[Path] = typer.Option(
@@ -27,12 +36,22 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
                                             help="Also write recon_METHOD_native.nii.gz: the input's own grid and "
                                                  "whole field of view (acquired slices as input; the method inside "
                                                  "the heart region, linear interpolation outside)"),
-                invert_steps: int = typer.Option(8, "--invert-steps", min=1),
-                decode_steps: int = typer.Option(8, "--decode-steps", min=1),
+                invert_steps: int = typer.Option(8, "--invert-steps", min=1,
+                                                 help="diffae, lag, dmcvr: DDIM inversion steps from each acquired "
+                                                      "slice to its code x_T (more: closer codes, slower)"),
+                decode_steps: int = typer.Option(8, "--decode-steps", min=1,
+                                                 help="diffae, dmcvr: DDIM steps decoding each new slice from its "
+                                                      "interpolated codes (more: sharper, slower)"),
                 depth: float = typer.Option(0.4, "--depth", min=0.01, max=1.0,
                                             help="DDIM inversion depth (fraction of T; 1 = pure noise, as DiffAE)"),
-                lag_iterations: Optional[int] = typer.Option(None, "--lag-iterations", min=1),
-                lag_steps: Optional[int] = typer.Option(None, "--lag-ddim-steps", min=1),
+                lag_iterations: Optional[int] = typer.Option(
+                    None, "--lag-iterations", min=1,
+                    help="lag: most Adam iterations per frame on the codes of the new slices (default: "
+                         "LagConfig.max_iterations; it stops early when the loss stops falling)"),
+                lag_steps: Optional[int] = typer.Option(
+                    None, "--lag-ddim-steps", min=1,
+                    help="lag: differentiable DDIM steps per decode inside the optimisation (default: "
+                         "LagConfig.ddim_steps; each step costs about a decode's time and memory)"),
                 init: str = typer.Option("diffae", "--init",
                                          help="lag only: start from the diffae codes, from the dmcvr codes "
                                               "(DMCVR weights, morphology fixed), or from the codes of the "
@@ -58,6 +77,9 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
     check_lag_warm(lag_warm, method)
     if spacing is not None and not spacing > 0:
         fail(ValueError(f"--spacing must be a positive number of mm, got {spacing}"))
+    if spacing is not None and factor is not None:  # issue 29: one of them was silently ignored
+        fail(ValueError(f"--spacing {spacing:g} and --factor {factor}: give one of the two (the factor follows "
+                        "from the spacing)"))
     if factor is None and spacing is None:
         factor = 5
     check_out(out, [study])

@@ -7,14 +7,14 @@ from typing import Optional
 
 import typer
 
-from cardiorecon.cli.app import (ALIGN_HELP, DEVICE_HELP, app, check_out, fail, parse_frames, resolve_align,
-                                 torch_device)
+from cardiorecon.cli.app import (ALIGN_HELP, DEVICE_HELP, FRAMES_HELP, app, check_out, fail, parse_frames,
+                                 resolve_align, torch_device)
 
 
 @app.command()
 def segment(study: Path = typer.Argument(..., help="Subject folder (any layout) or NIfTI volume"),
             weights: Optional[Path] = typer.Option(None, "--weights", help="Segmentation weights (default: shipped)"),
-            frames: str = typer.Option("all", "--frames", help="ed, es, all or a frame index"),
+            frames: str = typer.Option("all", "--frames", help=FRAMES_HELP),
             align: str = typer.Option("auto", "--align",
                                     help=ALIGN_HELP),
             device: str = typer.Option("auto", "--device", help=DEVICE_HELP),

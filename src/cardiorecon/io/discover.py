@@ -78,13 +78,28 @@ def layout_of(path: Path) -> str | None:
     return None
 
 
+def _through_link(p: Path) -> bool:
+    return any(q.is_symlink() for q in (p, *p.parents))
+
+
 def discover_studies(paths: list[str | Path], max_depth: int = 3) -> Discovery:
     """Expand each path into study paths: a recognised study stays; a folder that is not one is
     searched (down to `max_depth` levels) for studies; a folder in which nothing is recognised is
-    reported in `skipped`. A path that does not exist raises InputError."""
+    reported in `skipped`. A path that does not exist raises InputError.
+
+    A folder reached twice (two paths to one folder, a symlink to a folder already searched, a symlink
+    loop) is searched and listed once: the second path is reported in `skipped`, naming the first."""
     found = Discovery()
+    seen: dict[Path, Path] = {}  # resolved path -> the path it was first reached by
 
     def visit(p: Path, depth: int, top: bool) -> bool:
+        real = p.resolve()
+        if real in seen:
+            how = "reached again through a symbolic link" if _through_link(p) else "given twice"
+            found.skipped.append((p, f"the same {'folder' if p.is_dir() else 'file'} as {seen[real]} ({how}); "
+                                     "used once"))
+            return True
+        seen[real] = p
         if layout_of(p) is not None:
             found.studies.append(p)
             return True

@@ -114,7 +114,8 @@ def read_ukbb(folder: Path, lax_thickness_mm: float | None = None) -> Study:
     SAX: `sa.nii.gz` (cine), else `sa_ED.nii.gz` + `sa_ES.nii.gz` (ED and ES only: frames 0 and 1).
     Labels: `label_sa`/`seg_sa` as a cine or one frame, or `label_sa_ED/ES`/`seg_sa_ED/ES`; labels that
     do not fit the image (frames, shape, grid) are left out with a warning naming the file.
-    LAX: `la_{2ch,3ch,4ch}.nii.gz` and/or `la_*_ED/ES.nii.gz`, labels `label_la_*`/`seg_la_*`.
+    LAX: `la_{2ch,3ch,4ch}.nii.gz` and/or `la_*_ED/ES.nii.gz`, labels `label_la_*` (this project's 0-3).
+    `seg_la_*` (the ukbb_cardiac pipeline's atria maps) are left out with a warning naming the file.
     ED/ES: subject.json, else the ED/ES extracts matched in the cine, else ED = frame 0 (the R-wave
     trigger) and ES unknown. Nothing is guessed: an ES that cannot be located stays None."""
     info = read_subject_info(folder / "subject.json") if (folder / "subject.json").is_file() else {}
@@ -129,8 +130,8 @@ def read_ukbb(folder: Path, lax_thickness_mm: float | None = None) -> Study:
             if (folder / name).is_file() and sax.num_frames > 2 and (ed if key == "ed" else es) is None:
                 t = _match_frame(sax, read_nifti(folder / name, ndim=(3,), dtype=np.float32))
                 ed, es = (t, es) if key == "ed" else (ed, t)
-        if ed is None and sax.num_frames > 1:
-            ed = 0  # UK Biobank cines are triggered on the R wave: frame 0 is end-diastole
+        if ed is None:
+            ed = 0  # UK Biobank cines are triggered on the R wave: frame 0 is end-diastole (one frame: its own ED)
     elif (folder / "sa_ED.nii.gz").is_file() and (folder / "sa_ES.nii.gz").is_file():
         sax = _stack_frames([folder / "sa_ED.nii.gz", folder / "sa_ES.nii.gz"])
         ed, es, ed_es_only = 0, 1, True
@@ -181,6 +182,15 @@ def read_ukbb(folder: Path, lax_thickness_mm: float | None = None) -> Study:
             lax[view] = v
         for stem in (f"label_la_{view}", f"seg_la_{view}"):
             if view in lax_labels or view not in lax:
+                continue
+            if stem.startswith("seg_la_"):
+                found = [q for q in (folder / f"{stem}.nii.gz", folder / f"{stem}_ED.nii.gz") if q.is_file()]
+                if found:  # the ukbb_cardiac pipeline's LAX maps are atria, not LV / myocardium / RV
+                    msg = (f"{found[0]}: UK Biobank LAX label map of the atria (ukbb_cardiac: seg_la_2ch 1 = left "
+                           "atrium; seg_la_4ch 1 = left, 2 = right atrium), not LV cavity / myocardium / RV: not "
+                           "used (never scored as LV/Myo/RV)")
+                    warnings.warn(msg)
+                    problems.append(msg)
                 continue
             lab = _optional_labels(lambda stem=stem: _read_lax_view(folder, stem, (ed, es), sax.num_frames,
                                                                    labels=True), folder / f"{stem}.nii.gz", problems)

@@ -62,7 +62,10 @@ def _stack_frames(paths: list[Path], labels: bool = False) -> Volume:
             raise InputError(p, f"shape or affine differs from {paths[0].name}")
     vols = [_labels(v, p) if labels else v for p, v in zip(paths, vols)]
     data = np.stack([v.data for v in vols], axis=-1)
-    return Volume(data if labels else data.astype(np.float32), vols[0].affine, {"source": str(paths[0])})
+    meta = {"source": str(paths[0])}
+    if any(v.meta.get("geometry") == "none" for v in vols):
+        meta["geometry"] = "none"  # no sform/qform code: no LAX view may be placed against it (Study drops them)
+    return Volume(data if labels else data.astype(np.float32), vols[0].affine, meta)
 
 
 def _read_lax(path: Path, labels: bool = False) -> Volume:

@@ -48,17 +48,29 @@ def dense_volume_curves(labels: np.ndarray, spacing: Sequence[float], acquired_s
 
 
 def function_from_curves(curves: dict[str, np.ndarray], labels: np.ndarray | None = None,
-                         spacing: Sequence[float] | float | None = None) -> dict[str, float | int]:
+                         spacing: Sequence[float] | float | None = None, one_frame_is_ed: bool = True
+                         ) -> dict[str, float | int | None]:
     """ED/ES frame indices (into the curves), LV and RV EDV, ESV, SV (mL), EF (%), and LV mass (g)
-    at ED: from `labels` (X, Y, Z, T) with `spacing` when given, else from the myocardium curve."""
+    at ED: from `labels` (X, Y, Z, T) with `spacing` when given, else from the myocardium curve.
+
+    One frame (`--frames ed`) has no ES: `es_index` is None and ESV, SV and EF are NaN (never ESV = EDV
+    and EF 0); its volumes are the EDV and the mass only when `one_frame_is_ed` (the frame is the study's
+    ED), else `ed_index` is None too and they are NaN."""
     lv, rv = np.asarray(curves["lv_ml"]), np.asarray(curves["rv_ml"])
-    ed, es = int(np.argmax(lv)), int(np.argmin(lv))
-    out: dict[str, float | int] = {"ed_index": ed, "es_index": es}
+    nan = float("nan")
+    if lv.size >= 2:
+        ed, es = int(np.argmax(lv)), int(np.argmin(lv))
+    else:
+        ed, es = (0 if one_frame_is_ed else None), None
+    out: dict[str, float | int | None] = {"ed_index": ed, "es_index": es}
     for name, c in (("lv", lv), ("rv", rv)):
-        edv, esv = float(c[ed]), float(c[es])
+        edv = float(c[ed]) if ed is not None else nan
+        esv = float(c[es]) if es is not None else nan
         out.update({f"{name}_edv_ml": edv, f"{name}_esv_ml": esv, f"{name}_sv_ml": edv - esv,
-                    f"{name}_ef": ejection_fraction(edv, esv)})
-    if labels is not None and spacing is not None:
+                    f"{name}_ef": ejection_fraction(edv, esv) if es is not None else nan})
+    if ed is None:
+        out["lv_mass_g"] = nan
+    elif labels is not None and spacing is not None:
         out["lv_mass_g"] = myocardial_mass_g(np.asarray(labels)[..., ed], spacing)
     else:
         out["lv_mass_g"] = MYOCARDIAL_DENSITY_G_PER_ML * float(np.asarray(curves["lv_myo_ml"])[ed])

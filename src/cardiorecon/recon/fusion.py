@@ -215,7 +215,8 @@ def fuse(acquired: np.ndarray, start: np.ndarray, profile: SliceProfile, operato
     start: the initial volume V0 (e.g. `register`); images: LAX frames (H, W) matched to each
     operator; z_scale: in-plane pixel size / dense slice step (for TV); previous: the fitted volume of
     the adjacent cardiac phase (temporal term), or None; gains: that frame's fitted LAX gain and offset
-    per view (the warm start; else least squares on the start). `progress(i, total, loss)` per evaluation."""
+    per view (the warm start; else least squares on the start). `progress(i, total, loss)` per evaluation of the
+    objective (i counts evaluations, total their bound: L-BFGS makes up to 1.25 per iteration)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, min(config.num_threads, threads)))
     try:
@@ -240,9 +241,13 @@ def _fit(acquired, start, profile, operators, images, config, z_scale, previous,
             offset[n] = torch.tensor(b, requires_grad=True)
     params = [V, *gain.values(), *offset.values()]
     lbfgs = config.optimiser == "lbfgs"
+    # L-BFGS evaluates the objective more often than it iterates (line search): progress counts
+    # evaluations against their bound, so a bar never runs past its end ("62it of 60")
+    max_evaluations = config.iterations * 5 // 4 if lbfgs else config.iterations
     if lbfgs:  # one call runs all iterations (repeated max_iter=1 calls restart its step-size logic)
-        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=config.iterations, history_size=20,
-                                line_search_fn="strong_wolfe", tolerance_grad=0.0, tolerance_change=1e-10)
+        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=config.iterations, max_eval=max_evaluations,
+                                history_size=20, line_search_fn="strong_wolfe", tolerance_grad=0.0,
+                                tolerance_change=1e-10)
     else:
         opt = torch.optim.Adam(params, lr=config.lr)
     eps = config.charbonnier_eps
@@ -271,7 +276,7 @@ def _fit(acquired, start, profile, operators, images, config, z_scale, previous,
                         "data": parts["sax"] + config.lambda_lax * parts["lax"], **parts,
                         "seconds": time.perf_counter() - t0})
         if progress is not None:
-            progress(len(history), config.iterations, float(total.detach()))
+            progress(len(history), max_evaluations, float(total.detach()))
         total.backward()
         return total
 
@@ -288,7 +293,8 @@ def _fit(acquired, start, profile, operators, images, config, z_scale, previous,
     dense = V.detach()
     with torch.no_grad():
         rms = float((profile.apply(dense) - S).square().mean().sqrt())
-    return FusionResult(dense.numpy(), history, rms, {n: (float(gain[n]), float(offset[n])) for n in views},
+    gains = {n: (float(gain[n].detach()), float(offset[n].detach())) for n in views}  # detached: no torch warning
+    return FusionResult(dense.numpy(), history, rms, gains,
                         time.perf_counter() - t0)
 
 
@@ -349,12 +355,18 @@ class Fusion(ReconMethod):
         stack = work.stack(frame)
         start = register_stack(stack, work.factor, self.options.register)
         adjacent = work.follows(index)
-        fit_bar = tqdm(total=self.options.fusion.iterations, desc=f"  fusion frame {frame}", unit="it", leave=False,
-                       disable=not work.progress)
+        fit_bar = tqdm(total=self.options.fusion.iterations, desc=f"  fusion frame {frame}", unit="eval",
+                       leave=False, disable=not work.progress)
+
+        def fit_progress(it, total, loss, bar=fit_bar):
+            bar.total = total  # evaluations (L-BFGS: up to 1.25 per iteration), never past the end
+            bar.n = min(it, total)
+            bar.refresh()
+
         res = fuse(stack, start, self.setup.profile, self.setup.operators, self.setup.images(frame),
                    self.options.fusion, self.setup.z_scale, previous=work.dense[..., index - 1] if adjacent else None,
                    gains=work.results[work.frames[index - 1]].gains if adjacent else None,
-                   progress=lambda it, total, loss, bar=fit_bar: bar.update(1))
+                   progress=fit_progress)
         fit_bar.close()
         work.results[frame] = res
         return res.dense

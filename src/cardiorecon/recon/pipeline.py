@@ -9,7 +9,6 @@ whose affine keeps every acquired slice where it was (slice step / f).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -259,7 +258,9 @@ def write_reconstruction(recon: Reconstruction, out: str | Path, study: Study | 
         plt.close(fig)
     if recon.plan is not None:
         written.append(write_plan(recon.plan, out))
-    text = json.dumps(summary, indent=2, default=float)
+    from cardiorecon.io.nifti import json_text
+
+    text = json_text(summary, default=float)  # NaN -> null: valid JSON
     written.append(atomic_write(out / f"recon_{recon.method}.json", lambda tmp: tmp.write_text(text), suffix=".json"))
     return written
 
