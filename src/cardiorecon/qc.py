@@ -391,12 +391,18 @@ def interpolate_labels(acquired: np.ndarray, factor: int) -> np.ndarray:
         sdf = np.zeros((len(classes) + 1, X, Y, Z), np.float32)
         sdf[0] = 0.0  # background: chosen where every class is outside
         for ci, c in enumerate(classes, 1):
+            present = [(acq[:, :, k, t] == c).any() for k in range(Z)]
             for k in range(Z):
                 m = acq[:, :, k, t] == c
-                if m.any():
+                if present[k]:
                     sdf[ci, :, :, k] = ndimage.distance_transform_edt(m) - ndimage.distance_transform_edt(~m)
                 else:
                     sdf[ci, :, :, k] = -1e3
+            for k in range(Z):  # an end of the structure: the mirrored neighbour, so it ends half a gap out
+                if not present[k]:
+                    near = [j for j in (k - 1, k + 1) if 0 <= j < Z and present[j]]
+                    if near:
+                        sdf[ci, :, :, k] = -np.abs(sdf[ci, :, :, near[0]])
         z = np.arange(Zd) / factor
         k0 = np.minimum(np.floor(z).astype(int), Z - 1)
         k1 = np.minimum(k0 + 1, Z - 1)
