@@ -29,7 +29,7 @@ def subject_findings(qc: dict | None) -> tuple[str, list[dict]]:
     what = "the numbers are not usable as they are" if status == "fail" else "a person should look at this subject"
     reasons = qc.get("reasons") or []
     head = f"Quality control: {QC_TEXT[status]}: {what} ({len(reasons)} reason{'s' if len(reasons) != 1 else ''}).{sc}"
-    return head, [{"sentence": r, "verdict": "worse"} for r in reasons]
+    return head, [{"sentence": r, "verdict": ""} for r in reasons]
 
 
 def cohort_findings(rows: list[dict]) -> tuple[str, list[dict]]:
@@ -45,21 +45,16 @@ def cohort_findings(rows: list[dict]) -> tuple[str, list[dict]]:
         for reason in str(r.get("qc_reasons") or "").split("; "):
             if reason:
                 counts[_rule_of(reason)] += 1
-    findings = [{"sentence": f"{what}: {k} subject{'s' if k != 1 else ''}", "verdict": "worse"}
+    findings = [{"sentence": f"{what}: {k} subject{'s' if k != 1 else ''}", "verdict": ""}
                 for what, k in counts.most_common(8)]
     return head, findings
 
 
 def _rule_of(reason: str) -> str:
-    """A reason without its numbers, so that subjects with the same problem are counted together."""
-    words = []
-    for w in reason.split(" "):
-        if any(ch.isdigit() for ch in w):
-            if words and words[-1] != "#":
-                words.append("#")
-            continue
-        words.append(w)
-    return " ".join(words).replace(" # ", " ").replace("(#", "(").strip()
+    """A reason with its numbers replaced by '...', so that subjects with one problem count together."""
+    import re
+
+    return re.sub(r"[-+]?\d[\d.,]*", "...", reason)
 
 
 def thumbnail_png(image: np.ndarray, labels: np.ndarray, size: int = 96) -> bytes:

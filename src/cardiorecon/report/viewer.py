@@ -177,7 +177,8 @@ VIEWER_JS = r"""
   var cv=root.querySelector('canvas');
   var probe=document.createElement('canvas').getContext('webgl2');
   if(!probe){fail('This browser has no WebGL2: the viewer cannot draw. The files linked above open in ITK-SNAP or 3D Slicer.');return;}
-  var t0=performance.now();
+  var t0=performance.now(), violations=0;
+  document.addEventListener('securitypolicyviolation',function(){violations++;root.setAttribute('data-csp-violations',String(violations));});
   var nv=new niivue.Niivue({backColor:[0,0,0,1],show3Dcrosshair:true,isColorbar:false,multiplanarShowRender:1,
                             dragAndDropEnabled:false,loadingText:'loading',meshThicknessOn2D:1.5});
   var sel={img:root.querySelector('.nv-image'),lab:root.querySelector('.nv-labels'),op:root.querySelector('.nv-opacity'),
@@ -244,6 +245,10 @@ VIEWER_JS = r"""
     await pick(sel.cs?sel.cs.value:names[0]);
     nv.drawScene();
     root.setAttribute('data-first-draw-ms',String(Math.round(performance.now()-t0)));
+    var gl=nv.gl,w=gl.drawingBufferWidth,h=gl.drawingBufferHeight,px=new Uint8Array(w*h*4),lit=0,n=0;
+    gl.readPixels(0,0,w,h,gl.RGBA,gl.UNSIGNED_BYTE,px);  // same task as the draw: the buffer is intact
+    for(var i=0;i<px.length;i+=4*97){n++;if(px[i]+px[i+1]+px[i+2]>30){lit++;}}
+    root.setAttribute('data-lit-share',(lit/Math.max(n,1)).toFixed(3));
     if(root.getAttribute('data-state')!=='message'){root.setAttribute('data-state','drawn');}
    }catch(e){fail('The viewer could not draw: '+e);}
   })();
@@ -338,4 +343,16 @@ def outputs_case(folder: Path, method: str) -> dict:
 
 
 __all__ = ["CSP", "PAGE_BUDGET", "crop_to_box", "lax_plane_entry", "mesh_entry", "niivue_js", "niivue_version",
-           "outputs_case", "subject_case", "subject_viewer", "viewer_html", "volume_entry"]
+           "outputs_case", "outputs_page", "subject_case", "subject_viewer", "viewer_html", "volume_entry"]
+
+
+def outputs_page(folder: str | Path, method: str) -> str:
+    """A page with the viewer of a cohort subject read back from its outputs (`outputs_case`): a clear
+    message on the page when they were deleted or moved."""
+    from cardiorecon.report.page import build_page
+
+    folder = Path(folder)
+    case = outputs_case(folder, method)
+    return build_page(f"cardiorecon: {folder.name}", f"outputs of {method} in {folder}",
+                      warning=case.get("message", ""),
+                      sections=[{"title": "Viewer", "id": "viewer", "html": viewer_html({folder.name: case})}])
