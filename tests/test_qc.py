@@ -221,3 +221,51 @@ def test_cohort_subject_qc_ok_then_bad_input_flagged(phantom, tmp_path):
         row = run_subject(bad, tmp_path / f"out_{name}", opts).row
         assert row["qc"] == "fail", (name, row)
         assert ("blank" if name == "zero_ed" else "constant") in row["qc_reasons"]
+
+
+def test_segment_command_says_qc_fail_on_an_all_zero_ed_stack(phantom, tmp_path):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from cardiorecon.cli import app
+
+    bad = tmp_path / "zero_ed"
+    shutil.copytree(phantom, bad)
+    img = nib.load(bad / "sa.nii.gz")
+    data = np.asarray(img.dataobj).astype(np.float32)
+    data[..., 0] = 0
+    nib.save(nib.Nifti1Image(data, img.affine), bad / "sa.nii.gz")
+    res = CliRunner().invoke(app, ["segment", str(bad), "--out", str(tmp_path / "seg"), "--device", "cpu",
+                                   "--align", "off"])
+    assert res.exit_code == 0, res.output
+    line = [ln for ln in res.output.splitlines() if ln.startswith("qc ")]
+    assert len(line) == 1 and line[0].startswith("qc fail") and "sa.nii.gz is blank (all zero) in frame 0" in line[0]
+
+
+def test_warnings_are_one_line_and_only_when_they_matter(tmp_path):
+    import warnings
+
+    from cardiorecon.cli import _root
+    from cardiorecon.io.nifti import write_nifti
+
+    slight = np.diag([1.8, 1.8, 10.0, 1.0])
+    slight[0, 2] = 1e-4  # a shear far below a voxel: no "0.00 mm" note
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        write_nifti(Volume(np.zeros((4, 4, 3), np.float32), slight), tmp_path / "a.nii.gz")
+    assert not [w for w in caught if "qform" in str(w.message)]
+    sheared = np.diag([1.8, 1.8, 10.0, 1.0])
+    sheared[0, 2] = 3.0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        write_nifti(Volume(np.zeros((8, 8, 6), np.float32), sheared), tmp_path / "b.nii.gz")
+    msgs = [str(w.message) for w in caught if "qform" in str(w.message)]
+    assert len(msgs) == 1 and "b.nii.gz" in msgs[0]
+    saved = warnings.formatwarning
+    try:
+        _root()
+        text = warnings.formatwarning(msgs[0], UserWarning, "/x/nifti.py", 196, "    warnings.warn(...)")
+    finally:
+        warnings.formatwarning = saved
+    assert text == f"warning: {msgs[0]}\n" and "nifti.py" not in text

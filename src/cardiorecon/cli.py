@@ -19,6 +19,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 @app.callback()
 def _root() -> None:
     """Dense cardiac volumes from sparse SAX cine MRI, guided by LAX views."""
+    import warnings
+
+    # one line per warning, no Python source line (the messages name their file; issue 27)
+    warnings.formatwarning = lambda message, category, filename, lineno, line=None: f"warning: {message}\n"
 
 
 def _fail(exc: Exception) -> None:
@@ -223,11 +227,15 @@ def segment(study: Path = typer.Argument(..., help="Subject folder (any layout) 
             typer.echo(f"wrote {write_nifti(vol, out / name)}")
     except CardioReconError as exc:
         _fail(exc)
+    fn = None
     if s.ed_frame in frame_list and s.es_frame is not None and s.es_frame in frame_list:
         lab = native.data if native.data.ndim == 4 else native.data[..., None]
         fn = ventricular_function(lab[..., frame_list.index(s.ed_frame)], lab[..., frame_list.index(s.es_frame)],
                                   s.sax.spacing.tolist())
         typer.echo("  ".join(f"{k} {v:.1f}" for k, v in fn.items()))
+    from cardiorecon.qc import segment_qc_line
+
+    typer.echo(segment_qc_line(s, frame_list, fn))  # issue 27: quality control in one line
 
 
 def _check_align(align: str) -> None:

@@ -553,7 +553,20 @@ def check_score(score: float | None) -> list[Flag]:
                                              f"(predicted quality {score:.2f}, below {SCORE_CHECK:g})")]
 
 
-__all__ = ["Flag", "LEVELS", "QCReport", "RANGES", "acquired_agreement", "check_acquired_agreement",
+def segment_qc_line(study, frames: Sequence[int], fn: dict | None) -> str:
+    """One line for `cardiorecon segment`: its input frames and (where ED and ES were segmented) numbers."""
+    from pathlib import Path
+
+    sax = np.asarray(study.sax.data)
+    sax = sax if sax.ndim == 4 else sax[..., None]
+    report = QCReport(check_input_frames(sax[..., list(frames)], frames,
+                                         Path(str(study.sax.meta.get("source") or "the SAX stack")).name))
+    if fn is not None:
+        report.add(check_function({k: v for k, v in fn.items()}))
+    return f"qc {report.status}" + (f": {'; '.join(report.reasons())}" if report.reasons() else "")
+
+
+__all__ = ["segment_qc_line", "Flag", "LEVELS", "QCReport", "RANGES", "acquired_agreement", "check_acquired_agreement",
            "check_curves", "check_function", "check_input_frames", "check_lax_agreement", "check_motion",
            "check_score", "check_structures", "drop_lax_outside_stack", "interpolate_labels", "lax_agreement",
            "lax_outside_stack", "mean_dice", "motion_ratio", "perturbation_agreement", "structure_checks"]

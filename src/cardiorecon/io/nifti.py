@@ -145,8 +145,9 @@ def atomic_write(path: str | Path, write: Any, suffix: str = "") -> Path:
     return path
 
 
-#: a qform further than this from the affine at any image corner is reported on writing
-QFORM_TOLERANCE_MM = 1e-3
+#: a qform further than this from the affine at any image corner is reported on writing (less is well under
+#: a voxel and does not matter to any reader: no "0.00 mm" notes, issue 27)
+QFORM_TOLERANCE_MM = 0.5
 
 
 def write_csv_rows(path: str | Path, rows: list[dict], fieldnames: list[str]) -> Path:
@@ -194,7 +195,7 @@ def write_nifti(volume: Volume, path: str | Path, dtype: Any = None) -> Path:
     off = qform_error_mm(volume.affine, img.get_qform(), data.shape[:3])
     if off > QFORM_TOLERANCE_MM:
         warnings.warn(f"{path}: the affine is sheared; the sform holds it exactly, the qform is its nearest "
-                      f"rigid + zoom approximation, up to {off:.2f} mm off at the image corners",
+                      f"rigid + zoom approximation, up to {off:.1f} mm off at the image corners",
                       GeometryWarning, stacklevel=2)
     img.header.set_xyzt_units("mm", "msec" if data.ndim == 4 else None)  # a time unit only where there is time
     zooms = list(img.header.get_zooms())
