@@ -108,3 +108,37 @@ def test_no_webgl_shows_a_message(browser, subject):
     res = open_page(out / "subjects" / "healthy_0041" / "subject.html", extra=["--disable-3d-apis"])
     dom = res["dom"]
     assert attr(dom, "data-state") == "message" and "no WebGL2" in dom
+
+
+def test_evaluation_report_viewer(browser, tmp_path):
+    """The evaluation report's viewer section (kept during `evaluate`): the input, each method and its
+    labels for the first cases, drawn offline."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from cardiorecon.io import read_study
+    from cardiorecon.phantom import generate_cohort
+    from cardiorecon.recon.pipeline import reconstruct
+    from cardiorecon.report.page import build_page
+    from cardiorecon.report.cohort import write_html
+    from cardiorecon.report.viewer import evaluation_viewer_section, keep_evaluation, keep_evaluation_labels
+
+    generate_cohort(tmp_path / "data", 1, "healthy", seed=42, num_frames=2, progress=False, truth=False)
+    study = read_study(tmp_path / "data" / "healthy_0042")
+    figures: dict = {}
+    for method in ("nearest", "linear"):
+        rec = reconstruct(study, method, factor=3, frames=[0, 1])
+        keep_evaluation(figures, "healthy_0042", study, rec, method)
+        for i, t in enumerate(rec.frames):
+            labels = (rec.normalised.data[..., i] > 0.3).astype(np.uint8)  # a stand-in segmentation
+            keep_evaluation_labels(figures, "healthy_0042", t, method, labels, labels)
+    keep_evaluation(figures, "another", study, SimpleNamespace(frames=[0], normalised=rec.normalised), "x", 1)
+    assert list(figures["viewer"]) == ["healthy_0042"]  # only the first max_cases cases
+    section = evaluation_viewer_section(figures)
+    html = section["html"]
+    assert "nearest labels" in html and "reference labels" in html and "LAX 4ch" in html
+    page = write_html(tmp_path / "report.html", build_page("evaluation", sections=[section]))
+    res = open_page(page)
+    assert attr(res["dom"], "data-state") == "drawn" and float(attr(res["dom"], "data-lit-share")) > 0.05
+    assert res["requests"] == []

@@ -124,6 +124,9 @@ class Evaluator:
         weights_mb = 0.0 if method in ("nearest", "linear", "cubic", "register", "fusion") or model is None else \
             sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
         rec = dataclasses.replace(rec, peak_memory_mb=max(rec.peak_memory_mb - before_mb, 0.0) + weights_mb)
+        from cardiorecon.report.viewer import keep_evaluation
+
+        keep_evaluation(self.figures, case, study, rec, method, self.figure_cases)  # issue 27: the report's viewer
         if rec.grid.region is not None and "heart_region" not in self.data[case]:
             from cardiorecon.preprocess import region_share
 
@@ -147,6 +150,9 @@ class Evaluator:
         frame scroller: the method's (X, Y, Z) volume and segmentation beside the reference ones. Only
         the first `figure_cases` cases are kept. Artefact indicators are kept for every case."""
         from cardiorecon.report.artefacts import indicators
+        from cardiorecon.report.viewer import keep_evaluation_labels
+
+        keep_evaluation_labels(self.figures, case, frame, method, pred, truth_labels)  # issue 27: the viewer
 
         self.figures.setdefault("artefacts", {})[(case, str(frame), method)] = indicators(dense, pred, slices)
         kept = self.figures.setdefault("scroller", {})

@@ -356,3 +356,71 @@ def outputs_page(folder: str | Path, method: str) -> str:
     return build_page(f"cardiorecon: {folder.name}", f"outputs of {method} in {folder}",
                       warning=case.get("message", ""),
                       sections=[{"title": "Viewer", "id": "viewer", "html": viewer_html({folder.name: case})}])
+
+
+# ----- the evaluation report -----
+#: Cases of an evaluation whose volumes the report's viewer embeds (the first ones run).
+EVALUATION_CASES = 3
+
+
+def keep_evaluation(figures: dict, case: str, study, rec, method: str, max_cases: int = EVALUATION_CASES) -> None:
+    """Keep (uint8) a method's dense reconstruction of `case` for the evaluation report's viewer, with the
+    study it was given (its input SAX and LAX views); only the first `max_cases` cases."""
+    kept = figures.setdefault("viewer", {})
+    if case not in kept and len(kept) >= max_cases:
+        return
+    entry = kept.setdefault(case, {"study": study, "frames": list(rec.frames), "methods": {}, "labels": {}})
+    entry["methods"][method] = (to_uint8(rec.normalised.data), np.array(rec.normalised.affine))
+
+
+def keep_evaluation_labels(figures: dict, case: str, frame, method: str, labels: np.ndarray | None,
+                           reference: np.ndarray | None = None) -> None:
+    """Keep one frame of a method's predicted labels (and the reference labels) for the viewer."""
+    entry = figures.get("viewer", {}).get(case)
+    if entry is None:
+        return
+    if labels is not None:
+        entry["labels"].setdefault(method, {})[str(frame)] = np.asarray(labels, np.uint8)
+    if reference is not None:
+        entry["labels"].setdefault("reference", {})[str(frame)] = np.asarray(reference, np.uint8)
+
+
+def evaluation_viewer_section(figures: dict) -> dict | None:
+    """The evaluation report's viewer section: per kept case, the input SAX, every method's reconstruction
+    and labels (and the reference labels) in their true place, with the LAX views as planes."""
+    kept = figures.get("viewer") or {}
+    if not kept:
+        return None
+    cases = {}
+    budget = PAGE_BUDGET // max(len(kept), 1)
+    for case, e in kept.items():
+        study, frames = e["study"], e["frames"]
+        methods = e["methods"]
+        if not methods:
+            continue
+        first = next(iter(methods.values()))
+        X, Y, Z = first[0].shape[:3]
+        sax = np.asarray(study.sax.data)
+        sax = sax if sax.ndim == 4 else sax[..., None]
+        crop, crop_affine = crop_to_box(sax[..., [min(t, sax.shape[3] - 1) for t in frames]], study.sax.affine,
+                                        first[1], (X, Y, Z))
+        vols = [("input SAX", crop, crop_affine, False)]
+        vols += [(m, d, a, False) for m, (d, a) in methods.items()]
+        for m, per in e["labels"].items():
+            if all(str(t) in per for t in frames):
+                aff = methods.get(m, first)[1]
+                vols.append((f"{m} labels", np.stack([per[str(t)] for t in frames], -1), aff, True))
+        lax = [lax_plane_entry(f"LAX {n}", v, frames, study.num_frames) for n, v in study.lax.items()]
+        entries, keep = _fit_frames(vols, frames, budget - sum(case_size(x) for x in lax))
+        for x in lax:
+            x["frames"] = [x["frames"][k] for k in keep]
+        interval = study.sax.meta.get("frame_interval")
+        cases[case] = {"volumes": entries, "meshes": lax, "frames": [int(frames[k]) for k in keep],
+                       "frame_ms": [float(frames[k]) * float(interval) for k in keep] if interval else None}
+    if not cases:
+        return None
+    return {"id": "viewer", "title": "Viewer: the volumes, case by case",
+            "html": viewer_html(cases, title="evaluation volumes"),
+            "caption": f"The first {len(cases)} case(s): the input short-axis stack, each method's dense "
+                       "reconstruction (image menu) and its predicted labels or the reference labels (labels menu) "
+                       "in the scanner's coordinates, with the LAX views as planes in the 3D view."}
