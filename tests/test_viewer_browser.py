@@ -124,7 +124,7 @@ def test_evaluation_report_viewer(browser, tmp_path):
     from cardiorecon.report.cohort import write_html
     from cardiorecon.report.viewer import evaluation_viewer_section, keep_evaluation, keep_evaluation_labels
 
-    generate_cohort(tmp_path / "data", 1, "healthy", seed=42, num_frames=2, progress=False, truth=False)
+    generate_cohort(tmp_path / "data", 1, "healthy", seed=42, num_frames=4, progress=False, truth=False)
     study = read_study(tmp_path / "data" / "healthy_0042")
     figures: dict = {}
     for method in ("nearest", "linear"):
