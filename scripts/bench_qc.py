@@ -18,6 +18,7 @@ Parts (each its own run, `--part`):
   a missing RV (its blood pool painted as myocardium in the image). Scored against the dense truth at ED
   and ES and the true volumes.
 - `unlabelled`: biv-me patient1 through `cohort.run_subject` (QC status only; no label map).
+- `pages`: size and time to first draw of pages (`--page PATH`, repeatable) in headless Chromium.
 
     PYTHONPATH=src OMP_NUM_THREADS=1 nice -n 10 python scripts/bench_qc.py --part acdc --out out/bench-qc
     ... --part sunnybrook / phantoms / unlabelled; then --part summary
@@ -87,6 +88,21 @@ def frame_qc(seg, image: np.ndarray, labels: np.ndarray) -> tuple[list, float]:
     return flags + qc.check_score(score), score
 
 
+def _partial(out: Path, name: str, rows: list[dict]) -> None:
+    """Rows so far (a long part can be stopped and still reports what it did)."""
+    import dataclasses
+
+    from cardiorecon.qc import Flag
+
+    def clean(r):
+        r = {k: v for k, v in r.items() if k != "dice_per_class"}
+        if "flags" in r:
+            r["flags"] = [dataclasses.asdict(f) if isinstance(f, Flag) else f for f in r["flags"]]
+        return r
+
+    (out / f"{name}.partial.json").write_text(json.dumps([clean(r) for r in rows], indent=1, default=float))
+
+
 def part_acdc(net, out: Path) -> list[dict]:
     from cardiorecon import qc
     from cardiorecon.segment import segment_slices
@@ -118,6 +134,7 @@ def part_acdc(net, out: Path) -> list[dict]:
             r["flags"] = r["flags"] + es_flags
         print(f"patient{pid}: dice ED {rows[-2]['dice']:.3f} ES {rows[-1]['dice']:.3f}, score {rows[-2]['score']:.3f} "
               f"{rows[-1]['score']:.3f}, {time.perf_counter() - t0:.0f} s", flush=True)
+        _partial(out, "acdc", rows)
     return rows
 
 
@@ -158,6 +175,7 @@ def part_sunnybrook(net, out: Path) -> list[dict]:
             r["function"] = fn
         print(f"{name}: dice ED {rows[-2]['dice']:.3f} ES {rows[-1]['dice']:.3f}; "
               f"{qc.QCReport(rows[-1]['flags']).reasons()}", flush=True)
+        _partial(out, "sunnybrook", rows)
     return rows
 
 
@@ -227,6 +245,7 @@ def part_phantoms(opts_kw: dict, out: Path, n: int = 3) -> list[dict]:
                          "motion_ratio": result["qc"]["measures"].get("motion_ratio")})
             print(f"{src.name}: dice {d:.3f}, vol err {np.round(errs, 1)}, qc {rows[-1]['qc']} "
                   f"{rows[-1]['reasons']}, {time.perf_counter() - t0:.0f} s", flush=True)
+            _partial(out, "phantoms", rows)
     return rows
 
 
@@ -247,6 +266,27 @@ def part_unlabelled(opts_kw: dict, out: Path) -> list[dict]:
     return rows
 
 
+def part_pages(pages: list[Path], out: Path, repeats: int = 3) -> list[dict]:
+    """Size of each page and time to first draw in headless Chromium (tests/browser.py): the viewer's own
+    measure (script start to the first drawn frame, `data-first-draw-ms`) and the wall time of the whole
+    browser run (start, load, draw, exit)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from browser import attr, open_page
+
+    rows = []
+    for page in pages:
+        draws, walls = [], []
+        for _ in range(repeats):
+            res = open_page(page)
+            draws.append(float(attr(res["dom"], "data-first-draw-ms") or "nan"))
+            walls.append(res["seconds"])
+        rows.append({"page": str(page), "mb": page.stat().st_size / 1e6, "state": attr(res["dom"], "data-state"),
+                     "first_draw_ms": draws, "browser_wall_s": walls, "requests": res["requests"]})
+        print(f"{page}: {rows[-1]['mb']:.1f} MB, {rows[-1]['state']}, first draw {np.median(draws):.0f} ms "
+              f"(median of {repeats}), browser run {np.median(walls):.1f} s, requests {res['requests']}", flush=True)
+    return rows
+
+
 def summary(out: Path) -> None:
     from scipy.stats import pearsonr, spearmanr
 
@@ -255,6 +295,7 @@ def summary(out: Path) -> None:
     rows = []
     for part in ("acdc", "sunnybrook", "phantoms"):
         p = out / f"{part}.json"
+        p = p if p.is_file() else out / f"{part}.partial.json"
         if p.is_file():
             rows += json.loads(p.read_text())
     lines = ["| set | cases | bad | bad flagged | good | good flagged (false alarms) | score vs Dice: Pearson r, Spearman rho |",
@@ -287,7 +328,8 @@ def _flag(d):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--part", required=True, choices=["acdc", "sunnybrook", "phantoms", "unlabelled", "summary"])
+    ap.add_argument("--part", required=True, choices=["acdc", "sunnybrook", "phantoms", "unlabelled", "pages", "summary"])
+    ap.add_argument("--page", type=Path, action="append", default=[], help="pages: an HTML page to time (repeat)")
     ap.add_argument("--out", type=Path, default=Path("out/bench-qc"))
     ap.add_argument("--seg-weights", default=None, help="segmentation weights (default: the shipped window network)")
     ap.add_argument("--phantoms", type=int, default=3)
@@ -308,6 +350,8 @@ def main() -> None:
     if args.part in ("acdc", "sunnybrook"):
         net = load_segnet(args.seg_weights or DEFAULT_WINDOW_SEGNET).eval()
         rows = (part_acdc if args.part == "acdc" else part_sunnybrook)(net, args.out)
+    elif args.part == "pages":
+        rows = part_pages(args.page, args.out)
     elif args.part == "phantoms":
         rows = part_phantoms({"torch_threads": 1, "seg_weights": args.seg_weights}, args.out, args.phantoms)
     else:

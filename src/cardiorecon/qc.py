@@ -26,7 +26,7 @@ Rules:
   the dense volume.
 - `lax_agreement`: the reconstruction sampled on each LAX plane against the LAX image (masked NCC).
 - `perturbation_agreement`: the predicted-quality score: mean Dice between the segmenter's labels and
-  its labels under small input perturbations (intensity gamma, in-plane shifts, noise). A segmenter
+  its labels under small input perturbations (intensity gamma, an in-plane shift, noise). A segmenter
   that is unsure of a subject changes its answer under perturbations it should be invariant to; the
   correlation of this score with the real Dice is measured in docs/BENCHMARKS.md (section "Quality
   control").
@@ -514,17 +514,15 @@ def check_lax_agreement(ncc: dict[str, list[float]]) -> list[Flag]:
 # ----- predicted quality -----
 def perturbations(image: np.ndarray, seed: int = 0) -> list[tuple[str, np.ndarray, Callable[[np.ndarray], np.ndarray]]]:
     """(name, perturbed image, map from the perturbed labels back to the original grid) of an image
-    (X, Y, Z) in [-1, 1]: intensity gamma 0.7 and 1.4, in-plane shifts of 2 voxels, Gaussian noise."""
+    (X, Y, Z) in [-1, 1]: intensity gamma 0.7, an in-plane shift of 2 voxels in x and y, Gaussian noise of
+    5 % of the range. Three: each costs one more segmentation of the frame."""
     img = np.asarray(image, np.float32)
     u = np.clip((img + 1) / 2, 0, 1)
     rng = np.random.default_rng(seed)
     ident = (lambda lab: lab)
-    out = [("gamma 0.7", u ** 0.7 * 2 - 1, ident), ("gamma 1.4", u ** 1.4 * 2 - 1, ident)]
-    for dx, dy in ((2, 0), (0, -2)):
-        shifted = np.roll(img, (dx, dy), axis=(0, 1))
-        out.append((f"shift {dx},{dy}", shifted, lambda lab, dx=dx, dy=dy: np.roll(lab, (-dx, -dy), axis=(0, 1))))
-    out.append(("noise 0.05", np.clip(img + rng.normal(0, 0.1, img.shape).astype(np.float32), -1, 1), ident))
-    return out
+    return [("gamma 0.7", u ** 0.7 * 2 - 1, ident),
+            ("shift 2,-2", np.roll(img, (2, -2), axis=(0, 1)), lambda lab: np.roll(lab, (-2, 2), axis=(0, 1))),
+            ("noise 0.05", np.clip(img + rng.normal(0, 0.1, img.shape).astype(np.float32), -1, 1), ident)]
 
 
 def perturbation_agreement(segment: Callable[[np.ndarray], np.ndarray], image: np.ndarray,
