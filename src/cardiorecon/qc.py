@@ -18,7 +18,7 @@ Rules:
 - `lax_outside_stack`: LAX views that do not cross the SAX stack (ignored with a note naming the file).
 - `check_function`: EDV, EF, mass outside physiological ranges (`RANGES`, sources cited there); RV and LV
   stroke volumes that disagree; ES volume above ED.
-- `check_curves`: volumes inconsistent across frames (jumps between adjacent frames of a cine).
+- `check_curves`: volumes inconsistent across frames (a frame that jumps away from both neighbours).
 - `check_structures`: LV or RV missing on mid-ventricular slices where the other is present; LV cavity
   not enclosed by myocardium.
 - `acquired_agreement`: the dense segmentation against the segmentation of the acquired slices alone
@@ -256,9 +256,11 @@ def check_function(fn: dict, ranges: dict = RANGES) -> list[Flag]:
     return flags
 
 
-def check_curves(curves: dict, frames: Sequence[int], max_jump: float = 0.3) -> list[Flag]:
-    """Volumes inconsistent across frames: an LV or RV volume that jumps by more than `max_jump` of its
-    range's top between adjacent frames of a cine of at least 8 frames (a real cavity changes smoothly)."""
+def check_curves(curves: dict, frames: Sequence[int], max_spike: float = 0.25) -> list[Flag]:
+    """Volumes inconsistent across frames: an LV or RV volume that leaves the mean of its two neighbouring
+    frames by more than `max_spike` of the curve's maximum (a spike or a dip of one frame; a real cavity
+    changes smoothly: a cosine-like curve sampled at 8 frames departs from its neighbours' mean by under
+    0.1 of its maximum), in a cine of at least 8 frames (taken as one whole cycle)."""
     flags = []
     if len(frames) < 8:
         return flags
@@ -266,13 +268,13 @@ def check_curves(curves: dict, frames: Sequence[int], max_jump: float = 0.3) -> 
         c = np.asarray(curves.get(key, []), float)
         if c.size < 8 or not np.all(np.isfinite(c)) or c.max() <= 0:
             continue
-        jumps = np.abs(np.diff(np.r_[c, c[0]])) / c.max()
-        bad = np.flatnonzero(jumps > max_jump)
+        spike = np.abs(c - (np.roll(c, 1) + np.roll(c, -1)) / 2) / c.max()
+        bad = np.flatnonzero(spike > max_spike)
         if bad.size:
-            fr = [frames[(i + 1) % len(frames)] for i in bad]
-            flags += [Flag("curve_jump", "check", _frame_msg(fr, f"{name} volume jumps by more than "
-                                                                 f"{100 * max_jump:.0f} % of its maximum"), f)
-                      for f in fr]
+            fr = [frames[i] for i in bad]
+            flags += [Flag("curve_jump", "check", _frame_msg(fr, f"{name} volume jumps away from both neighbouring "
+                                                                 f"frames (by more than {100 * max_spike:.0f} % of "
+                                                                 "its maximum)"), f) for f in fr]
     return flags
 
 
