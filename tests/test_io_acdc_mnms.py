@@ -144,3 +144,74 @@ def test_acdc_hdf5_folder_of_several_patients_is_refused(tmp_path):
         _h5(tmp_path / f"patient00{p}_frame01.h5", np.zeros((2, 4, 4), np.float32), np.zeros((2, 4, 4), np.uint8))
     with pytest.raises(InputError, match="HDF5 files of 2 patients"):
         read_study(tmp_path)
+
+
+def _bad_acdc(kind, folder):
+    """One bad ACDC input per kind: the path given to `cardiorecon segment` and the file its error names."""
+    a = np.diag([1.5, 1.5, 10, 1])
+    if kind == "hdf5 without label":
+        _h5(folder / "patient004_frame01.h5", np.zeros((2, 4, 4), np.float32))
+        return folder / "patient004_frame01.h5", "patient004_frame01.h5"
+    _acdc_frames_only(folder, a)
+    if kind == "Info.cfg frame":
+        (folder / "Info.cfg").write_text("ED: 1\nES: 9\n")
+        return folder, "Info.cfg"
+    (folder / "Info.cfg").write_text("ED: 1\nES: 12\n")
+    if kind == "gt grid":
+        _save(folder / "patient007_frame01_gt.nii.gz", np.zeros((5, 7, 2), np.uint8), a)
+        return folder, "patient007_frame01_gt.nii.gz"
+    bad = _acdc_gt()
+    bad[3, 3, 0] = 5
+    _save(folder / "patient007_frame12_gt.nii.gz", bad, a)
+    return folder, "patient007_frame12_gt.nii.gz"
+
+
+@pytest.mark.parametrize("kind", ["gt grid", "Info.cfg frame", "labels outside 0-3", "hdf5 without label"])
+def test_segment_command_on_bad_acdc_input_is_one_line_exit_2_nothing_written(tmp_path, kind):
+    from typer.testing import CliRunner
+
+    from cardiorecon.cli import app
+
+    subject = tmp_path / "subject"
+    subject.mkdir()
+    path, named = _bad_acdc(kind, subject)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["segment", str(path), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and named in lines[0] and "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_segment_command_writes_volumes_and_the_clinical_numbers(tmp_path):
+    """`segment` on a study with geometry: function.csv per frame and the printed EDV/ESV/SV/EF/mass
+    agree with study_function on the written labels; without geometry (ACDC HDF5) no mL at all."""
+    from typer.testing import CliRunner
+
+    from cardiorecon.cli import app
+    from cardiorecon.metrics.function import study_function
+    from cardiorecon.phantom.acquire import generate_cohort
+
+    subj = generate_cohort(tmp_path / "ph", 1, "healthy", seed=40, num_frames=4, progress=False, truth=False)[0]
+    study = read_study(subj)
+    frames = sorted({study.ed_frame, study.es_frame})
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["segment", str(subj), "--frames", "ed,es", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    lab = nib.load(str(out / "seg_sa.nii.gz"))
+    rows, summary = study_function(np.asarray(lab.dataobj), lab.header.get_zooms()[:3], frames,
+                                   study.ed_frame, study.es_frame)
+    text = (out / "function.csv").read_text().splitlines()
+    assert text[0] == "frame,phase,lv_ml,rv_ml,lv_myo_ml,lv_mass_g" and len(text) == 3
+    assert float(text[1].split(",")[2]) == pytest.approx(rows[0]["lv_ml"], abs=1e-3)
+    assert f"EDV {summary['lv_edv_ml']:.1f} mL" in result.output and summary["lv_edv_ml"] > 0
+    assert "qc " in result.output
+
+    h5dir = tmp_path / "h5"
+    h5dir.mkdir()
+    _h5(h5dir / "patient004_frame01.h5", np.random.rand(3, 40, 40).astype(np.float32), np.zeros((3, 40, 40), np.uint8))
+    out2 = tmp_path / "out2"
+    result = CliRunner().invoke(app, ["segment", str(h5dir / "patient004_frame01.h5"), "--out", str(out2)])
+    assert result.exit_code == 0, result.output
+    assert "no volumes: the input has no geometry" in result.output and " mL" not in result.output
+    assert not (out2 / "function.csv").exists()

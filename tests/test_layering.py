@@ -24,9 +24,10 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("recon", ("cardiorecon.recon", "cardiorecon.codes")),
     ("segment", ("cardiorecon.segment", "cardiorecon.cine_segmentation")),
     ("training", ("cardiorecon.training",)),
-    ("clinical", ("cardiorecon.meshes",)),
+    ("clinical", ("cardiorecon.meshes", "cardiorecon.qc")),
     ("report", ("cardiorecon.report",)),
-    ("orchestration", ("cardiorecon.evaluator", "cardiorecon.evaluate", "cardiorecon.cohort", "cardiorecon.demo")),
+    ("orchestration", ("cardiorecon.evaluator", "cardiorecon.evaluate", "cardiorecon.cohort", "cardiorecon.demo",
+                       "cardiorecon.qc_subject")),
     ("cli", ("cardiorecon.cli",)),
 ]
 

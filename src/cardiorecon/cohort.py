@@ -42,7 +42,7 @@ CSV_EVERY_S = 30.0  # cohort.csv is rewritten at most this often while a cohort 
 RESULT = "result.json"
 FAILED = "failed.json"
 
-COLUMNS = ["subject", "status", "method", "frames", "ed_frame", "es_frame", "lv_edv_ml", "lv_esv_ml", "lv_sv_ml",
+COLUMNS = ["subject", "status", "qc", "qc_reasons", "qc_score", "method", "frames", "ed_frame", "es_frame", "lv_edv_ml", "lv_esv_ml", "lv_sv_ml",
            "lv_ef", "lv_mass_g", "rv_edv_ml", "rv_esv_ml", "rv_sv_ml", "rv_ef", "mesh_max_error_pct",
            "meshes_watertight", "seconds", "seconds_per_frame", "peak_mb", "device", "worker", "models_loaded",
            "resumed", "path", "error"]
@@ -203,6 +203,10 @@ def run_subject(path: str | Path, out: str | Path, options: CohortOptions = Coho
     from cardiorecon.plan import make_plan, write_plan
     from cardiorecon.recon.pipeline import reconstruct, to_native, working_grid
     from cardiorecon.report.cohort import slices_png, subject_page, volume_curve_png, write_html
+    from cardiorecon.qc import drop_lax_outside_stack
+    from cardiorecon.qc_subject import subject_qc
+    from cardiorecon.report.qc_page import write_thumbnail
+    from cardiorecon.report.viewer import subject_viewer
     from cardiorecon.volume import Volume
 
     t_start = time.perf_counter()
@@ -218,6 +222,7 @@ def run_subject(path: str | Path, out: str | Path, options: CohortOptions = Coho
     with PeakMemory() as mem:
         models = models or load_models(options)
         study = read_study(path)
+        notes.extend(drop_lax_outside_stack(study))  # issue 27: a LAX view that misses the stack is named, ignored
         alignment = _alignment(study, options, notes)
         frames = study.resolve_frames(str(options.frames))
         config = options.recon_config()
@@ -267,7 +272,8 @@ def run_subject(path: str | Path, out: str | Path, options: CohortOptions = Coho
                        **{k: round(float(v[i]), 4) for k, v in curves.items()}} for i, t in enumerate(frames)]
         files.append(write_csv_rows(out / "volumes.csv", curve_rows, list(curve_rows[0])))
         curve_png = volume_curve_png(times if interval else frames, curves, phases.get("ed"), phases.get("es"),
-                                     f"{subject}: {m}, {len(frames)} frames")
+                                     f"{subject}: {m}, {len(frames)} frames",
+                                     xlabel="time from the trigger (ms)" if interval else "frame")
         files.append(atomic_write(out / "volumes.png", lambda tmp: Path(tmp).write_bytes(curve_png), suffix=".png"))
 
         mesh_rows = []
@@ -286,14 +292,21 @@ def run_subject(path: str | Path, out: str | Path, options: CohortOptions = Coho
                "seconds_per_frame": float(np.mean(rec.seconds_per_frame)), "device": models.device,
                "worker": os.getpid(), "models_loaded": models_loaded(), "resumed": False, "path": str(path),
                "error": ""}
-        slice_png = slices_png(rec.normalised.data, label_vol.data if label_vol.data.ndim == 4 else label_vol.data[..., None],
-                               {k.upper(): v for k, v in phases.items()})
+        # QC, thumbnail, slices and viewer on the working grid, with the reconstruction
+        work_labels = label_vol.data if label_vol.data.ndim == 4 else label_vol.data[..., None]
+        first = next(iter(phases.values()))
+        qc_report = subject_qc(study, rec, work_labels, curves, fn, frames, models.segnet)  # issue 27
+        row.update(qc_report.row())
+        files.append(write_thumbnail(out, rec.normalised.data[..., first], work_labels[..., first]))
+        slice_png = slices_png(rec.normalised.data, work_labels, {k.upper(): v for k, v in phases.items()})
     row["seconds"] = time.perf_counter() - t_start
     row["peak_mb"] = mem.peak_mb
     rel = [str(Path(f).relative_to(out)) for f in files]
-    page = subject_page(subject, row, curve_png, slice_png, mesh_rows, rel, notes)
+    page = subject_page(subject, row, curve_png, slice_png, mesh_rows, rel, notes, qc=qc_report.to_json(),
+                        viewer=subject_viewer(out, study, rec, work_labels, frames, m, first))
     files.append(write_html(out / "subject.html", page))
-    result = {"row": row, "options": options.key(), "curves": curve_rows, "meshes": mesh_rows, "notes": notes,
+    result = {"row": row, "options": options.key(), "qc": qc_report.to_json(), "curves": curve_rows,
+              "meshes": mesh_rows, "notes": notes,
               "files": rel + ["subject.html"]}
     _write_json(out / RESULT, result)
     (out / FAILED).unlink(missing_ok=True)
@@ -302,7 +315,8 @@ def run_subject(path: str | Path, out: str | Path, options: CohortOptions = Coho
 
 
 def _failed_row(subject: str, path: Path, options: CohortOptions, error: str, seconds: float = 0.0) -> dict:
-    return {**{c: "" for c in COLUMNS}, "subject": subject, "status": "failed", "method": options.method,
+    return {**{c: "" for c in COLUMNS}, "subject": subject, "status": "failed", "qc": "fail",
+            "qc_reasons": "the run failed", "method": options.method,
             "path": str(path), "seconds": seconds, "resumed": False, "error": error}
 
 
@@ -465,7 +479,7 @@ def run_cohort(data: Sequence[str | Path], out: str | Path, options: CohortOptio
     failed = sum(r["status"] == "failed" for r in final)
     intro = (f"{len(subjects)} subject(s) from {', '.join(map(str, data))}; method {options.method}, factor "
              f"{options.factor}, frames {options.frames}, temporal {options.temporal}")
-    html_path = write_html(out / "cohort.html", cohort_page(final, COLUMNS, "cardiorecon cohort", intro))
+    html_path = write_html(out / "cohort.html", cohort_page(final, COLUMNS, "cardiorecon cohort", intro, out))
     return CohortRun(final, csv_path, html_path, done, failed, resumed, time.perf_counter() - t0)
 
 

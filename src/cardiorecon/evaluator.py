@@ -20,6 +20,7 @@ from cardiorecon.recon import ReconConfig, get_method, reconstruct
 from cardiorecon.recon.pipeline import Reconstruction, working_grid, write_reconstruction
 from cardiorecon.report.artefacts import indicators
 from cardiorecon.report.provenance import describe_data, weights_entry
+from cardiorecon.report.viewer import keep_evaluation, keep_evaluation_labels
 from cardiorecon.segment import DEFAULT_WINDOW_SEGNET, load_segnet
 from cardiorecon.volume import Study
 
@@ -122,6 +123,7 @@ class Evaluator:
         weights_mb = 0.0 if self.weights_needed(method) is None or model is None else \
             sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
         rec = dataclasses.replace(rec, peak_memory_mb=max(rec.peak_memory_mb - before_mb, 0.0) + weights_mb)
+        keep_evaluation(self.figures, case, study, rec, method, self.figure_cases)  # issue 27: the report's viewer
         if rec.grid.region is not None and "heart_region" not in self.data[case]:
             entry = rec.grid.region.to_json()
             if study.sax_labels is not None:  # scoring only: how much of the labelled heart the region holds
@@ -142,6 +144,7 @@ class Evaluator:
         """Keep up to `most` of `slices` (the new ones) of this case and frame for the report's slice and
         frame scroller: the method's (X, Y, Z) volume and segmentation beside the reference ones. Only
         the first `figure_cases` cases are kept. Artefact indicators are kept for every case."""
+        keep_evaluation_labels(self.figures, case, frame, method, pred, truth_labels)  # issue 27: the viewer
         self.figures.setdefault("artefacts", {})[(case, str(frame), method)] = indicators(dense, pred, slices)
         kept = self.figures.setdefault("scroller", {})
         if case not in kept and len(kept) >= self.figure_cases:

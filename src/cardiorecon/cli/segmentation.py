@@ -19,14 +19,17 @@ def segment(study: Path = typer.Argument(..., help="Subject folder (any layout) 
                                     help=ALIGN_HELP),
             device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
             out: Path = typer.Option(..., "--out", help="Output folder")) -> None:
-    """Segment the SAX (LV cavity 1, LV myocardium 2, RV cavity 3) on the input grid and the model grid."""
+    """Segment the SAX (LV cavity 1, LV myocardium 2, RV cavity 3) on the input grid and the model grid;
+    per-frame volumes in function.csv, LV/RV EDV, ESV, SV, EF and LV mass printed."""
     from cardiorecon.errors import CardioReconError
     from cardiorecon.io import read_study
     from cardiorecon.io.nifti import write_nifti
-    from cardiorecon.metrics import ventricular_function
+    from cardiorecon.io.nifti import write_csv_rows
+    from cardiorecon.metrics.function import study_function
+    from cardiorecon.qc import segment_qc_line
     from cardiorecon.segment import DEFAULT_WINDOW_SEGNET, load_segnet, segment_study
 
-    check_out(out, [study], ("seg_sa.nii.gz", "seg_sa_model_grid.nii.gz"))
+    check_out(out, [study], ("seg_sa.nii.gz", "seg_sa_model_grid.nii.gz", "function.csv"))
     try:
         s = read_study(study)
         net = load_segnet(DEFAULT_WINDOW_SEGNET if weights is None else weights).to(torch_device(device))
@@ -39,8 +42,30 @@ def segment(study: Path = typer.Argument(..., help="Subject folder (any layout) 
             typer.echo(f"wrote {write_nifti(vol, out / name)}")
     except CardioReconError as exc:
         fail(exc)
-    if s.ed_frame in frame_list and s.es_frame is not None and s.es_frame in frame_list:
-        lab = native.data if native.data.ndim == 4 else native.data[..., None]
-        fn = ventricular_function(lab[..., frame_list.index(s.ed_frame)], lab[..., frame_list.index(s.es_frame)],
-                                  s.sax.spacing.tolist())
-        typer.echo("  ".join(f"{k} {v:.1f}" for k, v in fn.items()))
+    summary = None
+    if s.meta.get("geometry", True) is False:
+        # e.g. ACDC HDF5: the pixel size and slice spacing are unknown, so no volume can be given in mL
+        typer.echo("no volumes: the input has no geometry (pixel size and slice spacing unknown)")
+    else:
+        rows, summary = study_function(native.data, s.sax.spacing.tolist(), frame_list, s.ed_frame, s.es_frame)
+        csv_rows = [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
+        typer.echo(f"wrote {write_csv_rows(out / 'function.csv', csv_rows, list(csv_rows[0]))}")
+        typer.echo(function_text(summary))
+    one_frame = summary is not None and summary["es_frame"] == ""
+    typer.echo(segment_qc_line(s, frame_list, None if summary is None or one_frame else summary))
+
+
+def function_text(summary: dict) -> str:
+    """The clinical numbers of `metrics.function.study_function` in two lines (blank where undefined)."""
+    def num(key: str, unit: str) -> str:
+        v = summary.get(key)
+        return "-" if not isinstance(v, float) or v != v else f"{v:.1f}{unit}"
+
+    src = {"study": "the study's ED/ES frames", "curve": "largest/smallest LV cavity",
+           "one frame": "one frame"}[str(summary["ed_es"])]
+    lines = [f"ED frame {summary['ed_frame']}, ES frame {summary['es_frame'] if summary['es_frame'] != '' else '-'} ({src})"]
+    for name in ("lv", "rv"):
+        lines.append(f"{name.upper()}: EDV {num(f'{name}_edv_ml', ' mL')}  ESV {num(f'{name}_esv_ml', ' mL')}  "
+                     f"SV {num(f'{name}_sv_ml', ' mL')}  EF {num(f'{name}_ef', ' %')}"
+                     + (f"  mass {num('lv_mass_g', ' g')}" if name == "lv" else ""))
+    return "\n".join(lines)

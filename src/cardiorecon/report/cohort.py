@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from cardiorecon.io.nifti import atomic_write
+from cardiorecon.report.qc_page import MAX_TABLE_ROWS, cohort_findings, cohort_table, subject_links
 
 
 def _pyplot():
@@ -28,8 +29,9 @@ def _png(fig) -> bytes:
 
 
 def volume_curve_png(times_ms: Sequence[float], curves: dict[str, Sequence[float]], ed: int | None,
-                     es: int | None, title: str) -> bytes:
-    """LV and RV cavity volume (mL) over the cycle, ED and ES marked."""
+                     es: int | None, title: str, xlabel: str = "time from the trigger (ms)") -> bytes:
+    """LV and RV cavity volume (mL) over the cycle, ED and ES marked (None: not in the frames); x: ms
+    from the trigger times, or the frame number (xlabel "frame") where the frame interval is unknown."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6))
     t = np.asarray(times_ms, float)
@@ -40,7 +42,9 @@ def volume_curve_png(times_ms: Sequence[float], curves: dict[str, Sequence[float
             continue
         ax.axvline(t[idx], color="0.5", ls="--", lw=0.8)
         ax.text(t[idx], ax.get_ylim()[1], name, ha="center", va="bottom", fontsize=8)
-    ax.set_xlabel("time in cycle (ms)")
+    ax.set_xlabel(xlabel)
+    if xlabel == "frame":
+        ax.set_xticks(t)  # whole frame numbers, not 0.25 steps of a two-frame study
     ax.set_ylabel("volume (mL)")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
@@ -104,7 +108,7 @@ def _num(v, fmt: str = ".1f") -> dict:
 
 
 def subject_page(subject: str, numbers: dict, curve_png: bytes, slice_png: bytes | None, meshes: list[dict],
-                 files: list[str], notes: list[str]) -> str:
+                 files: list[str], notes: list[str], qc: dict | None = None, viewer: str = "") -> str:
     """One subject (report.page.build_page): the clinical numbers, the volume curves, ED/ES slices,
     the meshes, notes and links to every file written."""
     from cardiorecon.report.page import build_page
@@ -128,7 +132,8 @@ def subject_page(subject: str, numbers: dict, curve_png: bytes, slice_png: bytes
                                            _num(m["volume_error_pct"], "+.2f"),
                                            {"text": "yes" if m["watertight"] else "NO"}, _num(m["faces"], ".0f")]}
                                 for m in meshes]})
-    sections = [{"title": "Volume curves", "png": curve_png, "alt": "LV and RV cavity volume over the cycle",
+    sections = [{"title": "Viewer", "id": "viewer", "html": viewer}] if viewer else []
+    sections += [{"title": "Volume curves", "png": curve_png, "alt": "LV and RV cavity volume over the cycle",
                  "caption": "LV and RV cavity volume (mL) of every frame; ED and ES marked. Values in volumes.csv."}]
     if slice_png is not None:
         sections.append({"title": "ED and ES", "png": slice_png, "alt": "mid-ventricular slice at ED and ES",
@@ -136,17 +141,23 @@ def subject_page(subject: str, numbers: dict, curve_png: bytes, slice_png: bytes
                                     "(red), LV myocardium (green), RV cavity (blue)."})
     intro = (f"method {n.get('method', '')}, {n.get('frames', '')} frame(s), ED frame {n.get('ed_frame', '')}, "
              f"ES frame {n.get('es_frame', '')}, {float(n.get('seconds', 0)):.1f} s, device {n.get('device', '')}")
+    from cardiorecon.report.qc_page import subject_findings
+
+    headline, findings = subject_findings(qc)
     return build_page(f"cardiorecon cohort: {subject}", intro, tables=tables, sections=sections, notes=notes,
-                      links=[(f, f) for f in files])
+                      links=[(f, f) for f in files], headline=headline, findings=findings)
 
 
 COHORT_DISTRIBUTIONS = (("lv_ef", "LV EF (%)"), ("lv_edv_ml", "LV EDV (mL)"), ("lv_mass_g", "LV mass (g)"),
                         ("rv_ef", "RV EF (%)"), ("seconds", "seconds per subject"))
 #: Subjects listed in the page's table at most (cohort.csv has them all).
-MAX_TABLE_ROWS = 2000
 
 
-def cohort_page(rows: list[dict], columns: Sequence[str], title: str, intro: str) -> str:
+#: Histograms of the cohort's numbers only from this many subjects done (a histogram of one value says nothing).
+MIN_DISTRIBUTION = 5
+
+
+def cohort_page(rows: list[dict], columns: Sequence[str], title: str, intro: str, out_dir: Path | None = None) -> str:
     """The cohort (report.page.build_page): counts, failures, distributions, one row per subject."""
     from cardiorecon.report.page import build_page
 
@@ -161,14 +172,17 @@ def cohort_page(rows: list[dict], columns: Sequence[str], title: str, intro: str
                                                        {"text": str(r.get(c, ""))} for c in shown]}
                       for r in done[:MAX_TABLE_ROWS]],
              "notes": [f"{len(done) - MAX_TABLE_ROWS} more in cohort.csv"] if len(done) > MAX_TABLE_ROWS else []}
-    dist = distributions_png(done, COHORT_DISTRIBUTIONS)
+    table = cohort_table(rows, table, out_dir)  # issue 27: QC column first, thumbnails, outputs checked
+    headline, qc_findings = cohort_findings(rows)
+    dist = distributions_png(done, COHORT_DISTRIBUTIONS) if len(done) >= MIN_DISTRIBUTION else None
     sections = [] if dist is None else [{"title": "Distributions", "png": dist, "alt": "histograms over the subjects",
                                           "caption": "Over the subjects done."}]
-    headline = f"{len(done)} done, {len(failures)} failed or skipped, {len(rows)} in all."
-    links = [("cohort.csv", "cohort.csv")] + [(r["subject"], f"subjects/{r['subject']}/subject.html")
-                                              for r in done[:MAX_TABLE_ROWS]]
-    return build_page(title, intro, headline=headline, failures=failures, tables=[table], sections=sections,
-                      links=links)
+    headline += f" {len(done)} done, {len(failures)} failed or skipped, {len(rows)} in all."
+    if len(done) < MIN_DISTRIBUTION:
+        headline += f" (Distributions are drawn from {MIN_DISTRIBUTION} subjects done.)"
+    links = [("cohort.csv", "cohort.csv")] + subject_links(done[:MAX_TABLE_ROWS], out_dir)
+    return build_page(title, intro, headline=headline, findings=qc_findings, failures=failures, tables=[table],
+                      sections=sections, links=links)
 
 
 __all__ = ["cohort_page", "distributions_png", "slices_png", "subject_page", "volume_curve_png", "write_html"]

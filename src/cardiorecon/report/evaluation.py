@@ -367,7 +367,9 @@ def write_report(rows: list[dict], figures_data: dict, methods: list[str], out: 
     art = artefact_table(figures_data.get("artefacts", {}), methods, colours)
     if art:
         page_tables.append(art)
-    secs: list[dict] = []
+    from cardiorecon.report.viewer import evaluation_viewer_section
+
+    secs: list[dict] = [v for v in [evaluation_viewer_section(figures_data)] if v]  # issue 27
     scroller = _scroller_section(figures_data, methods, colours)
     if scroller:
         secs.append(scroller)

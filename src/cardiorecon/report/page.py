@@ -137,7 +137,10 @@ def _cell(c: dict, tag: str = "td") -> str:
     v = c.get("value")
     dv = "" if v is None or v != v else f" data-v='{v:.6g}'"  # v != v: NaN
     title = f" title='{esc(c['title'])}'" if c.get("title") else ""
-    return f"<{tag}{(' class=' + repr(cls)) if cls else ''}{dv}{title}>{esc(c.get('text', ''))}</{tag}>"
+    if c.get("wrap"):
+        title += " style='white-space:normal;text-align:left;min-width:16em'"
+    body = c["html"] if "html" in c else esc(c.get("text", ""))  # "html": a trusted fragment (report/qc_page.py)
+    return f"<{tag}{(' class=' + repr(cls)) if cls else ''}{dv}{title}>{body}</{tag}>"
 
 
 def table_html(t: dict) -> str:
@@ -153,7 +156,7 @@ def table_html(t: dict) -> str:
         name = (f"<button type='button' class='expand' aria-expanded='false' title='per case'>"
                 f"<span class='tri'>&#9656;</span> {sw}{esc(r['name'])}</button>") if details else f"{sw}{esc(r['name'])}"
         cells = "".join(_cell(c) for c in r["cells"])
-        rows = [f"<tr><td data-v='{esc(r['name'])}'>{name}</td>{cells}</tr>"]
+        rows = [f"<tr><td data-v='{esc(r.get('key', r['name']))}'>{name}</td>{cells}</tr>"]
         for d in details:
             rows.append(f"<tr class='detail' hidden><td>{esc(d['name'])}</td>"
                         + "".join(_cell(c) for c in d["cells"]) + "</tr>")
@@ -250,7 +253,9 @@ def build_page(title: str, intro: str = "", *, findings: list[dict] | None = Non
                links: list[tuple[str, str]] | None = None, notes: list[str] | None = None) -> str:
     """The whole page as a string (see the module docstring for the shapes of the arguments)."""
     link_html = " ".join(f"<a href='{esc(h)}'>{esc(t)}</a>" for t, h in (links or []))
+    viewer = any("nv-viewer" in (sec.get("html") or "") for sec in (sections or []))  # report/viewer.py
     parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+             f"<meta http-equiv='Content-Security-Policy' content=\"{_viewer_csp()}\">" if viewer else "",
              "<meta name='viewport' content='width=device-width, initial-scale=1'>",
              f"<title>{esc(title)}</title><style>{CSS}</style></head><body>",
              f"<header><h1>{esc(title)}</h1>" + (f"<p>{esc(intro)}</p>" if intro else "")
@@ -265,6 +270,15 @@ def build_page(title: str, intro: str = "", *, findings: list[dict] | None = Non
     parts.append(_provenance_html(provenance or {}))
     parts.append(f"</main><script>{JS}</script></body></html>")
     return "\n".join(p for p in parts if p)
+
+
+#: the Content-Security-Policy of a page with the viewer: nothing outside the file (issue 27)
+CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data: blob:; "
+       "font-src data:; connect-src data: blob:; worker-src blob:")
+
+
+def _viewer_csp() -> str:
+    return CSP
 
 
 def scroller_html(cases: dict[str, dict], columns: list[str], colours: dict[str, str] | None = None,
