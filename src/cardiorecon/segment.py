@@ -15,8 +15,8 @@ from cardiorecon.models.segnet import SegConfig, SegNet
 from cardiorecon.volume import Study, Volume
 
 DEFAULT_SEGNET = Path(__file__).resolve().parent / "weights" / "segnet_tiny"  # crop network (model grid)
-#: the whole-field network (issue 15): `segment_slices`, the segment command and evaluate use it
-DEFAULT_WINDOW_SEGNET = Path(__file__).resolve().parent / "weights" / "segnet_synth"
+#: the whole-field network (issues 15, 25): `segment_slices`, segment, evaluate and cohort use it
+DEFAULT_WINDOW_SEGNET = Path(__file__).resolve().parent / "weights" / "segnet_real"  # issue 25 (ACDC-trained)
 
 
 def load_segnet(path: str | Path | None = None) -> SegNet:
@@ -281,7 +281,7 @@ def segment_slices(images: np.ndarray, affine: np.ndarray, net: SegNet | None = 
     (canonical orientation, `canonical_flip`), intensities mapped to [-1, 1] by the percentiles of
     the whole stack, segmented by sliding windows, the class probabilities resampled back onto the
     input pixels before the argmax, and each frame cleaned (`clean_labels`). Needs a window network
-    (default: the shipped `segnet_synth`)."""
+    (default: the shipped `segnet_real`)."""
     net = load_segnet(DEFAULT_WINDOW_SEGNET) if net is None else net
     if net.config.inference != "window":
         raise ValueError(f"segment_slices needs a whole-field (window) network, {net.config.name} is "

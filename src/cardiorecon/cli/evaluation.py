@@ -66,7 +66,7 @@ def evaluate(data: list[Path] = typer.Argument(..., help="Subject folders, or fo
         ev = Evaluator(method_list, align=align, lax_thickness_mm=lax_thickness,
                        config=ReconConfig(adapt=ReconConfig().adapt if adapt is None else adapt)).load(
             weights, dmcvr_weights,
-            # the phantom protocol is scored by the phantom's own segmenter (see demo.py), real scans by segnet_synth
+            # the phantom protocol is scored by the phantom's own segmenter (see demo.py), real scans by segnet_real
             seg_weights if seg_weights is not None or protocol != "phantom" else DEFAULT_SEGNET,
             segmentation=not no_segmentation)
         dev = torch_device(device)
