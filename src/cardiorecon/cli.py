@@ -403,6 +403,7 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
         cfg = ReconConfig(invert_steps=invert_steps, decode_steps=decode_steps, depth=depth, lag=lag,
                           lag_init=init if init in ("register", "fusion") else "diffae", lag_warm=lag_warm,
                           adapt=ReconConfig().adapt if adapt is None else adapt)
+        cfg = dataclasses.replace(cfg, selfsr=dataclasses.replace(cfg.selfsr, device=str(dev)))  # selfsr's CNN
         views = [v.strip() for v in lax_views.split(",")] if lax_views else None
         rec = run(s, method, factor=factor, spacing_mm=spacing if factor is None else None, frames=_frames(frames),
                   lax_views=views, model=model, config=cfg, progress=True, align=_alignment(s, align, views))

@@ -108,7 +108,7 @@ class Evaluator:
     def run(self, study: Study, method: str, factor: int, frames: list[int], lax_views: list[str] | None = None,
             align: str | None = None) -> Reconstruction:
         model = self.dmcvr if method == "dmcvr" else self.model
-        if method in ("nearest", "linear", "cubic", "register", "fusion"):  # on the same model grid as the others
+        if method in ("nearest", "linear", "cubic", "register", "fusion", "selfsr"):  # on the same model grid as the others
             model = self.model if self.model is not None else self.dmcvr
         from cardiorecon.recon.pipeline import PeakMemory
         from cardiorecon.report.provenance import describe_data
@@ -121,7 +121,7 @@ class Evaluator:
                           config=self.config, progress=self.progress, align=alignment)
         # Memory of this method alone: the peak above what the process held before it (other methods'
         # models, the data), plus the weights this method uses; a classical method uses none.
-        weights_mb = 0.0 if method in ("nearest", "linear", "cubic", "register", "fusion") or model is None else \
+        weights_mb = 0.0 if method in ("nearest", "linear", "cubic", "register", "fusion", "selfsr") or model is None else \
             sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
         rec = dataclasses.replace(rec, peak_memory_mb=max(rec.peak_memory_mb - before_mb, 0.0) + weights_mb)
         if rec.grid.region is not None and "heart_region" not in self.data[case]:

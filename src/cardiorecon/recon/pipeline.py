@@ -34,10 +34,11 @@ from cardiorecon.recon.adapt import AdaptConfig
 from cardiorecon.recon.fusion import FusionConfig, FusionResult, SliceProfile, coarsen_view, fuse
 from cardiorecon.recon.lax import LaxOperator
 from cardiorecon.recon.register import RegisterConfig, register_stack
+from cardiorecon.recon.selfsr import SelfSRConfig, prepare as prepare_selfsr
 from cardiorecon.volume import FrameSelectionError, Study, Volume
 
-Method = Literal["nearest", "linear", "cubic", "register", "fusion", "diffae", "lag", "dmcvr"]
-METHODS: tuple[str, ...] = ("nearest", "linear", "cubic", "register", "fusion", "diffae", "lag", "dmcvr")
+Method = Literal["nearest", "linear", "cubic", "register", "fusion", "diffae", "lag", "dmcvr", "selfsr"]
+METHODS: tuple[str, ...] = ("nearest", "linear", "cubic", "register", "fusion", "diffae", "lag", "dmcvr", "selfsr")
 CLASSICAL = ("nearest", "linear", "cubic")
 LAG_WARM = ("off", "previous", "delta")  # ReconConfig.lag_warm
 PER_SUBJECT = ("register", "fusion")  # no weights: the subject's own images (recon/register.py, fusion.py)
@@ -80,6 +81,7 @@ class ReconConfig:
     # shipped weights as they are (recon/adapt.py)
     adapt: int = 0
     adapt_config: AdaptConfig = AdaptConfig()
+    selfsr: SelfSRConfig = SelfSRConfig()  # issue 26 (recon/selfsr.py)
 
 
 @dataclass
@@ -212,7 +214,7 @@ def reconstruct(study: Study, method: str, factor: int | None = None, spacing_mm
     f = resolve_factor(study, factor, spacing_mm)
     frame_list = study.resolve_frames(frames)
     notes: list[str] = []
-    if method in CLASSICAL + PER_SUBJECT and model is None:
+    if method in CLASSICAL + PER_SUBJECT + ("selfsr",) and model is None:
         tiny = NAMED_CONFIGS["tiny"]
         spacing, size = config.grid_spacing_mm or tiny.pixel_spacing_mm, config.grid_size or tiny.image_size
     else:
@@ -257,7 +259,7 @@ def reconstruct(study: Study, method: str, factor: int | None = None, spacing_mm
             notes.append(msg)
     X, Y, Z, _ = grid.image.shape
     dense = np.zeros((X, Y, upsampled_num_slices(Z, f), len(frame_list)), np.float32)
-    seconds, lag_results, fusion_results = [], {}, {}
+    seconds, lag_results, fusion_results, sr = [], {}, {}, None
     if method == "fusion" or (method == "lag" and config.lag_init == "fusion"):
         # The SAX slice profile (thickness in dense slice steps) and TV's through-plane scale.
         dense_step = float(grid.image.spacing[2]) / f
@@ -275,7 +277,12 @@ def reconstruct(study: Study, method: str, factor: int | None = None, spacing_mm
         for i, t in enumerate(bar):
             t0 = time.perf_counter()
             stack = grid.image.data[..., t]
-            if method in CLASSICAL:
+            if method == "selfsr":  # trained once on the requested frames, its time spread over them
+                if sr is None:
+                    sr = prepare_selfsr(study, grid, f, frame_list, lax_views, config.selfsr, progress, notes)
+                    t0, adapt_seconds = t0 + sr.seconds, sr.seconds
+                dense[..., i] = sr.reconstruct(stack, t)
+            elif method in CLASSICAL:
                 dense[..., i] = interpolate_stack(stack, f, method)  # type: ignore[arg-type]
             elif method in PER_SUBJECT:
                 start = register_stack(stack, f, config.register)
