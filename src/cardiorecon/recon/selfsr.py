@@ -186,7 +186,8 @@ def lax_plane(lax_image: np.ndarray, lax_affine: np.ndarray, sax_normal: np.ndar
     """The LAX image (H, W) resampled (bilinear) on a size x size plane grid of pixel_mm whose axis 0
     is the SAX normal projected onto the view (the direction the stack samples coarsely) and axis 1
     the view's other in-plane direction, centred on `centre` (world mm) projected onto the plane;
-    cropped to the rows and columns inside the view. None when less than 8 x 8 pixels remain."""
+    cropped to a rectangle inside the view (border rows or columns with pixels outside dropped, the
+    worst first). None when less than 8 x 8 pixels remain."""
     b0, b1 = lax_affine[:3, 0], lax_affine[:3, 1]
     m = np.cross(b0, b1)
     m /= np.linalg.norm(m)
@@ -205,17 +206,19 @@ def lax_plane(lax_image: np.ndarray, lax_affine: np.ndarray, sax_normal: np.ndar
     inside = (vox[..., 0] >= 0) & (vox[..., 0] <= H - 1) & (vox[..., 1] >= 0) & (vox[..., 1] <= W - 1)
     plane = ndimage.map_coordinates(np.asarray(lax_image, np.float32), [vox[..., 0], vox[..., 1]], order=1,
                                     mode="nearest")
-    rows = np.flatnonzero(inside.all(axis=1))
-    if rows.size:
-        plane, inside = plane[rows[0]:rows[-1] + 1], inside[rows[0]:rows[-1] + 1]
-        cols = np.flatnonzero(inside.all(axis=0))
-        if cols.size and min(plane.shape[0], cols.size) >= 8:
-            return plane[:, cols[0]:cols[-1] + 1]
-    # no full row: the columns that are inside on every row, then the rows
-    cols = np.flatnonzero(inside.all(axis=0))
-    if cols.size < 8:
+    if not inside.any():
         return None
-    return plane[:, cols[0]:cols[-1] + 1] if plane.shape[0] >= 8 else None
+    rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    while r1 - r0 >= 8 and c1 - c0 >= 8 and not inside[r0:r1, c0:c1].all():
+        # drop the border row or column with the most pixels outside the view
+        box = inside[r0:r1, c0:c1]
+        edges = [(~box[0]).sum(), (~box[-1]).sum(), (~box[:, 0]).sum(), (~box[:, -1]).sum()]
+        k = int(np.argmax(edges))
+        r0, r1, c0, c1 = r0 + (k == 0), r1 - (k == 1), c0 + (k == 2), c1 - (k == 3)
+    if r1 - r0 < 8 or c1 - c0 < 8:
+        return None
+    return plane[r0:r1, c0:c1]
 
 
 def lax_pairs(plane: np.ndarray, sampling: Sampling, config: SelfSRConfig = SelfSRConfig(), name: str = "lax"
