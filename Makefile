@@ -31,4 +31,4 @@ clean:
 
 # The real-data benchmark (needs ../shared/data): every method on biv-me, Sunnybrook and ep_preclinical.
 bench-real: $(STAMP)
-	$(PY) scripts/bench_real.py --out out/bench-real
+	$(PY) benchmarks/bench_real.py --out out/bench-real

@@ -30,10 +30,23 @@ def oblique_affine(spacing=(1.8, 1.6, 10.0), angles=(0.3, -0.5, 0.8), origin=(-4
     return a
 
 
+#: The warnings the tests provoke on purpose or that the small synthetic cases raise as a matter of course
+#: (message regexes); every other warning shows in pytest's summary. A test that checks a warning uses
+#: `pytest.warns`, which sees it whatever this filter says.
+EXPECTED_WARNINGS = (
+    r"LAX view .* does not cross the SAX stack",  # tiny grids and made-up geometry
+    r"no LAX view guides this study",  # lag without LAX, on purpose
+    r".*does not have many workers",  # Lightning on tiny data sets
+    r".*GPU available but not used",
+    r".*(LitLogger|tensorboardX|tensorboard)",  # Lightning's logger hints
+)
+
+
 @pytest.fixture(autouse=True)
-def _quiet_warnings():
+def _quiet_expected_warnings():
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
+        for pattern in EXPECTED_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern, category=UserWarning)
         yield
 
 
@@ -47,6 +60,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def micro_config(**changes):
+    """The tests' small DiffAE config (32 px at 4 mm, 8 base channels, z_sem of 16), with `changes`."""
+    from cardiorecon.models.config import DiffAEConfig
+
+    base = dict(name="micro", image_size=32, pixel_spacing_mm=4.0, base_channels=8, channel_mult=(1, 2),
+                attention_levels=(), encoder_channels=8, z_dim=16)
+    return DiffAEConfig(**{**base, **changes})
 
 
 def micro_diffae(config):

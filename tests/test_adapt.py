@@ -14,9 +14,9 @@ from cardiorecon.phantom import AcquisitionConfig, generate, sample_params
 from cardiorecon.recon import ReconConfig, reconstruct
 from cardiorecon.recon.adapt import AdaptConfig, adapt, denoising_loss, study_slices, trainable_parameters
 from cardiorecon.volume import Study
+from conftest import micro_config
 
-MICRO = DiffAEConfig(name="micro", image_size=32, pixel_spacing_mm=4.0, base_channels=8, channel_mult=(1, 2),
-                     attention_levels=(1,), encoder_channels=8, z_dim=16)
+MICRO = micro_config(attention_levels=(1,))
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

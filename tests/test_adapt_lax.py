@@ -5,16 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from cardiorecon.models.config import DiffAEConfig
 from cardiorecon.models.diffae import DiffAE
 from cardiorecon.phantom import AcquisitionConfig, generate, sample_params
 from cardiorecon.recon import ReconConfig, reconstruct
 from cardiorecon.recon import adapt as adapt_module
 from cardiorecon.recon.adapt import lax_slices
 from cardiorecon.volume import Study, Volume
+from conftest import micro_config
 
-MICRO = DiffAEConfig(name="micro", image_size=32, pixel_spacing_mm=4.0, base_channels=8, channel_mult=(1, 2),
-                     attention_levels=(1,), encoder_channels=8, z_dim=16)
+MICRO = micro_config(attention_levels=(1,))
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -66,10 +65,10 @@ def _record(monkeypatch, decode=True):
     adaptation is linear interpolation (fast; what is tested is what adaptation sees)."""
     calls: list[list[str]] = []
     if not decode:
-        from cardiorecon.recon import pipeline
+        from cardiorecon.recon import latent_interp
         from cardiorecon.recon.interpolate import interpolate_stack
 
-        monkeypatch.setattr(pipeline, "reconstruct_diffae",
+        monkeypatch.setattr(latent_interp, "reconstruct_diffae",
                             lambda model, stack, f, *a, **k: (interpolate_stack(stack, f, "linear"),))
     real = adapt_module.lax_slices
 

@@ -294,3 +294,19 @@ def test_lax_offsets_absorb_a_view_off_its_header(shifted):
     np.testing.assert_allclose(again.lax["4ch"].affine[:3, 3] - affine[:3, 3],
                                with_offsets.lax_offsets_mm["4ch"] * view.slice_normal, atol=1e-9)
     assert offset_views(study, plain) is study
+
+
+def test_alignment_json_is_valid_json_where_no_ncc_was_measured(still, tmp_path):
+    """Issue 29: alignment.json held NaN (mean NCC of no line), which is not JSON; now null."""
+    from cardiorecon.align import write_alignment
+
+    study, _ = still
+    bare = Study(sax=study.sax)
+    write_alignment(estimate_alignment(bare), bare, tmp_path)
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    data = json.loads((tmp_path / "alignment.json").read_text(), parse_constant=refuse)
+    assert data["mean_ncc_before"] is None and data["mean_ncc_after"] is None
+    assert Alignment.from_json(data).is_identity

@@ -54,7 +54,7 @@ def _replace_sa(subject, tmp, data, affine=None, **codes):
 
 def _write_dicom(path: Path, ipp, iop=None, rows=6, cols=5, spacing=(1.4, 1.9), trigger=0.0, instance=1,
                  series="1.2.826.0.1.3680043.8.498.1", for_uid="1.2.826.0.1.3680043.8.498.9", value=100,
-                 pixel_spacing=True) -> Path:
+                 pixel_spacing=True, patient=None, study=None) -> Path:
     import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
@@ -67,6 +67,10 @@ def _write_dicom(path: Path, ipp, iop=None, rows=6, cols=5, spacing=(1.4, 1.9), 
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, sop
     ds.SeriesInstanceUID, ds.FrameOfReferenceUID, ds.Modality = series, for_uid, "MR"
+    if patient is not None:
+        ds.PatientID = patient
+    if study is not None:
+        ds.StudyInstanceUID = study
     ds.Rows, ds.Columns = rows, cols
     if pixel_spacing:
         ds.PixelSpacing = list(spacing)
@@ -293,6 +297,79 @@ def c_dicom_missing_phase(s, t):
     return _info(f)
 
 
+def c_dicom_two_patients(s, t):  # issue 29: the other patient's SAX became LAX views
+    f = _dicom_cine(t / "dcm", patient="PAT-A", study="1.2.3.1")
+    for k in range(2):
+        _write_dicom(f / f"other_{k}.dcm", [10.0 + 10 * k, 20.0, 30.0], iop=[0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+                     series="1.2.826.0.1.3680043.8.498.2", instance=1, patient="PAT-B", study="1.2.3.2")
+    return _info(f)
+
+
+def c_header_claims_1000_cubed(s, t):  # issue 29: 7.9 GB and 21 s before the refusal
+    import io
+
+    f = _copy(s, t)
+    h = nib.Nifti1Header()
+    h.set_data_shape((1000, 1000, 1000))
+    h.set_data_dtype(np.float32)
+    h.set_sform(np.diag([1.8, 1.8, 10.0, 1.0]), code=1)
+    h["vox_offset"] = 352
+    buf = io.BytesIO()
+    h.write_to(buf)
+    buf.write(b"\0" * (352 - buf.tell() + 4096))
+    (f / "sa.nii.gz").write_bytes(gzip.compress(buf.getvalue()))
+    return _info(f)
+
+
+def c_report_on_png(s, t):  # issue 29: UnicodeDecodeError
+    (t / "figure.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8)
+    return ["report", str(t / "figure.png"), "--out", str(t / "merged")]
+
+
+def c_spacing_and_factor(s, t):  # issue 29: one of them silently ignored
+    return ["reconstruct", str(s), "--method", "linear", "--factor", "2", "--spacing", "5", "--align", "off",
+            "--out", str(t / "out")]
+
+
+def c_align_out_for(where):
+    def build(s, t):
+        if where == "file":
+            (t / "taken").write_text("keep me")
+            out = t / "taken"
+        elif where == "proc":
+            out = Path("/proc/cardiorecon_out")
+        else:
+            out = _copy(s, t) / "aligned"
+            return ["align", str(out.parent), "--out", str(out)]
+        return ["align", str(s), "--out", str(out)]
+
+    return build
+
+
+def c_cohort_out_for(where):
+    def build(s, t):
+        data = t / "data"
+        data.mkdir()
+        shutil.copytree(s, data / "subj")
+        if where == "file":
+            (t / "taken").write_text("keep me")
+            out = t / "taken"
+        elif where == "proc":
+            out = Path("/proc/cardiorecon_out")
+        else:
+            out = data / "results"
+        return ["cohort", str(data), "--method", "linear", "--out", str(out)]
+
+    return build
+
+
+def c_cohort_frames(text):
+    def build(s, t):
+        return ["cohort", str(s), "--method", "linear", "--frames", text, "--out", str(t / "out")]
+
+    return build
+
+
 def c_bad_frames_text(s, t):
     return _linear(s, t / "out", "--frames", "bogus")
 
@@ -303,6 +380,11 @@ def c_frame_out_of_range(s, t):
 
 def c_frame_list_out_of_range(s, t):
     return _linear(s, t / "out", "--frames", "0,-7")
+
+
+def c_frame_negative(s, t):  # issue 29: silently the last frame
+    return ["reconstruct", str(s), "--method", "linear", "--factor", "2", "--align", "off", "--no-native",
+            "--frames=-1", "--out", str(t / "out")]
 
 
 def c_spacing_zero(s, t):
@@ -417,9 +499,22 @@ CASES = [
     ("DICOM two frames of reference", c_dicom_two_frames_of_reference, ["dcm", "frames of reference"]),
     ("DICOM two images of one phase", c_dicom_duplicate_phase, ["dcm", "same phase"]),
     ("DICOM phase missing", c_dicom_missing_phase, ["dcm", "SAX slice 1", "2 frames", "other slices 3"]),
+    ("DICOM two patients", c_dicom_two_patients, ["dcm", "mixes 2 patients", "'PAT-A'", "'PAT-B'"]),
+    ("header claiming 1000^3 voxels", c_header_claims_1000_cubed, ["sa.nii.gz", "refused before reading"]),
+    ("report on a PNG", c_report_on_png, ["figure.png", "not a text file"]),
+    ("--spacing with --factor", c_spacing_and_factor, ["--spacing 5", "--factor 2", "one of the two"]),
+    ("align --out a file", c_align_out_for("file"), ["taken", "not a folder"]),
+    ("align --out under /proc", c_align_out_for("proc"), ["/proc/cardiorecon_out", "system folder"]),
+    ("align --out inside the input", c_align_out_for("inside"), ["aligned", "inside the input folder"]),
+    ("cohort --out a file", c_cohort_out_for("file"), ["taken", "not a folder"]),
+    ("cohort --out under /proc", c_cohort_out_for("proc"), ["/proc/cardiorecon_out", "system folder"]),
+    ("cohort --out inside the input", c_cohort_out_for("inside"), ["results", "inside the input folder"]),
+    ("cohort --frames=-1", c_cohort_frames("-1"), ["--frames", "negative"]),
+    ("cohort --frames bogus", c_cohort_frames("ed;es"), ["--frames", "'ed;es'"]),
     ("--frames bogus", c_bad_frames_text, ["--frames", "'bogus'"]),
     ("--frames 9", c_frame_out_of_range, ["subject", "frame 9 outside 0..3"]),
-    ("--frames 0,-7", c_frame_list_out_of_range, ["subject", "frame -7 outside"]),
+    ("--frames 0,-7", c_frame_list_out_of_range, ["--frames", "frame -7", "negative"]),
+    ("--frames=-1", c_frame_negative, ["--frames", "frame -1", "negative"]),
     ("--spacing 0", c_spacing_zero, ["--spacing", "positive"]),
     ("--out an existing file", c_out_existing_file, ["taken", "not a folder"]),
     ("--out the input folder", c_out_is_input_folder, ["subj", "is an input"]),
@@ -496,3 +591,59 @@ def test_doubtful_input_is_read_with_a_warning_naming_the_file(subject, tmp_path
     assert result.exit_code == 0, result.output
     messages = [str(w.message) for w in caught]
     assert any(all(t in m for t in expected) for m in messages), messages
+
+
+def test_warnings_are_one_line_naming_the_file_without_python_source(subject, tmp_path):
+    """Issue 29: every UK Biobank command printed Python warnings with the source file and line
+    ("layouts.py:98: GeometryWarning: ..." and the source line below it)."""
+    import subprocess
+    import sys
+
+    f = _copy(subject, tmp_path)
+    img = nib.load(str(f / "la_2ch.nii.gz"))
+    _nifti(f / "la_2ch.nii.gz", np.asanyarray(img.dataobj), img.affine, sform_code=0, qform_code=0)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "PYTHONWARNINGS": ""}
+    res = subprocess.run([sys.executable, "-m", "cardiorecon.cli", "info", str(f)], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert lines and all(ln.startswith("warning: ") for ln in lines), res.stderr
+    assert any("la_2ch.nii.gz" in ln and "sform and qform codes are both 0" in ln for ln in lines)
+    assert ".py:" not in res.stderr and "warnings.warn" not in res.stderr
+
+
+def test_first_run_defaults_are_the_fast_methods():
+    """Issue 29: `reconstruct` defaulted to lag (minutes a frame on a CPU) and `evaluate` to a list with diffae
+    and lag; the defaults are now the best-measured fast ones (docs/BENCHMARKS.md)."""
+    import click
+    import typer.main
+
+    group = typer.main.get_command(app)
+    ctx = click.Context(group)
+
+    def default(command, name):
+        cmd = group.get_command(ctx, command)
+        return next(p.default for p in cmd.params if p.name == name)
+
+    assert default("reconstruct", "method") == "register"
+    assert default("evaluate", "methods") == "nearest,linear,cubic,register"
+    for option in ("factor", "invert_steps", "decode_steps", "lag_iterations", "lag_steps"):
+        cmd = group.get_command(ctx, "reconstruct")
+        assert len(next(p.help for p in cmd.params if p.name == option) or "") > 40, option
+
+
+def test_cohort_exit_code_says_whether_subjects_failed():
+    """Issue 29: cohort exited 0 when every subject failed."""
+    from types import SimpleNamespace
+
+    from cardiorecon.cli.cohort import cohort_exit_code
+
+    def run(*statuses):
+        rows = [{"status": s} for s in statuses]
+        return SimpleNamespace(rows=rows, done=statuses.count("done"), failed=statuses.count("failed"))
+
+    assert cohort_exit_code(run("done", "done")) == 0
+    assert cohort_exit_code(run("done", "skipped")) == 0  # a folder reached twice is used once
+    assert cohort_exit_code(run("done", "failed")) == 1
+    assert cohort_exit_code(run("failed", "failed")) == 3
+    assert cohort_exit_code(run("skipped")) == 3

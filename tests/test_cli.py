@@ -104,3 +104,14 @@ def test_reconstruct_init_dmcvr_only_for_lag(tmp_path):
                               "--out", str(tmp_path / "o")])
     assert res.exit_code != 0 and "--init dmcvr applies to --method lag" in res.output
     assert not (tmp_path / "o").exists()
+
+
+def test_every_command_has_a_working_help():
+    import typer.main
+
+    names = sorted(typer.main.get_command(app).commands)
+    assert {"info", "phantom", "overlay", "train", "train-seg", "segment", "align", "plan", "methods", "reconstruct",
+            "evaluate", "report", "demo", "cohort", "encode", "decode", "sample"} <= set(names)
+    for name in names:
+        res = runner.invoke(app, [name, "--help"])
+        assert res.exit_code == 0 and "Usage:" in res.output and name in res.output, (name, res.output)

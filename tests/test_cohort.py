@@ -2,6 +2,7 @@
 resume from the markers, meshes, temporal segmentation, and the device option."""
 
 import csv
+import dataclasses
 import json
 
 import nibabel as nib
@@ -69,6 +70,31 @@ def test_run_subject_alone(cohort_data, tmp_path):
     assert row["meshes_watertight"] is True and row["mesh_max_error_pct"] < 2.0
 
 
+@pytest.mark.parametrize("frames", ["ed", "ed,es"])
+def test_run_subject_with_ed_only_has_no_ef_and_with_ed_es_has_one(cohort_data, tmp_path, frames):
+    """Issue 29: `--frames ed` reported LV EF 0 with ESV = EDV (must be blank), and `--frames ed,es` was
+    accepted and then failed on every subject with a ValueError."""
+    import dataclasses
+
+    out = tmp_path / frames.replace(",", "_")
+    row = run_subject(cohort_data / "healthy_0041", out, dataclasses.replace(FAST, frames=frames)).row
+    assert row["status"] == "done"
+    if frames == "ed":
+        assert row["frames"] == 1 and row["lv_edv_ml"] > 0 and row["lv_mass_g"] > 0
+        for k in ("lv_esv_ml", "lv_sv_ml", "lv_ef", "rv_esv_ml", "rv_ef"):
+            assert np.isnan(row[k]), (k, row[k])
+        assert row["es_frame"] == ""
+        result = json.loads((out / "result.json").read_text())  # valid JSON: null, not NaN
+        assert result["row"]["lv_ef"] is None
+        assert {m["phase"] for m in result["meshes"]} == {"ED"}
+        from cardiorecon.cohort import write_cohort_csv
+
+        (back,) = read_rows(write_cohort_csv([row], tmp_path / "cohort.csv"))
+        assert back["lv_ef"] == "" and back["lv_esv_ml"] == "" and float(back["lv_edv_ml"]) > 0
+    else:
+        assert row["frames"] == 2 and 30 < row["lv_ef"] < 85 and row["lv_esv_ml"] < row["lv_edv_ml"]
+
+
 def test_cohort_two_workers_failure_and_resume(cohort_data, tmp_path):
     out = tmp_path / "run"
     run = run_cohort([cohort_data], out, FAST, workers=2, progress=False, echo=lambda s: None)
@@ -91,7 +117,7 @@ def test_cohort_two_workers_failure_and_resume(cohort_data, tmp_path):
     markers = {n: (out / "subjects" / n / MARKER).stat().st_mtime_ns for n in status if n != "corrupt_0000"}
     result = CliRunner().invoke(app, ["cohort", str(cohort_data), "--out", str(out), "--method", "linear",
                                       "--workers", "2", "--torch-threads", "1", "--device", "cpu"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # some subjects failed (issue 29: documented exit codes)
     assert "3 done (3 from earlier runs), 1 failed" in result.output
     assert "FAILED corrupt_0000" in result.output
     assert {n: (out / "subjects" / n / MARKER).stat().st_mtime_ns for n in markers} == markers
@@ -105,7 +131,10 @@ def test_cohort_two_workers_failure_and_resume(cohort_data, tmp_path):
 
 
 def test_segment_4d_temporal_modes(cohort_data):
-    net = load_models(FAST).segnet
+    from cardiorecon.segment import DEFAULT_SEGNET
+
+    # a crop network on the working grid (the cohort's default is now the whole-field one)
+    net = load_models(dataclasses.replace(FAST, seg_weights=str(DEFAULT_SEGNET))).segnet
     rng = np.random.default_rng(0)
     frame = np.clip(rng.normal(0, 0.5, (64, 64, 6)), -1, 1).astype(np.float32)
     still = np.repeat(frame[..., None], 5, axis=3)  # no motion: smoothing along time changes nothing

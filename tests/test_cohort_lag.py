@@ -10,16 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from cardiorecon.models.config import DiffAEConfig
 from cardiorecon.phantom import AcquisitionConfig, generate, sample_params
 from cardiorecon.recon import ReconConfig, reconstruct
 from cardiorecon.recon.lag import LagConfig, optimise
 from cardiorecon.recon.latent_interp import GapCodes
 from cardiorecon.volume import Study
-from conftest import micro_diffae
+from conftest import micro_config, micro_diffae
 
-MICRO = DiffAEConfig(name="micro", image_size=16, pixel_spacing_mm=8.0, base_channels=8, channel_mult=(1, 2),
-                     attention_levels=(), encoder_channels=8, z_dim=16)
+MICRO = micro_config(image_size=16, pixel_spacing_mm=8.0)
 LAG = LagConfig(ddim_steps=1, invert_steps=2, depth=0.4, max_iterations=2, patience=5, lr=2e-2, checkpoint=False)
 CFG = ReconConfig(invert_steps=2, decode_steps=2, lag=LAG)
 

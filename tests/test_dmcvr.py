@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cardiorecon.errors import ConfigMismatchError
-from cardiorecon.models.config import DiffAEConfig, save_weights
+from cardiorecon.models.config import save_weights
 from cardiorecon.models.diffae import DiffAE
 from cardiorecon.models.dmcvr import DMCVR, check_pair, init_from_diffae
 from cardiorecon.models.pretrained import DEFAULT_DMCVR, load_diffae, load_dmcvr
@@ -18,10 +18,10 @@ from cardiorecon.recon import ReconConfig, reconstruct
 from cardiorecon.recon.latent_interp import diffae_codes, interpolate_codes, lerp
 from cardiorecon.training.diffae import TrainConfig, train
 from cardiorecon.volume import Study
+from conftest import micro_config
 
 MICRO_SEG = SegConfig(name="seg_micro", image_size=32, pixel_spacing_mm=4.0, features=(8, 8, 8, 8, 8, 8))
-MICRO = DiffAEConfig(name="dmcvr_micro", image_size=32, pixel_spacing_mm=4.0, base_channels=8, channel_mult=(1, 2),
-                     attention_levels=(), encoder_channels=8, z_dim=16, morph_channels=24, morph_level=1)
+MICRO = micro_config(name="dmcvr_micro", morph_channels=24, morph_level=1)
 #: the alternative morphology encoder: the predicted label map through a small trained conv encoder
 MICRO_LABELS = dataclasses.replace(MICRO, name="dmcvr_labels_micro", morph_channels=3, morph_source="labels")
 FAST = ReconConfig(invert_steps=2, decode_steps=2)
@@ -116,7 +116,7 @@ def test_lag_starts_from_the_dmcvr_codes(study, micro):
     from cardiorecon.recon.lag import LagConfig
 
     lag = LagConfig(max_iterations=3, ddim_steps=2, invert_steps=2, depth=0.4)
-    cfg = dataclasses.replace(FAST, lag=lag)
+    cfg = dataclasses.replace(FAST, lag=lag, lag_init="dmcvr")
     assert study.lax
     rec = reconstruct(study, "lag", factor=2, frames="ed", model=micro, config=cfg)
     assert any("dmcvr codes" in n for n in rec.notes)
@@ -125,6 +125,9 @@ def test_lag_starts_from_the_dmcvr_codes(study, micro):
     assert np.isfinite(dense).all()
     res = rec.lag[study.ed_frame]
     assert res.iterations >= 1 and set(res.agreement_after) == set(rec.lax_views)
+    # the start is the option's, not the model's: DMCVR weights with the default start are refused
+    with pytest.raises(ValueError, match="method 'lag' needs plain DiffAE weights"):
+        reconstruct(study, "lag", factor=2, frames="ed", model=micro, config=dataclasses.replace(cfg, lag_init="diffae"))
 
 
 def test_weights_round_trip_and_mismatched_pairs_are_refused(micro, tmp_path):

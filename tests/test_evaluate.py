@@ -1,4 +1,5 @@
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,10 +34,15 @@ def seg_weights(tmp_path_factory):
     return save_weights(SegNet(cfg), cfg, tmp_path_factory.mktemp("seg") / "model").with_suffix("")
 
 
-def test_evaluate_command_writes_csv_markdown_figures_html(phantom_subject, seg_weights, tmp_path):
+def test_evaluate_command_writes_csv_markdown_figures_html(phantom_subject, tmp_path):
+    """The phantom protocol with the shipped phantom segmenter (segnet_tiny, the default for this protocol).
+    Bounds from docs/BENCHMARKS.md (phantom protocol, 10 phantoms): linear SSIM 0.73, LAX NCC 0.96, Dice
+    LV / Myo / RV 0.96 / 0.89 / 0.95; the segmenter on the true image 0.97 on average, |dEF| about 1 point."""
+    import json
+
     out = tmp_path / "ev"
     res = runner.invoke(app, ["evaluate", str(phantom_subject), "--protocol", "phantom", "--methods", "linear",
-                              "--seg-weights", str(seg_weights), "--out", str(out)])
+                              "--out", str(out)])
     assert res.exit_code == 0, res.output
     for name in ("results.csv", "summary.md", "report.html", "figures/montage.png", "figures/lax_overlay_4ch.png",
                  "figures/strip_segmentation_phantom.png", "figures/ef_bland_altman.png",
@@ -45,21 +51,35 @@ def test_evaluate_command_writes_csv_markdown_figures_html(phantom_subject, seg_
     text = (out / "results.csv").read_text()
     assert "nan" not in text.lower() and "inf" not in text.lower()
     rows = list(csv.DictReader(text.splitlines()))
+    info = json.loads((phantom_subject / "subject.json").read_text())
     kinds = {}
     for r in rows:
         kinds.setdefault((r["method"], r["structure"]), []).append(r)
     assert len(kinds[("linear", "image")]) == 2  # ED and ES
     for v in ("2ch", "3ch", "4ch"):
         assert len(kinds[("linear", f"lax_{v}")]) == 2
+    for s in ("lv_cavity", "lv_myocardium", "rv_cavity"):
+        lin, truth = kinds[("linear", s)], kinds[("truth-image", s)]
+        assert len(lin) == len(truth) == 2
+        # both against the same reference labels
+        assert [r["true_volume_ml"] for r in lin] == [r["true_volume_ml"] for r in truth]
+        assert all(float(r["dice"]) > 0.9 for r in truth), (s, [r["dice"] for r in truth])
+        assert all(float(r["dice"]) > 0.8 for r in lin), (s, [r["dice"] for r in lin])
+        # at worst one basal slice missed: one 10 mm slice gap plus a 2 mm pixel
+        assert all(0 <= float(r["hd95"]) <= 12 for r in lin + truth), [r["hd95"] for r in lin + truth]
+    # the reference LV at ED is the phantom's own cavity (resampled onto the 2 mm grid: within 5 %)
+    ed = next(r for r in kinds[("linear", "lv_cavity")] if int(r["frame"]) == info["ed_frame"])
+    assert float(ed["true_volume_ml"]) == pytest.approx(info["lv_edv_ml"], rel=0.05)
     for method in ("linear", "truth-image"):
-        for s in ("lv_cavity", "lv_myocardium", "rv_cavity"):
-            assert len(kinds[(method, s)]) == 2
-            assert all(0 <= float(r["dice"]) <= 1 and float(r["hd95"]) >= 0 for r in kinds[(method, s)])
         for s in ("lv", "rv"):
             (r,) = kinds[(method, s)]
-            assert 20 <= float(r["true_ef"]) <= 60 and r["frame"] == "ed-es"
-    image = kinds[("linear", "image")][0]
-    assert 0 < float(image["ssim"]) <= 1 and float(image["psnr"]) > 10 and float(image["ncc"]) > 0.5
+            assert r["frame"] == "ed-es" and float(r["true_ef"]) == pytest.approx(100 * info[f"{s}_ef"], abs=1e-4)
+            assert float(r["ef_error"]) == pytest.approx(abs(float(r["ef"]) - float(r["true_ef"])), abs=1e-4)
+    # |dEF| of the segmenter alone 0.6-1.2 points, of linear 4.6 on average (BENCHMARKS): twice that at most
+    assert float(kinds[("truth-image", "lv")][0]["ef_error"]) < 2.5
+    assert float(kinds[("linear", "lv")][0]["ef_error"]) < 10.0
+    for image in kinds[("linear", "image")]:
+        assert 0.6 < float(image["ssim"]) < 0.95 and float(image["psnr"]) > 18 and float(image["ncc"]) > 0.9
     assert "| linear |" in (out / "summary.md").read_text()
     assert "data:image/png;base64" in (out / "report.html").read_text()
 
@@ -67,6 +87,14 @@ def test_evaluate_command_writes_csv_markdown_figures_html(phantom_subject, seg_
 def test_drop_slices_keeps_world_positions(phantom_subject):
     study = read_study(phantom_subject)
     sub = drop_slices(study, 2)
+    # issue 29: the provenance (and fusion's slice profile) gave 20 mm thick slices for 10 mm ones
+    assert sub.sax.slice_thickness == pytest.approx(study.sax.slice_thickness)
+    from cardiorecon.report.provenance import describe_data
+
+    bare = read_study(phantom_subject)
+    bare.sax.meta.pop("slice_thickness_mm", None)  # a NIfTI says no thickness: the step is the fallback
+    info = describe_data(drop_slices(bare, 2))
+    assert info["thickness_mm"] == pytest.approx(10.0) and info["slice_spacing_mm"] == pytest.approx(10.0)
     Z = study.sax.spatial_shape[2]
     assert sub.sax.spatial_shape[2] == (Z + 1) // 2
     for k in range(sub.sax.spatial_shape[2]):
@@ -78,13 +106,18 @@ def test_drop_slices_keeps_world_positions(phantom_subject):
 def test_slice_drop_and_lax_holdout_protocols(phantom_subject, seg_weights):
     ev = Evaluator(["linear", "nearest"], segnet=load_segnet(seg_weights), progress=False, echo=lambda s: None)
     rows = slice_drop_protocol(ev, [phantom_subject])
-    image = [r for r in rows if r["structure"] == "image"]
-    assert len(image) == 4 and all(0 < r["ssim"] <= 1 for r in image)
+    image = {(r["method"], r["frame"]): r for r in rows if r["structure"] == "image"}
+    assert len(image) == 4
+    # the dropped slices lie halfway: linear averages their neighbours, nearest copies one (worse)
+    for (method, frame), r in image.items():
+        if method == "linear":
+            assert r["ssim"] > image[("nearest", frame)]["ssim"] and r["psnr"] > image[("nearest", frame)]["psnr"]
     assert {r["structure"] for r in rows} >= {"lv_cavity", "lv_myocardium", "rv_cavity"}
     rows = lax_holdout_protocol(ev, [phantom_subject])
     views = [r for r in rows if r["structure"].startswith("lax_")]
     assert len(views) == 2 * 3 * 2  # methods x views x frames
-    assert all(np.isfinite(r["ncc"]) and r["ncc"] > 0.3 for r in views)
+    # a phantom's LAX views agree with its SAX stack (docs/BENCHMARKS.md: LAX NCC 0.95-0.96 for these methods)
+    assert all(np.isfinite(r["ncc"]) and r["ncc"] > 0.85 for r in views), [r["ncc"] for r in views]
     assert any(r["structure"] == "lv_cavity@4ch" for r in rows)
 
 
@@ -144,3 +177,35 @@ def test_golden_phantom_case_with_the_shipped_weights(tmp_path):
     for method in METHODS:
         for s in ("lv_cavity", "lv_myocardium", "rv_cavity"):
             assert mean(method, s, "dice") > mean("truth-image", s, "dice") - 0.15, (method, s)
+
+
+def test_lax_holdout_scores_only_structures_the_view_labels_show(phantom_subject, seg_weights, tmp_path):
+    """Issue 29: UK Biobank LAX atria maps (seg_la_2ch: label 1 only; seg_la_4ch: 1-2) were scored as
+    LV/Myo/RV (Dice 0, HD95 up to 500 mm), and structures absent from a view scored Dice 1 / HD95 0."""
+    import shutil
+    import warnings
+
+    import nibabel as nib
+
+    folder = Path(shutil.copytree(phantom_subject, tmp_path / "s"))
+    lab = nib.load(str(folder / "label_la_2ch.nii.gz"))
+    data = np.asanyarray(lab.dataobj)
+    nib.save(nib.Nifti1Image((data == 1).astype(np.uint8), lab.affine), str(folder / "seg_la_2ch.nii.gz"))
+    (folder / "label_la_2ch.nii.gz").unlink()
+    lab4 = nib.load(str(folder / "label_la_4ch.nii.gz"))
+    no_rv = np.asanyarray(lab4.dataobj).copy()
+    no_rv[no_rv == 3] = 0
+    nib.save(nib.Nifti1Image(no_rv, lab4.affine), str(folder / "label_la_4ch.nii.gz"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        study = read_study(folder)
+    assert "2ch" not in study.lax_labels and "4ch" in study.lax_labels
+    assert any("seg_la_2ch.nii.gz" in str(w.message) and "atri" in str(w.message) for w in caught)
+    ev = Evaluator(["linear"], segnet=load_segnet(seg_weights), progress=False, echo=lambda s: None)
+    rows = lax_holdout_protocol(ev, [folder])
+    scored = {r["structure"] for r in rows if r["dice"] != ""}
+    assert not any(s.endswith("@2ch") for s in scored)
+    assert "rv_cavity@4ch" not in scored and "lv_cavity@4ch" in scored
+    for r in rows:
+        if r["dice"] != "" and r["note"] == "absent from both":
+            assert np.isnan(r["dice"]) and np.isnan(r["hd95"])

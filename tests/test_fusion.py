@@ -1,18 +1,21 @@
 """The `fusion` method: slice-profile forward model, the fit, and `lag --init register|fusion`."""
 
+import os
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
 from cardiorecon.geometry import resample
 from cardiorecon.metrics.image import ssim
-from cardiorecon.models.config import DiffAEConfig
 from cardiorecon.models.diffae import DiffAE
 from cardiorecon.phantom import AcquisitionConfig, generate, sample_params
 from cardiorecon.recon import ReconConfig, reconstruct
 from cardiorecon.recon.fusion import FusionConfig, SliceProfile, charbonnier, fuse, total_variation
 from cardiorecon.recon.lag import LagConfig
 from cardiorecon.volume import Study
+from conftest import micro_config
 
 pytest.importorskip("SimpleITK")
 
@@ -127,13 +130,12 @@ def test_temporal_term_only_between_adjacent_frames(study):
 
 # ------------------------------------------------------------------------------ lag --init
 
-MICRO = DiffAEConfig(name="micro", image_size=32, pixel_spacing_mm=4.0, base_channels=8, channel_mult=(1, 2),
-                     attention_levels=(), encoder_channels=8, z_dim=16)
+MICRO = micro_config()
 
 
 @pytest.mark.parametrize("init", ["register", "fusion"])
 def test_lag_init_starts_from_the_given_volume_codes(study, init, monkeypatch):
-    from cardiorecon.recon import pipeline
+    from cardiorecon.recon import lag as lag_module
     from cardiorecon.recon.latent_interp import dense_codes
 
     torch.manual_seed(0)
@@ -143,13 +145,13 @@ def test_lag_init_starts_from_the_given_volume_codes(study, init, monkeypatch):
             p.add_(0.02 * torch.randn_like(p))
     model.eval()
     seen = {}
-    real = pipeline.optimise
+    real = lag_module.optimise
 
     def spy(model_, acquired, codes, *args, **kwargs):
         seen["codes"] = codes
         return real(model_, acquired, codes, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "optimise", spy)
+    monkeypatch.setattr(lag_module, "optimise", spy)
     cfg = ReconConfig(lag=LagConfig(ddim_steps=1, invert_steps=2, max_iterations=1, depth=0.4),
                       fusion=FusionConfig(iterations=5), lag_init=init)
     reconstruct(study, "lag", factor=5, frames=[0], model=model, config=cfg)
@@ -189,3 +191,39 @@ def test_reconstruct_command_runs_register_and_fusion(tmp_path):
     res = runner.invoke(app, ["reconstruct", str(folder), "--method", "linear", "--init", "fusion",
                               "--out", str(tmp_path / "x")])
     assert res.exit_code != 0 and "--init fusion applies to --method lag" in res.output
+
+
+def test_the_fusion_progress_bar_never_runs_past_its_end(study, monkeypatch):
+    """Issue 29: the inner bar counted L-BFGS evaluations (line search included) against the iteration
+    count and ended at "62it" of 60."""
+    import tqdm as tqdm_module
+
+    from cardiorecon.recon import fusion, pipeline
+
+    seen = []
+
+    class Bar(tqdm_module.tqdm):  # a real bar, silent, that records where it stands at every change
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = False
+            kwargs["file"] = open(os.devnull, "w")
+            super().__init__(*args, **kwargs)
+
+        def refresh(self, *args, **kwargs):
+            seen.append((self.desc, self.n, self.total))
+            return super().refresh(*args, **kwargs)
+
+        def update(self, n=1):
+            out = super().update(n)
+            seen.append((self.desc, self.n, self.total))
+            return out
+
+    monkeypatch.setattr(pipeline, "tqdm", Bar)
+    monkeypatch.setattr(fusion, "tqdm", Bar)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reconstruct(study, "fusion", factor=5, frames=[0], progress=True,
+                    config=ReconConfig(fusion=FusionConfig(iterations=6)))
+    assert not [w for w in caught if "requires_grad" in str(w.message)]  # issue 29: PyTorch's scalar warning
+    fusion = [(n, total) for desc, n, total in seen if "fusion frame" in desc]
+    assert fusion and max(n for n, _ in fusion) > 6  # L-BFGS evaluates more often than it iterates
+    assert all(n <= total for n, total in fusion), fusion

@@ -20,7 +20,7 @@ FOR = "1.2.826.0.1.3680043.8.498.9"
 
 
 def _write(path, ipp, trigger, instance, value_offset, series="1.2.826.0.1.3680043.8.498.1", iop=None,
-           for_uid=FOR, description="", sop=None):
+           for_uid=FOR, description="", sop=None, patient=None, study=None):
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
@@ -31,6 +31,10 @@ def _write(path, ipp, trigger, instance, value_offset, series="1.2.826.0.1.36800
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = MRImageStorage, sop, "MR"
     ds.SeriesInstanceUID, ds.FrameOfReferenceUID, ds.SeriesDescription = series, for_uid, description
+    if patient is not None:
+        ds.PatientID = patient
+    if study is not None:
+        ds.StudyInstanceUID = study
     ds.Rows, ds.Columns = ROWS, COLS
     ds.PixelSpacing = list(SPACING)
     ds.SliceThickness = 8
@@ -129,3 +133,31 @@ def test_anonymised_frames_of_reference_are_not_compared(tmp_path):
         study = read_dicom_folder(tmp_path)
     assert study.sax.shape == (COLS, ROWS, 3, 2)
     assert any("FrameOfReferenceUID differs" in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize("key", ["patient", "study"])
+def test_a_folder_mixing_two_patients_or_studies_is_refused_naming_both(tmp_path, key):
+    """Issue 29: another patient's SAX series in the folder was taken for LAX views that guided this one."""
+    for k in range(3):
+        for t in range(2):
+            _write(tmp_path / f"a_{k}{t}.dcm", ORIGIN + 10.0 * k * N, 45.0 * t, 1 + t + 2 * k, 100 * k,
+                   patient="PAT-A", study="1.2.3.1")
+    # the other patient's short-axis series, in another orientation (it would have become a "LAX view")
+    other = {"patient": "PAT-B"} if key == "patient" else {"study": "1.2.3.2"}
+    for k in range(2):
+        _write(tmp_path / f"b_{k}.dcm", ORIGIN + 10.0 * k * R, 0.0, 1, 5, series="1.2.3.9",
+               iop=np.concatenate([C, N]), **{"patient": "PAT-A", "study": "1.2.3.1", **other})
+    with pytest.raises(InputError) as err:
+        read_dicom_folder(tmp_path)
+    msg = str(err.value)
+    want = ("'PAT-A'", "'PAT-B'") if key == "patient" else ("'1.2.3.1'", "'1.2.3.2'")
+    assert str(tmp_path) in msg and all(w in msg for w in want), msg
+    assert "b_0.dcm" in msg or "b_1.dcm" in msg
+
+
+def test_an_anonymised_empty_patient_id_does_not_count_as_another_patient(tmp_path):
+    for k in range(3):
+        for t in range(2):
+            _write(tmp_path / f"a_{k}{t}.dcm", ORIGIN + 10.0 * k * N, 45.0 * t, 1 + t + 2 * k, 100 * k,
+                   patient="" if k == 0 else "PAT-A", study="1.2.3.1")
+    assert read_dicom_folder(tmp_path).sax.shape[2:] == (3, 2)

@@ -161,3 +161,77 @@ def test_a_3d_volume_we_write_reads_back_as_a_study_without_warnings(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", GeometryWarning)
         assert read_study(tmp_path / "v.nii.gz").sax.shape == (8, 8, 12, 1)
+
+
+def _header_only(path, shape, dtype=np.float32, tail=1000):
+    """A NIfTI whose header claims `shape` but which holds only `tail` bytes of data."""
+    import gzip
+    import io
+
+    h = nib.Nifti1Header()
+    h.set_data_shape(shape)
+    h.set_data_dtype(dtype)
+    h.set_sform(np.diag([1.8, 1.8, 10.0, 1.0]), code=1)
+    h["vox_offset"] = 352
+    buf = io.BytesIO()
+    h.write_to(buf)
+    buf.write(b"\0" * (352 - buf.tell() + tail))
+    raw = buf.getvalue()
+    path.write_bytes(gzip.compress(raw) if path.name.endswith(".gz") else raw)
+    return path
+
+
+@pytest.mark.parametrize("name,shape,text", [
+    ("huge.nii.gz", (1000, 1000, 1000), "refused before reading"),
+    ("huge.nii", (1000, 1000, 1000), "refused before reading"),
+    ("big.nii.gz", (400, 400, 200, 1), "compressed file holds"),
+    ("big.nii", (400, 400, 200, 1), "truncated"),
+])
+def test_a_header_claiming_more_than_the_file_holds_is_refused_before_reading(tmp_path, name, shape, text):
+    """Issue 29: a header claiming 1000^3 voxels was refused only after 7.9 GB of memory and 21 s."""
+    import time
+    import tracemalloc
+
+    path = _header_only(tmp_path / name, shape)
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    with pytest.raises(InputError, match=text) as err:
+        read_nifti(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert name in str(err.value) and str(shape) in str(err.value)
+    assert peak < 50e6 and time.perf_counter() - t0 < 5.0, (peak, time.perf_counter() - t0)
+
+
+def _strip_codes(path, keep=None):
+    img = nib.load(str(path))
+    out = nib.Nifti1Image(np.asanyarray(img.dataobj), img.affine)
+    out.set_sform(None, code=0)
+    out.set_qform(None, code=0)
+    nib.save(out, str(path))
+
+
+@pytest.mark.parametrize("layout", ["ukbb", "mnms2"])
+def test_ed_es_extracts_without_codes_leave_the_lax_views_out(tmp_path, layout):
+    """Issue 29: SAX ED/ES extracts (UK Biobank sa_ED/sa_ES, M&Ms-2 SA_ED/SA_ES) with sform and qform codes 0
+    lost their mark when stacked, so LAX views guided (and alignment moved the SAX) from a guessed place."""
+    from cardiorecon.errors import GeometryWarning
+    from cardiorecon.io import read_study
+    from cardiorecon.phantom import AcquisitionConfig, generate, sample_params, write_subject
+
+    src = write_subject(generate(sample_params(2, "healthy", num_frames=4), AcquisitionConfig(sax_matrix=32,
+                                                                                              lax_matrix=24),
+                                 truth=False), tmp_path / "src")
+    sa, la = nib.load(str(src / "sa.nii.gz")), nib.load(str(src / "la_4ch.nii.gz"))
+    folder = tmp_path / "subj"
+    folder.mkdir()
+    sax_names = ("sa_ED", "sa_ES") if layout == "ukbb" else ("001_SA_ED", "001_SA_ES")
+    lax_names = ("la_4ch_ED", "la_4ch_ES") if layout == "ukbb" else ("001_LA_ED", "001_LA_ES")
+    for t, (sn, ln) in enumerate(zip(sax_names, lax_names)):
+        nib.save(nib.Nifti1Image(np.asanyarray(sa.dataobj)[..., t], sa.affine), str(folder / f"{sn}.nii.gz"))
+        nib.save(nib.Nifti1Image(np.asanyarray(la.dataobj)[..., t], la.affine), str(folder / f"{ln}.nii.gz"))
+        _strip_codes(folder / f"{sn}.nii.gz")
+    with pytest.warns(GeometryWarning, match=r"has no sform/qform code"):
+        study = read_study(folder)
+    assert study.lax == {}
+    assert study.sax.meta["geometry"] == "none"

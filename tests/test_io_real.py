@@ -43,10 +43,12 @@ def test_bivme_dicom_loads_sax_and_lax(shared_data):
 def test_bivme_guidepoints_lie_on_their_slices(shared_data):
     gp = read_guidepoints(shared_data / "bivme_patient1" / "guidepoints", 0)
     assert any(kind == "SAX_LV_ENDOCARDIAL" for _, kind in gp.contours)
+    # every contour's slice has a plane (52 contours on 11 slices at frame 0), and its points lie on it
+    assert len(gp.contours) >= 40 and len(gp.slice_planes) >= 6
+    assert {sid for sid, _ in gp.contours} <= set(gp.slice_planes)
     for (sid, kind), pts in gp.contours.items():
-        if sid in gp.slice_planes:
-            point, normal = gp.slice_planes[sid]
-            assert np.abs((pts - point) @ normal).max() < 0.5, (sid, kind)
+        point, normal = gp.slice_planes[sid]
+        assert np.abs((pts - point) @ normal).max() < 0.5, (sid, kind)
     # The SAX guide-point planes coincide with SAX slices of the DICOM study (RAS both).
     study = read_study(shared_data / "bivme_patient1" / "dicoms")
     heights = [(study.sax.slice_center(k) @ study.sax.slice_normal) for k in range(6)]

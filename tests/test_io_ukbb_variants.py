@@ -7,8 +7,8 @@ import pytest
 
 from cardiorecon.io import read_study
 from cardiorecon.io.discover import discover_studies
-from cardiorecon.io.phase import lax_frame_index
-from cardiorecon.recon.pipeline import lax_frame
+from cardiorecon.phase import lax_frame_index
+from cardiorecon.phase import lax_frame, pair_lax_frames
 
 
 def _save(path, data, affine):
@@ -105,6 +105,7 @@ def test_ed_es_sax_pairs_es_with_the_lax_frame_of_the_same_phase(tmp_path):
         lax[:, :, 0, t] = ndimage.map_coordinates(cine[..., t], vox.reshape(-1, 3).T, order=1, mode="nearest").reshape(24, 24)
     _save(tmp_path / "la_4ch.nii.gz", lax, lax_a)
     study = read_study(tmp_path)
+    pair_lax_frames(study)  # the plan's first step (plan.make_plan)
     view = study.lax["4ch"]
     assert abs(lax_frame_index(view, 1, 2) - 17) <= 1
     assert lax_frame_index(view, 0, 2) in (0, 1, 49)
@@ -137,7 +138,7 @@ def test_impossible_lax_thickness_replaced_with_warning_and_override(tmp_path):
 
 def test_trigger_time_pairing(tmp_path):
     """DICOM trigger times: phases as fractions of each cine's own cycle."""
-    from cardiorecon.io.phase import _by_triggers
+    from cardiorecon.phase import _by_triggers
     from cardiorecon.volume import Volume
 
     sax = Volume(np.zeros((2, 2, 2, 20)), np.eye(4), {"trigger_times_ms": list(np.arange(20) * 40.0)})  # 800 ms
@@ -185,3 +186,60 @@ def test_bad_frame_list_is_a_clean_error(tmp_path):
     assert frames_to_score(study, "0,3") == [0, 3]
     with pytest.raises(InputError):
         frames_to_score(study, "0,9")
+
+
+def test_a_folder_reached_twice_or_through_a_symlink_loop_is_one_study(tmp_path):
+    """Issue 29: a folder reached twice through symbolic links (or a loop) ran the same subject 2-3 times."""
+    data = tmp_path / "data"
+    subj = data / "s1"
+    subj.mkdir(parents=True)
+    _save(subj / "sa.nii.gz", np.zeros((4, 4, 2, 2), np.float32), SAX_A)
+    (data / "s1_again").symlink_to("s1")
+    (data / "loop").symlink_to(".")  # data/loop/loop/... is data again
+    (subj / "up").symlink_to("..")
+    found = discover_studies([data, subj])
+    assert found.studies == [subj]
+    why = dict(found.skipped)
+    assert "symbolic link" in why[data / "s1_again"] and str(subj) in why[data / "s1_again"]
+    assert "symbolic link" in why[data / "loop"]
+    assert "given twice" in why[subj]
+
+
+def test_a_one_frame_study_is_its_own_ed(tmp_path):
+    """Issue 29: a single 3D NIfTI (or a one-frame UK Biobank sa.nii.gz with its labels) failed with
+    "ED frame unknown" on the default --frames ed."""
+    vol = _beating(frames=50)[..., 0]
+    _save(tmp_path / "one.nii.gz", vol, SAX_A)
+    study = read_study(tmp_path / "one.nii.gz")
+    assert (study.ed_frame, study.es_frame) == (0, None) and study.resolve_frames("ed") == [0]
+    subj = tmp_path / "subj"
+    subj.mkdir()
+    _save(subj / "sa.nii.gz", vol, SAX_A)
+    _save(subj / "label_sa.nii.gz", (vol > 50).astype(np.uint8), SAX_A)
+    study = read_study(subj)
+    assert study.ed_frame == 0 and study.sax_labels is not None
+
+
+@pytest.mark.parametrize("text,frames", [("ed", [0]), ("es", [17]), ("ed,es", [0, 17]), ("es,ed", [17, 0]),
+                                         ("all", list(range(50))), ("3", [3]), ("0,5,5", [0, 5]), ("ed,3", [0, 3])])
+def test_frames_mean_the_same_everywhere(tmp_path, text, frames):
+    """Issue 29: `--frames` is one grammar: ed, es, ed,es, all, indices from 0."""
+    from cardiorecon.evaluate import frames_to_score
+
+    _save(tmp_path / "sa.nii.gz", _beating(frames=50), SAX_A)
+    (tmp_path / "subject.json").write_text('{"ed_frame": 0, "es_frame": 17}')
+    study = read_study(tmp_path)
+    assert study.resolve_frames(text) == frames == study.resolve_frames(str(text)) == frames_to_score(study, text)
+
+
+@pytest.mark.parametrize("text", ["-1", "0,-7", "ed,-2"])
+def test_a_negative_frame_is_refused_not_the_last_one(tmp_path, text):
+    """Issue 29: `--frames=-1` silently meant the last frame."""
+    from cardiorecon.volume import FrameSelectionError
+
+    _save(tmp_path / "sa.nii.gz", _beating(frames=5, es=2), SAX_A)
+    study = read_study(tmp_path)
+    with pytest.raises(FrameSelectionError, match="negative"):
+        study.resolve_frames(text)
+    with pytest.raises(FrameSelectionError, match="negative"):
+        study.resolve_frames([-1])

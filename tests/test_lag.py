@@ -10,7 +10,7 @@ from torch import nn
 from cardiorecon.errors import NumericalError
 from cardiorecon.recon.lag import LagConfig, optimise
 from cardiorecon.recon.latent_interp import GapCodes
-from cardiorecon.recon.lax import LaxOperator
+from cardiorecon.lax_operator import LaxOperator
 
 
 class LinearEps(nn.Module):

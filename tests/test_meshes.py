@@ -92,3 +92,29 @@ def test_write_mesh_stl_and_ply_round_trip(tmp_path):
         assert back.is_watertight
         assert back.volume == pytest.approx(mesh.volume, rel=1e-4)
         assert np.allclose(back.bounds, mesh.bounds, atol=1e-3)
+
+
+@pytest.mark.parametrize("spacing", [(2.0, 2.0, 2.0), (1.8, 1.8, 10.0)])
+def test_small_and_thin_structures_enclose_their_voxel_volume(spacing):
+    """Issue 29: on real subjects' segmentations (small, thin, ragged) marching cubes plus smoothing enclosed
+    4-10 % less than the voxel volume (a 125-voxel blob: -3.2 %), against the README's 2 %. The surface is
+    now offset along its normals by at most half a voxel until it matches, and the offset is reported."""
+    shape = (30, 30, 30)
+    rng = np.random.default_rng(0)
+    small = ellipsoid(shape, (15, 15, 15), (3.2, 2.6, 3.5))
+    ii, jj, kk = np.indices(shape)
+    r = np.hypot(ii - 15, jj - 15)
+    crescent = (r >= 8) & (r < 9.6) & (jj > 12) & (kk > 5) & (kk < 25)  # an RV at end-systole
+    ragged = ellipsoid(shape, (15, 15, 15), (8, 7, 9))
+    edge = ragged & ~ellipsoid(shape, (15, 15, 15), (7, 6, 8))
+    ragged &= ~(edge & (rng.random(shape) < 0.4))  # a network's ragged border
+    affine = np.diag([*spacing, 1.0])
+    for name, mask in (("small", small), ("crescent", crescent), ("ragged", ragged)):
+        mask = structure_mask(mask.astype(np.uint8), (1,))
+        mesh = surface_mesh(mask, affine)
+        voxel_mm3 = mask.sum() * np.prod(spacing)
+        assert mesh.is_watertight, name
+        assert abs(mesh.volume - voxel_mm3) / voxel_mm3 < 0.005, (name, mesh.volume / voxel_mm3)
+        assert abs(mesh.metadata["volume_offset_mm"]) <= 0.5 * min(spacing), name
+    summary = ventricle_meshes(small.astype(np.uint8), affine)["lv_endo"].summary()
+    assert abs(summary["volume_error_pct"]) < 0.5 and "volume_offset_mm" in summary

@@ -25,13 +25,26 @@ def test_disjoint_masks():
     assert 26 * np.sqrt(2) <= hd95(a, b, 1.0) <= 34 * np.sqrt(2)
 
 
-def test_empty_masks_have_defined_results():
+def test_empty_masks_are_not_scored_as_agreement():
+    """Issue 29: two empty masks were Dice 1 / HD95 0, and an empty prediction HD95 = the image diagonal
+    (219 mm), both averaged into the tables. Now: undefined (NaN), said by overlap_scores, skipped by means."""
+    from cardiorecon.metrics.seg import overlap_scores
+
     a, empty = _square(), np.zeros((40, 40), bool)
-    assert dice(a, empty) == 0.0 and dice(empty, empty) == 1.0
-    assert hd95(empty, empty, (1.0, 2.0)) == 0.0
-    worst = hd95(a, empty, (1.0, 2.0))
-    assert worst == pytest.approx(np.hypot(39 * 1.0, 39 * 2.0)) and np.isfinite(worst)
-    assert hd95(empty, a, (1.0, 2.0)) == worst
+    assert dice(a, empty) == 0.0 and dice(empty, a) == 0.0 and np.isnan(dice(empty, empty))
+    assert np.isnan(hd95(empty, empty, (1.0, 2.0)))
+    assert np.isnan(hd95(a, empty, (1.0, 2.0))) and np.isnan(hd95(empty, a, (1.0, 2.0)))
+    d, h, why = overlap_scores(empty, a, 1.0)
+    assert (d, why) == (0.0, "empty prediction") and np.isnan(h)
+    d, h, why = overlap_scores(a, empty, 1.0)
+    assert (d, why) == (0.0, "empty reference") and np.isnan(h)
+    d, h, why = overlap_scores(empty, empty, 1.0)
+    assert np.isnan(d) and np.isnan(h) and why == "absent from both"
+    assert overlap_scores(a, a, 1.0) == (1.0, 0.0, "")
+    acc = SegmentationMetric(structures={"lv": 1})
+    acc.update(a.astype(np.uint8), a.astype(np.uint8), 1.0)
+    acc.update(np.zeros_like(a, np.uint8), np.zeros_like(a, np.uint8), 1.0)  # absent from both: not averaged
+    assert acc.summary()["lv"]["dice"] == (1.0, 0.0) and acc.summary()["lv"]["hd95"] == (0.0, 0.0)
 
 
 def test_anisotropic_spacing_scales_hd95_as_by_hand():
@@ -76,7 +89,7 @@ def test_volumes_ef_and_accumulator():
     acc.update(other, lab, (1.0, 1.0, 1.0))
     s = acc.summary()
     assert s["lv_cavity"]["dice"] == pytest.approx((0.5, 0.5))
-    assert s["rv_cavity"]["dice"] == (1.0, 0.0)  # absent in both: agreement
+    assert all(np.isnan(v) for v in s["rv_cavity"]["dice"])  # absent in both: not scored (issue 29)
 
 
 def test_masked_ncc_is_nan_free():

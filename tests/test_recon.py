@@ -5,18 +5,16 @@ import pytest
 import torch
 
 from cardiorecon.geometry import voxel_to_world
-from cardiorecon.models.config import DiffAEConfig
 from cardiorecon.phantom import AcquisitionConfig, generate, sample_params
 from cardiorecon.recon import ReconConfig, reconstruct, to_native
 from cardiorecon.recon.interpolate import interpolate_stack, new_slice_positions
 from cardiorecon.recon.lag import LagConfig, continuity_loss
 from cardiorecon.recon.latent_interp import diffae_codes, interpolate_codes
-from cardiorecon.recon.lax import LaxOperator, lax_loss
+from cardiorecon.lax_operator import LaxOperator, lax_loss
 from cardiorecon.volume import Study, Volume
-from conftest import micro_diffae
+from conftest import micro_config, micro_diffae
 
-MICRO = DiffAEConfig(name="micro", image_size=32, pixel_spacing_mm=4.0, base_channels=8, channel_mult=(1, 2),
-                     attention_levels=(), encoder_channels=8, z_dim=16)
+MICRO = micro_config()
 FAST = ReconConfig(invert_steps=2, decode_steps=2, lag=LagConfig(ddim_steps=1, invert_steps=2, max_iterations=2))
 
 
@@ -122,7 +120,7 @@ def test_factor_from_target_spacing(study):
 def test_gradients_of_the_lax_loss_reach_x_T_and_z_sem(study, micro):
     from cardiorecon.diffusion import NoiseSchedule, ddim_sample
     from cardiorecon.recon.latent_interp import assemble
-    from cardiorecon.recon.pipeline import guiding_views
+    from cardiorecon.recon.guidance import guiding_views
 
     rec = reconstruct(study, "linear", factor=5, frames="ed", model=micro, config=FAST)
     acquired, codes = diffae_codes(micro, rec.grid.image.data[..., 0], 5, invert_steps=2)
@@ -138,12 +136,26 @@ def test_gradients_of_the_lax_loss_reach_x_T_and_z_sem(study, micro):
     assert continuity_loss(dense, codes.out_index).item() > 0
 
 
-def test_interpolated_codes_at_the_endpoints_are_the_acquired_ones():
+def test_interpolated_codes_run_from_one_acquired_code_to_the_next():
+    """Every new slice's codes: z_sem = (1 - a) z_k + a z_k+1 and x_T the slerp of x_k, x_k+1 at its own
+    alpha (a swap of the two sides or of alpha and 1 - alpha fails here), nearer the nearer acquired slice."""
+    torch.manual_seed(0)
     z = torch.randn(3, 4)
     x = torch.randn(3, 1, 2, 2)
-    codes = interpolate_codes(z, x, factor=2)
-    torch.testing.assert_close(codes.z_sem[0], 0.5 * (z[0] + z[1]))
-    assert codes.z_sem.shape == (2, 4) and list(codes.out_index) == [1, 3]
+    codes = interpolate_codes(z, x, factor=4)
+    assert codes.z_sem.shape == (6, 4) and list(codes.out_index) == [1, 2, 3, 5, 6, 7]
+    assert list(codes.left) == [0, 0, 0, 1, 1, 1] and list(codes.alpha) == [0.25, 0.5, 0.75] * 2
+    for n, (k, a) in enumerate(zip(codes.left, codes.alpha)):
+        torch.testing.assert_close(codes.z_sem[n], float(1 - a) * z[k] + float(a) * z[k + 1])
+        x0, x1 = x[k].flatten().double(), x[k + 1].flatten().double()
+        theta = torch.arccos(torch.dot(x0, x1) / (x0.norm() * x1.norm()))
+        expected = (torch.sin((1 - a) * theta) * x0 + torch.sin(a * theta) * x1) / torch.sin(theta)
+        torch.testing.assert_close(codes.x_T[n].flatten().double(), expected, rtol=1e-4, atol=1e-5)
+    # at the ends of a gap (alpha 1/100 and 99/100) the codes are almost the acquired ones
+    fine = interpolate_codes(z, x, factor=100)
+    for n, k in ((0, 0), (98, 1)):
+        assert (fine.z_sem[n] - z[k]).norm() < 0.02 * (z[1] - z[0]).norm()
+        assert (fine.x_T[n] - x[k]).norm() < 0.05 * (x[1] - x[0]).norm()
 
 
 def test_lag_without_lax_falls_back_to_diffae_with_a_warning(study, micro):

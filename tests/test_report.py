@@ -303,3 +303,44 @@ def test_artefact_indicators_hand_cases():
     assert islands(lab) == 2
     lab[8, 8, 1] = 1  # bridges (8, 8, 0) and (7, 7, 2) diagonally: one island again
     assert islands(lab) == 1
+
+
+def test_empty_cases_are_reported_apart_and_not_averaged(tmp_path):
+    """Issue 29: an empty prediction's HD95 (the image diagonal) and two empty masks' Dice 1 were averaged
+    into the tables silently. Now they are empty cells, counted apart in the notes."""
+    from cardiorecon.report.evaluation import markdown
+
+    rows = []
+    for c in range(6):
+        for m in ("linear", "other"):
+            rows.append(_row(protocol="lax-holdout", case=f"c{c}", method=m, frame=0, structure="lax_4ch", ncc=0.8))
+            empty = m == "other" and c < 2
+            rows.append(_row(protocol="lax-holdout", case=f"c{c}", method=m, frame=0, structure="lv_cavity@4ch",
+                             dice=0.0 if empty else 0.9, hd95=float("nan") if empty else 3.0,
+                             note="empty prediction" if empty else ""))
+            rows.append(_row(protocol="lax-holdout", case=f"c{c}", method=m, frame=0, structure="rv_cavity@4ch",
+                             dice=float("nan"), hd95=float("nan"), note="absent from both"))
+    path = write_csv(rows, tmp_path / "results.csv")
+    assert "nan" not in path.read_text().lower()
+    back = read_csv([path])
+    s = summary(back)["lax-holdout"]
+    labels = [x.label for x in s["measures"]]
+    hd = labels.index("HD95 LV")
+    assert s["cells"]["other"][hd][:2] == (3.0, 0.0) and s["cells"]["other"][hd][2] == 4  # 2 empty left out
+    assert "Dice RV" not in labels  # absent from both everywhere: never a Dice 1
+    assert s["empty"] == {"other": {"empty prediction": 2, "absent from both": 6},
+                          "linear": {"absent from both": 6}}
+    text = markdown({"lax-holdout": s})
+    assert "Empty cases, reported apart" in text and "other: 6 absent from both, 2 empty prediction" in text
+
+
+def test_no_not_distinguishable_mark_where_no_interval_was_computed():
+    """Issue 29: a method compared on fewer than MIN_TEST values (no interval: 'too few') was shaded as
+    'not distinguishable from the best', and a finding with nothing compared got the '=' mark."""
+    from cardiorecon.report.evaluation import _verdict
+    from cardiorecon.report.findings import Finding, near_best
+
+    rows = [r for r in known_rows(cases=1, seed=3) if r["method"] in ("linear", "same")]  # 2 paired values
+    assert compare(rows, SSIM, "same", "linear").verdict == "untested"
+    assert near_best(rows, SSIM, ["same"], "linear") == set()
+    assert _verdict(Finding(SSIM, "linear", "linear", 0.7, [])) == ""

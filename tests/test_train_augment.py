@@ -5,12 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from cardiorecon.models.config import DiffAEConfig
 from cardiorecon.training.data import augment_pair, training_theta
 from cardiorecon.training.diffae import DiffAEModule, TrainConfig
+from conftest import micro_config
 
-MICRO = DiffAEConfig(name="micro", image_size=32, pixel_spacing_mm=3.0, base_channels=8, channel_mult=(1, 2),
-                     attention_levels=(1,), encoder_channels=8, z_dim=16)
+MICRO = micro_config(pixel_spacing_mm=3.0, attention_levels=(1,))
 
 
 def _marked_bank(n: int = 8, size: int = 32) -> np.ndarray:

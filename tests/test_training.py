@@ -10,9 +10,9 @@ from cardiorecon.models.config import DiffAEConfig, load_weights, save_weights
 from cardiorecon.models.diffae import DiffAE
 from cardiorecon.phantom import AcquisitionConfig, generate, sample_params, write_subject
 from cardiorecon.training.diffae import TrainConfig, train
+from conftest import micro_config
 
-MICRO = DiffAEConfig(name="micro", image_size=32, pixel_spacing_mm=3.0, base_channels=8, channel_mult=(1, 2),
-                     attention_levels=(1,), encoder_channels=8, z_dim=16)
+MICRO = micro_config(pixel_spacing_mm=3.0, attention_levels=(1,))
 
 
 @pytest.fixture(scope="module")

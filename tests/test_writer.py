@@ -159,3 +159,19 @@ def test_an_interrupted_reconstruct_leaves_no_partial_file(tmp_path, monkeypatch
     left = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert left == ["recon_linear.nii.gz"]  # the finished file, whole; no temporary, no half file
     assert nib.load(str(tmp_path / "out" / "recon_linear.nii.gz")).shape[2] == 2 * study.sax.spatial_shape[2] - 1
+
+
+def test_a_qform_a_few_thousandths_of_a_mm_off_is_not_reported(tmp_path):
+    """Issue 29: every UK Biobank command printed "up to 0.00 mm off": a float32 affine a few thousandths
+    of a mm from a rigid one. Below 0.01 mm nothing is said; above, the distance is never printed as 0.00."""
+    import warnings
+
+    affine = np.array([[1.8, 1e-6, 0, 0], [0, 1.8, 0, 0], [0, 0, 10.0, 0], [0, 0, 0, 1]])
+    affine[0, 1] = 2e-5  # 0.003 mm at the far corner of a 208-pixel row
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GeometryWarning)
+        write_nifti(Volume(np.ones((208, 208, 4), np.float32), affine), tmp_path / "ukbb.nii.gz")
+    affine[0, 1] = 2e-4  # 0.029 mm
+    with pytest.warns(GeometryWarning) as caught:
+        write_nifti(Volume(np.ones((208, 208, 4), np.float32), affine), tmp_path / "more.nii.gz")
+    assert "0.00 mm" not in str(caught[0].message) and "0.029 mm" in str(caught[0].message)

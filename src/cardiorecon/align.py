@@ -13,7 +13,7 @@ each slice from that shifted position (`geometry.shift_slices`, `geometry.resamp
 
 Along each line the SAX slice is sampled averaged across the LAX slab and the LAX view averaged
 across the SAX slab (both slabs' traces on the other plane), every SAX frame paired with the LAX
-frame of the same cardiac phase (`recon.pipeline.lax_frame`). The objective
+frame of the same cardiac phase (`phase.lax_frame`: the plan's pairing). The objective
 
     sum over lines of (1 - NCC over all frames and points) + smoothness * sum_k |s_k - s_k+1|^2
                                                           + prior * sum_k |s_k|^2
@@ -26,7 +26,6 @@ shifts), then finer grids around each slice's estimate (sub-voxel: 0.5 mm, then 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,8 @@ import torch.nn.functional as F
 
 from cardiorecon.errors import InputError
 from cardiorecon.geometry import plane_intersection, shift_slices, slice_plane, world_to_voxel
-from cardiorecon.volume import Study, Volume
+from cardiorecon.phase import lax_frame, pair_lax_frames
+from cardiorecon.volume import PAIRING, Study, Volume
 
 
 @dataclass(frozen=True)
@@ -148,8 +148,10 @@ def _sample_frames(frames: torch.Tensor, ij: np.ndarray) -> torch.Tensor:
 def _lines(study: Study, views: list[str], cfg: AlignConfig) -> list[_Line]:
     """Every usable intersection line of an SAX slice with a LAX view, with the LAX side sampled."""
     from cardiorecon.preprocess import heart_centre
-    from cardiorecon.recon.pipeline import lax_frame
 
+    missing_pairing = [v for v in views if v in study.lax and PAIRING not in study.lax[v].meta]
+    if missing_pairing:  # no plan paired the phases yet (`plan.make_plan` does so first)
+        pair_lax_frames(study)
     sax = study.sax
     X, Y, Z, T = sax.shape
     px = sax.spacing[:2]
@@ -402,11 +404,11 @@ def resolve_alignment(study: Study, align: str | Alignment | None, lax_views: li
 def write_alignment(alignment: Alignment, study: Study, out: str | Path) -> list[Path]:
     """alignment.json and the aligned SAX (`sa_aligned.nii.gz`, each slice shifted by its estimate,
     resampled once; LAX untouched) under `out`."""
-    from cardiorecon.io.nifti import atomic_write, write_nifti
+    from cardiorecon.io.nifti import atomic_write, json_text, write_nifti
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(alignment.to_json(), indent=2)
+    text = json_text(alignment.to_json())  # an NCC without overlap is null, not NaN (invalid JSON)
     written = [atomic_write(out / "alignment.json", lambda tmp: tmp.write_text(text), suffix=".json")]
     aligned = align_study(study, alignment).sax
     written.append(write_nifti(aligned, out / "sa_aligned.nii.gz"))

@@ -7,22 +7,17 @@ Two layers (as Dask's own examples are built):
   volume, and write into `out`: the dense 4D NIfTI on the model grid and on the input's in-plane grid,
   the 4D labels on both, the LV/RV/myocardium volume curves (CSV, PNG), EDV/ESV/SV/EF and LV mass,
   surface meshes of the LV endocardium, LV epicardium and RV at ED and ES (STL, PLY), a subject HTML
-  page, `result.json`, and last, atomically, the marker `done.json`.
+  page, `plan.json`, `result.json`, and last, atomically, the marker `done.json`.
 - `run_cohort(data, out, options, workers | scheduler)`: the runner. It only maps `run_subject` over
   the subjects (one Dask task each) on a LocalCluster sized to the machine or an existing scheduler,
   skips subjects whose marker exists for the same options, records a failing subject with its error
   and goes on, shows a progress bar with the time left, and writes `cohort.csv` (rewritten while
-  subjects finish, at most every 30 s, and at the end) and `cohort.html`.
+  subjects finish, at most every 30 s, and at the end) and `cohort.html`. Models are loaded once per
+  worker process (`load_models` caches them by weights and device).
 
-Models are loaded once per worker process (`load_models` caches them by weights and device).
-
-4D consistency: the segmenter's class probabilities can be smoothed along time (circular Gaussian
-over the cycle) before the argmax (`temporal="probability"`), or the dense intensities themselves
-(`temporal="intensity"`); `none` segments each frame on its own. The default, `none`, is chosen by
-measurement on the phantom's true curves (docs/BENCHMARKS.md, section "Cohorts"): smoothing made the
-curve a little smoother than per frame but biased EF. The reconstruction reuses frames where the method
-does: `fusion`'s temporal term, and for `lag` an optional warm start from the previous frame
-(`lag_warm`, off by default by measurement).
+4D consistency of the segmentation: `cine_segmentation.segment_4d` (per frame by default, by
+measurement). The reconstruction reuses frames where the method does: `fusion`'s temporal term, and
+for `lag` an optional warm start from the previous frame (`lag_warm`, off by default by measurement).
 """
 
 from __future__ import annotations
@@ -35,13 +30,13 @@ import traceback
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
+from cardiorecon.cine_segmentation import Temporal, class_probabilities, labels_over_time, segment_4d  # noqa: F401
 from cardiorecon.errors import CardioReconError, InputError
 
-Temporal = Literal["none", "probability", "intensity"]
 MARKER = "done.json"
 CSV_EVERY_S = 30.0  # cohort.csv is rewritten at most this often while a cohort runs, and at the end
 RESULT = "result.json"
@@ -77,13 +72,28 @@ class CohortOptions:
     lag_warm: str = "off"  # lag only: warm start of each frame from the previous one (ReconConfig.lag_warm:
     # 'off' by measurement, 'delta' agreed better with the LAX views but worse with the truth)
 
+    def recon_config(self):
+        """The reconstruction settings these options ask for (`recon.ReconConfig`)."""
+        from cardiorecon.recon import ReconConfig
+
+        return ReconConfig(lag_warm=self.lag_warm)
+
+    def weights_needed(self) -> str | None:
+        """The network the method needs ('diffae', 'dmcvr' or None), from the method table."""
+        from cardiorecon.recon import get_method
+
+        cls = get_method(self.method)
+        return cls.weights_for(cls.options_from(self.recon_config()))
+
     def key(self) -> dict:
         """The options that change a subject's outputs."""
         d = asdict(self)
         for k in ("device", "torch_threads"):
             d.pop(k)
-        if self.method != "lag":
-            d.pop("lag_warm")  # no effect (and older markers of the other methods stay valid)
+        from cardiorecon.recon import get_method
+
+        if not get_method(self.method).takes("warm"):
+            d.pop("lag_warm")  # no effect on this method (and older markers of the others stay valid)
         d["lax_views"] = None if self.lax_views is None else list(self.lax_views)
         return d
 
@@ -110,19 +120,17 @@ def load_models(options: CohortOptions) -> Models:
     key = (options.method, options.weights, options.seg_weights, str(device))
     with _MODELS_LOCK:
         if key not in _MODELS:
-            from cardiorecon.segment import load_segnet
+            from cardiorecon.segment import DEFAULT_WINDOW_SEGNET, load_segnet
 
-            recon = None
-            if options.method in ("diffae", "lag"):
-                from cardiorecon.models.pretrained import load_diffae
+            from cardiorecon.models.pretrained import load_network
 
-                recon = load_diffae(options.weights)
-            elif options.method == "dmcvr":
-                from cardiorecon.models.pretrained import load_dmcvr
-
-                recon = load_dmcvr(options.weights)
+            kind = options.weights_needed()
+            recon = None if kind is None else load_network(kind, options.weights)
             recon = None if recon is None else recon.to(device).eval()
-            _MODELS[key] = Models(recon, load_segnet(options.seg_weights).to(device).eval(), str(device))
+            # the same whole-field network as `segment` unless asked otherwise (issue 25: the crop
+            # network the cohort used before saw only the centre 128 mm of the working grid)
+            segnet = load_segnet(options.seg_weights or DEFAULT_WINDOW_SEGNET)
+            _MODELS[key] = Models(recon, segnet.to(device).eval(), str(device))
             MODEL_LOADS[key] += 1
         return _MODELS[key]
 
@@ -141,13 +149,6 @@ class SubjectOutputs:
     notes: list[str] = field(default_factory=list)
 
 
-def _frames(study, frames: str) -> list[int]:
-    if "," in str(frames):
-        return study.resolve_frames([int(f) for f in str(frames).split(",") if f.strip()])
-    f = str(frames)
-    return study.resolve_frames(int(f) if f.lstrip("-").isdigit() else f)
-
-
 def _alignment(study, options: CohortOptions, notes: list[str]):
     """The breath-hold alignment of the SAX slices to the LAX views (`align.resolve_alignment`:
     'auto' estimates it where LAX views exist), or None with a note saying why not."""
@@ -156,11 +157,8 @@ def _alignment(study, options: CohortOptions, notes: list[str]):
     if not study.lax:
         notes.append("no LAX view: the SAX slices are not aligned")
         return None
-    try:
-        from cardiorecon.align import resolve_alignment
-    except ImportError:
-        notes.append("alignment not available in this installation: the SAX slices are not aligned")
-        return None
+    from cardiorecon.align import resolve_alignment
+
     alignment = resolve_alignment(study, options.align, None if options.lax_views is None else list(options.lax_views))
     if alignment is not None:
         notes.extend(alignment.notes)
@@ -170,78 +168,12 @@ def _alignment(study, options: CohortOptions, notes: list[str]):
     return alignment
 
 
-def class_probabilities(net, x):
-    """Class probabilities (N, C, X, Y) on the CPU of slices (N, 1, X, Y) in [-1, 1] from a crop
-    network, as `segment.segment_array` labels them: the network's window at the centre of the
-    (heart-centred) working grid, background (probability 1) outside it."""
-    import torch
-
-    from cardiorecon.segment import predict_slices
-
-    size = net.config.image_size
-    X, Y = x.shape[2:]
-    if min(X, Y) < size:
-        raise ValueError(f"the segmenter needs at least its window {size} x {size} in-plane, got {(X, Y)}")
-    x0, y0 = (X - size) // 2, (Y - size) // 2
-    centre = predict_slices(net, x[:, :, x0:x0 + size, y0:y0 + size])
-    if (X, Y) == (size, size):
-        return centre
-    probs = torch.zeros((x.shape[0], centre.shape[1], X, Y), dtype=centre.dtype)
-    probs[:, 0] = 1.0
-    probs[:, :, x0:x0 + size, y0:y0 + size] = centre
-    return probs
-
-
-def segment_4d(net, data: np.ndarray, temporal: Temporal = "none", sigma: float = 0.75,
-               circular: bool = True, affine: np.ndarray | None = None, notes: list[str] | None = None
-               ) -> np.ndarray:
-    """Labels (X, Y, Z, T) uint8 of a dense model-grid 4D volume in [-1, 1].
-
-    temporal: 'none' (each frame alone), 'probability' (class probabilities smoothed along time by
-    a Gaussian of `sigma` frames before the argmax), 'intensity' (the images smoothed along time
-    first). `circular`: the frames cover the whole cycle (time wraps around). A whole-field window
-    network (`SegConfig.inference == "window"`) segments through `segment.segment_array` with the
-    volume's `affine`, frame by frame; it gives labels, not probabilities, so 'probability' falls
-    back to 'none' there (said in `notes`)."""
-    from scipy.ndimage import gaussian_filter1d
-
-    from cardiorecon.autoencoder import volume_to_slices
-
-    data = np.asarray(data, np.float32)
-    if data.ndim != 4:
-        raise ValueError(f"segment_4d needs (X, Y, Z, T), got shape {data.shape}")
-    X, Y, Z, T = data.shape
-    mode = "wrap" if circular else "nearest"
-    smooth = temporal != "none" and T > 2 and sigma > 0
-    if temporal == "intensity" and smooth:
-        data = gaussian_filter1d(data, sigma, axis=3, mode=mode)
-    elif temporal not in ("none", "probability", "intensity"):
-        raise ValueError(f"temporal must be none, probability or intensity, got {temporal!r}")
-    if getattr(net.config, "inference", None) == "window":
-        from cardiorecon.segment import segment_array
-
-        if temporal == "probability" and smooth and notes is not None:
-            notes.append("the window segmenter gives labels, not probabilities: frames segmented alone")
-        return np.stack([segment_array(net, data[..., t], affine) for t in range(T)], axis=-1).astype(np.uint8)
-    probs = class_probabilities(net, volume_to_slices(data)).numpy()  # (T*Z, C, X, Y), frame-major
-    return labels_over_time(probs.reshape(T, Z, -1, X, Y), sigma if temporal == "probability" and smooth else 0.0,
-                            circular)
-
-
-def labels_over_time(probs: np.ndarray, sigma: float = 0.0, circular: bool = True) -> np.ndarray:
-    """Labels (X, Y, Z, T) uint8 from class probabilities (T, Z, C, X, Y), smoothed along time by a
-    Gaussian of `sigma` frames first (0: none; circular: wrapping over the cycle)."""
-    from scipy.ndimage import gaussian_filter1d
-
-    if sigma > 0 and probs.shape[0] > 2:
-        probs = gaussian_filter1d(probs, sigma, axis=0, mode="wrap" if circular else "nearest")
-    return np.transpose(probs.argmax(2), (2, 3, 1, 0)).astype(np.uint8)
-
-
 def _write_json(path: Path, obj) -> Path:
     from cardiorecon.io.nifti import atomic_write
 
-    text = json.dumps(obj, indent=2, default=_jsonable)
+    from cardiorecon.io.nifti import json_text
+
+    text = json_text(obj, default=_jsonable)  # NaN (EF without ES) -> null: valid JSON
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text), suffix=".json")
 
 
@@ -265,8 +197,11 @@ def run_subject(path: str | Path, out: str | Path, options: CohortOptions = Coho
     from cardiorecon.io import read_study
     from cardiorecon.io.nifti import atomic_write, write_csv_rows, write_nifti
     from cardiorecon.meshes import ventricle_meshes, write_mesh
-    from cardiorecon.metrics.function import function_from_curves, volume_curves
-    from cardiorecon.recon.pipeline import PeakMemory, ReconConfig, reconstruct, to_native
+    from cardiorecon.metrics.function import dense_volume_curves, function_from_curves, volume_curves
+    from cardiorecon.segment import segment_slices
+    from cardiorecon.memory import PeakMemory
+    from cardiorecon.plan import make_plan, write_plan
+    from cardiorecon.recon.pipeline import reconstruct, to_native, working_grid
     from cardiorecon.report.cohort import slices_png, subject_page, volume_curve_png, write_html
     from cardiorecon.volume import Volume
 
@@ -284,48 +219,65 @@ def run_subject(path: str | Path, out: str | Path, options: CohortOptions = Coho
         models = models or load_models(options)
         study = read_study(path)
         alignment = _alignment(study, options, notes)
-        frames = _frames(study, options.frames)
-        rec = reconstruct(study, options.method, factor=options.factor, frames=frames,
-                          lax_views=None if options.lax_views is None else list(options.lax_views),
-                          model=models.recon, align=alignment if alignment is not None else "off",
-                          config=ReconConfig(lag_warm=options.lag_warm))
+        frames = study.resolve_frames(str(options.frames))
+        config = options.recon_config()
+        lax_views = None if options.lax_views is None else list(options.lax_views)
+        plan = make_plan(study, *working_grid(models.recon, config), alignment if alignment is not None else "off",
+                         lax_views)
+        rec = reconstruct(study, options.method, factor=options.factor, frames=frames, lax_views=lax_views,
+                          model=models.recon, config=config, plan=plan)
         notes.extend(rec.notes)
         circular = len(frames) == study.num_frames
-        labels = segment_4d(models.segnet, rec.normalised.data, options.temporal, options.temporal_sigma, circular,
-                            affine=rec.normalised.affine, notes=notes)
-        spacing = rec.volume.spacing.tolist()
-        curves = volume_curves(labels, spacing)
-        fn = function_from_curves(curves, labels, spacing)
-        ed, es = frames[fn["ed_index"]], frames[fn["es_index"]]
         files: list[Path] = []
         m = options.method
-        label_vol = Volume(labels, rec.volume.affine, {"frames": frames, "segmentation": "segnet"})
-        files.append(write_nifti(rec.volume, out / f"recon_{m}.nii.gz"))
         native = to_native(rec, study)
+        if getattr(models.segnet.config, "inference", None) == "window":
+            # whole-field network: the dense volume on the input's own in-plane grid, segmented as
+            # `segment` segments the acquired slices, volumes over the acquired stack's extent
+            native_labels = segment_slices(native.data, native.affine, models.segnet)
+            native_label_vol = Volume(native_labels, native.affine, {"frames": frames, "segmentation": "segnet"})
+            label_vol = resample(native_label_vol, rec.volume.affine, rec.volume.spatial_shape, order=0)
+            labels, label_affine = native_labels, native.affine
+            spacing = native.spacing.tolist()
+            curves = dense_volume_curves(labels, spacing, float(study.sax.spacing[2]))
+        else:  # a crop network (--seg-weights segnet_tiny): the working grid, as before
+            labels = segment_4d(models.segnet, rec.normalised.data, options.temporal, options.temporal_sigma,
+                                circular, affine=rec.normalised.affine, notes=notes)
+            label_vol = Volume(labels, rec.volume.affine, {"frames": frames, "segmentation": "segnet"})
+            # labels on the same native grid (nearest; zero outside the working grid)
+            native_label_vol = resample(label_vol, native.affine, native.spatial_shape, order=0)
+            label_affine, spacing = rec.volume.affine, rec.volume.spacing.tolist()
+            curves = volume_curves(labels, spacing)
+        # LV mass from the myocardium curve: the same extent as the volumes
+        fn = function_from_curves(curves, one_frame_is_ed=frames == [study.ed_frame])
+        # one frame (--frames ed): no ES, so ESV/SV/EF stay blank (metrics.function_from_curves)
+        phases = {k: fn[f"{k}_index"] for k in ("ed", "es") if fn[f"{k}_index"] is not None}
+        ed, es = (frames[phases[k]] if k in phases else "" for k in ("ed", "es"))
+        if not phases:  # one frame that is not ED (--frames es, an index): its meshes by frame number
+            phases = {f"frame{frames[0]}": 0}
+        files.append(write_plan(plan, out))
+        files.append(write_nifti(rec.volume, out / f"recon_{m}.nii.gz"))
         files.append(write_nifti(native, out / f"recon_{m}_native.nii.gz"))
         files.append(write_nifti(label_vol, out / f"seg_{m}.nii.gz"))
-        # labels on the same native grid (nearest; zero outside the working grid)
-        files.append(write_nifti(resample(label_vol, native.affine, native.spatial_shape, order=0),
-                                 out / f"seg_{m}_native.nii.gz"))
+        files.append(write_nifti(native_label_vol, out / f"seg_{m}_native.nii.gz"))
 
         interval = study.sax.meta.get("frame_interval")
         times = [t * float(interval) if interval else float(t) for t in frames]
         curve_rows = [{"frame": t, "time_ms": round(times[i], 3) if interval else "",
                        **{k: round(float(v[i]), 4) for k, v in curves.items()}} for i, t in enumerate(frames)]
         files.append(write_csv_rows(out / "volumes.csv", curve_rows, list(curve_rows[0])))
-        curve_png = volume_curve_png(times if interval else frames, curves, fn["ed_index"], fn["es_index"],
+        curve_png = volume_curve_png(times if interval else frames, curves, phases.get("ed"), phases.get("es"),
                                      f"{subject}: {m}, {len(frames)} frames")
         files.append(atomic_write(out / "volumes.png", lambda tmp: Path(tmp).write_bytes(curve_png), suffix=".png"))
 
         mesh_rows = []
         if options.meshes:
-            for phase, idx in (("ed", fn["ed_index"]), ("es", fn["es_index"])):
-                for name, sm in ventricle_meshes(labels[..., idx], rec.volume.affine,
+            for phase, idx in phases.items():
+                for name, sm in ventricle_meshes(labels[..., idx], label_affine,
                                                  smoothing_iterations=options.mesh_smoothing).items():
                     files.extend(write_mesh(sm.mesh, out / "meshes" / f"{name}_{phase}"))
                     mesh_rows.append({**sm.summary(), "phase": phase.upper()})
         errors = [abs(r["volume_error_pct"]) for r in mesh_rows]
-        seconds = time.perf_counter() - t_start
         row = {"subject": subject, "status": "done", "method": m, "frames": len(frames), "ed_frame": ed,
                "es_frame": es, **{k: fn[k] for k in ("lv_edv_ml", "lv_esv_ml", "lv_sv_ml", "lv_ef", "lv_mass_g",
                                                       "rv_edv_ml", "rv_esv_ml", "rv_sv_ml", "rv_ef")},
@@ -334,7 +286,8 @@ def run_subject(path: str | Path, out: str | Path, options: CohortOptions = Coho
                "seconds_per_frame": float(np.mean(rec.seconds_per_frame)), "device": models.device,
                "worker": os.getpid(), "models_loaded": models_loaded(), "resumed": False, "path": str(path),
                "error": ""}
-        slice_png = slices_png(rec.normalised.data, labels, {"ED": fn["ed_index"], "ES": fn["es_index"]})
+        slice_png = slices_png(rec.normalised.data, label_vol.data if label_vol.data.ndim == 4 else label_vol.data[..., None],
+                               {k.upper(): v for k, v in phases.items()})
     row["seconds"] = time.perf_counter() - t_start
     row["peak_mb"] = mem.peak_mb
     rel = [str(Path(f).relative_to(out)) for f in files]
@@ -373,15 +326,10 @@ def subject_task(path: str, out: str, options: CohortOptions, subject: str) -> d
 # ----- the cohort -----
 def discover(data: Sequence[str | Path]) -> tuple[list[tuple[str, Path]], list[tuple[Path, str]]]:
     """(subject name, path) of every study under `data`, names made unique; and paths skipped with why."""
-    try:
-        from cardiorecon.io.discover import discover_studies
+    from cardiorecon.io.discover import discover_studies
 
-        found = discover_studies(list(data))
-        paths, skipped = found.studies, [(Path(p), why) for p, why in found.skipped]
-    except ImportError:
-        from cardiorecon.training.data import subject_folders
-
-        paths, skipped = subject_folders(list(data)), []
+    found = discover_studies(list(data))
+    paths, skipped = found.studies, [(Path(p), why) for p, why in found.skipped]
     names: list[tuple[str, Path]] = []
     seen: Counter = Counter()
     for p in paths:
@@ -393,9 +341,11 @@ def discover(data: Sequence[str | Path]) -> tuple[list[tuple[str, Path]], list[t
 
 
 def write_cohort_csv(rows: list[dict], path: Path) -> Path:
+    """cohort.csv; a NaN (no ES with one frame: ESV, SV, EF) is a blank cell."""
     from cardiorecon.io.nifti import write_csv_rows
 
-    return write_csv_rows(path, rows, COLUMNS)
+    blank = [{k: ("" if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()} for r in rows]
+    return write_csv_rows(path, blank, COLUMNS)
 
 
 def read_marker(folder: Path, options: CohortOptions) -> dict | None:

@@ -38,3 +38,21 @@ class GeometryWarning(UserWarning):
 
 class NumericalError(CardioReconError):
     """A computation produced NaN or infinite values where it needs finite ones."""
+
+
+def warning_line(message, category, filename, lineno, line=None) -> str:
+    """A warning as one line for people: `warning: <message>` (the message names the file it is about),
+    without Python's source file, line number and source line; a warning of another kind than
+    UserWarning says its kind."""
+    text = " ".join(str(message).split())
+    kind = "" if issubclass(category, UserWarning) and category.__module__ in ("builtins", __name__) \
+        else f" [{category.__name__}]"
+    return f"warning: {text}{kind}\n"
+
+
+def use_one_line_warnings() -> None:
+    """Show every warning as `warning_line` (the console script does this; libraries keep Python's
+    format). Recording warnings (pytest, warnings.catch_warnings(record=True)) is unaffected."""
+    import warnings
+
+    warnings.formatwarning = warning_line

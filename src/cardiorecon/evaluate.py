@@ -29,155 +29,26 @@ import torch
 from cardiorecon.errors import CardioReconError, InputError
 from cardiorecon.geometry import resample
 from cardiorecon.io import read_study
-from cardiorecon.metrics.image import masked_ncc, psnr, ssim
-from cardiorecon.metrics.seg import STRUCTURES, dice, ejection_fraction, hd95, volume_ml
-from cardiorecon.recon import ReconConfig, reconstruct
-from cardiorecon.recon.lax import LaxOperator
-from cardiorecon.recon.pipeline import Reconstruction, lax_frame, write_reconstruction
+from cardiorecon.evaluator import Evaluator
+from cardiorecon.metrics.image import masked_ncc, masked_ssim, psnr, ssim
+from cardiorecon.metrics.seg import STRUCTURES, ejection_fraction, hd95, overlap_scores, volume_ml
+from cardiorecon.lax_operator import LaxOperator
+from cardiorecon.phase import lax_frame, pair_lax_frames
+from cardiorecon.recon import get_method
+from cardiorecon.report.results_csv import COLUMNS, TRUTH_IMAGE
 from cardiorecon.segment import segment_array
 from cardiorecon.volume import LABELS, Study, Volume
 
-COLUMNS = ["protocol", "case", "method", "frame", "structure", "dice", "hd95", "ssim", "psnr", "ncc",
-           "volume_ml", "true_volume_ml", "ef", "true_ef", "ef_error", "seconds", "peak_mb", "note"]
-#: Pseudo-method: the segmentation network applied to the true dense image (its own error alone).
-TRUTH_IMAGE = "truth-image"
-
-
-@dataclass
-class Evaluator:
-    """What every protocol needs: the DiffAE (for diffae/lag), the segmentation network, the
-    reconstruction settings, and where to report progress."""
-
-    methods: list[str]
-    model: object | None = None  # the DiffAE (diffae, lag)
-    segnet: object | None = None
-    dmcvr: object | None = None  # the DMCVR model (dmcvr)
-    config: ReconConfig = ReconConfig()
-    progress: bool = True
-    echo: Callable[[str], None] = print
-    save_to: Path | None = None  # write every reconstruction (NIfTI, model and input grid) under here
-    figures: dict = field(default_factory=dict)  # material kept for the report figures
-    align: str = "off"  # breath-hold alignment before every method: auto, on or off (cardiorecon.align)
-    weights: list[dict] = field(default_factory=list)  # provenance: name, file, hash of the weights loaded
-    data: dict = field(default_factory=dict)  # provenance: {case: describe_data(study)}
-    figure_cases: int = 3  # cases whose every frame and slice the report's scroller shows
-    failures: list[dict] = field(default_factory=list)  # cases that failed: case, folder, error
-    lax_thickness_mm: float | None = None  # override of every LAX view's slice thickness (--lax-thickness)
-    on_rows: Callable[[list[dict]], None] | None = None  # called with the rows so far after each case
-
-    def load(self, weights=None, dmcvr_weights=None, seg_weights=None, segmentation: bool = True) -> "Evaluator":
-        """Load what the methods need (None: the shipped weights) and the segmentation network."""
-        from cardiorecon.models.pretrained import DEFAULT_DMCVR, resolve_weights
-        from cardiorecon.report.provenance import weights_entry
-
-        if set(self.methods) & {"diffae", "lag"}:
-            from cardiorecon.models.pretrained import load_diffae
-
-            self.model = load_diffae(weights)
-            self.weights.append(weights_entry("diffae, lag", resolve_weights(weights), self.model))
-        if "dmcvr" in self.methods:
-            from cardiorecon.models.pretrained import load_dmcvr
-
-            self.dmcvr = load_dmcvr(dmcvr_weights)
-            stem = resolve_weights(dmcvr_weights, default=DEFAULT_DMCVR)
-            self.weights.append(weights_entry("dmcvr", stem, self.dmcvr))
-            self.weights.append(weights_entry("dmcvr morphology segmenter", stem.parent / "segnet"))
-        if segmentation:
-            from cardiorecon.segment import DEFAULT_WINDOW_SEGNET, load_segnet
-
-            # the whole-field segmenter by default (issue 15); --seg-weights picks another
-            self.segnet = load_segnet(DEFAULT_WINDOW_SEGNET if seg_weights is None else seg_weights)
-            p = DEFAULT_WINDOW_SEGNET if seg_weights is None else Path(seg_weights)
-            stems = [p / "model", p / "weights" / "model"] if p.is_dir() else [p.with_suffix("")]
-            stem = next((s for s in stems if s.with_suffix(".safetensors").is_file()), stems[0])
-            self.weights.append(weights_entry("segmentation (scoring)", stem, self.segnet))
-        return self
-
-    def alignment(self, study: Study, lax_views: list[str] | None = None):
-        """The study's breath-hold alignment with `lax_views` (default all) under `self.align`,
-        estimated once per case and set of views and kept for the report."""
-        from cardiorecon.align import resolve_alignment
-
-        views = tuple(study.lax) if lax_views is None else tuple(lax_views)
-        key = (str(study.meta.get("subject") or study.meta.get("source") or id(study)), views)
-        cache = self.figures.setdefault("alignment", {})
-        if key not in cache:
-            cache[key] = resolve_alignment(study, self.align, list(views))
-        return cache[key]
-
-    def run(self, study: Study, method: str, factor: int, frames: list[int], lax_views: list[str] | None = None,
-            align: str | None = None) -> Reconstruction:
-        model = self.dmcvr if method == "dmcvr" else self.model
-        if method in ("nearest", "linear", "cubic", "register", "fusion", "selfsr"):  # on the same model grid as the others
-            model = self.model if self.model is not None else self.dmcvr
-        from cardiorecon.recon.pipeline import PeakMemory
-        from cardiorecon.report.provenance import describe_data
-
-        case = str(study.meta.get("subject") or Path(str(study.meta.get("source") or "case")).name)
-        self.data.setdefault(case, describe_data(study))
-        before_mb = PeakMemory.rss_mb()
-        alignment = self.alignment(study, lax_views) if (align or self.align) != "off" else "off"
-        rec = reconstruct(study, method, factor=factor, frames=frames, lax_views=lax_views, model=model,
-                          config=self.config, progress=self.progress, align=alignment)
-        # Memory of this method alone: the peak above what the process held before it (other methods'
-        # models, the data), plus the weights this method uses; a classical method uses none.
-        weights_mb = 0.0 if method in ("nearest", "linear", "cubic", "register", "fusion", "selfsr") or model is None else \
-            sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
-        rec = dataclasses.replace(rec, peak_memory_mb=max(rec.peak_memory_mb - before_mb, 0.0) + weights_mb)
-        if rec.grid.region is not None and "heart_region" not in self.data[case]:
-            from cardiorecon.preprocess import region_share
-
-            entry = rec.grid.region.to_json()
-            if study.sax_labels is not None:  # scoring only: how much of the labelled heart the region holds
-                entry["labelled_share"] = region_share(rec.grid.region, study.sax_labels)
-            self.data[case]["heart_region"] = entry
-            share = entry.get("labelled_share")
-            self.echo(f"  heart region {entry['size_mm']:.0f} mm ({entry['source']})"
-                      + ("" if share is None else f", {100 * share:.1f} % of the labelled heart inside"))
-        for t, res in rec.lag.items():  # the report's loss curves
-            key = (case, ",".join(rec.lax_views))
-            self.figures.setdefault("lag_curves", {}).setdefault(key, {})[t] = res.history
-        if self.save_to is not None:
-            write_reconstruction(rec, Path(self.save_to) / str(study.meta.get("subject", "case")), study, native=True)
-        return rec
-
-    def keep_slices(self, case: str, frame, method: str, dense: np.ndarray, pred: np.ndarray | None,
-                    truth: np.ndarray, truth_labels: np.ndarray | None, slices: list[int], most: int = 12) -> None:
-        """Keep up to `most` of `slices` (the new ones) of this case and frame for the report's slice and
-        frame scroller: the method's (X, Y, Z) volume and segmentation beside the reference ones. Only
-        the first `figure_cases` cases are kept. Artefact indicators are kept for every case."""
-        from cardiorecon.report.artefacts import indicators
-
-        self.figures.setdefault("artefacts", {})[(case, str(frame), method)] = indicators(dense, pred, slices)
-        kept = self.figures.setdefault("scroller", {})
-        if case not in kept and len(kept) >= self.figure_cases:
-            return
-        picks = [slices[int(i)] for i in np.unique(np.linspace(0, len(slices) - 1, min(most, len(slices))).round())]
-        entry = kept.setdefault(case, {"slices": picks, "frames": {}})
-        picks = entry["slices"]
-
-        def take(a):
-            return None if a is None else np.ascontiguousarray(a[:, :, picks])
-
-        f = entry["frames"].setdefault(frame, {"truth": take(truth), "truth_labels": take(truth_labels), "methods": {}})
-        f["methods"][method] = (take(dense), take(pred))
-
-
 def frames_to_score(study: Study, frames: str) -> list[int]:
-    """'ed-es' (ED and ES where known, else ED, else frame 0 with a note), 'ed', 'es', 'all', an index,
-    or a comma-separated list of indices."""
+    """'ed-es' (ED and ES where known, else ED, else frame 0 with a note), or any --frames value
+    (`Study.resolve_frames`: 'ed', 'es', 'ed,es', 'all', indices from 0)."""
     if frames == "ed-es":
         known = [t for t in (study.ed_frame, study.es_frame) if t is not None]
         if known:
             return known
         study.meta.setdefault("notes", []).append("ED and ES unknown: frame 0 scored")
         return [0]
-    if "," in frames:
-        try:
-            return study.resolve_frames([int(x) for x in frames.split(",") if x.strip()])
-        except ValueError as exc:
-            raise InputError(study.meta.get("source"), f"--frames {frames!r}: {exc}") from exc
-    return study.resolve_frames(frames)
+    return study.resolve_frames(frames)  # ed, es, ed,es, all, indices: as in every command
 
 
 def _run_cases(ev: Evaluator, folders: list[Path], case: Callable[[int, Path], list[dict]]) -> list[dict]:
@@ -209,6 +80,14 @@ def _row(protocol: str, case: str, method: str, frame, structure: str, **values)
     return row
 
 
+def _read_case(ev: Evaluator, folder: Path) -> Study:
+    """The case as read, its LAX views paired with the SAX frames by phase on the whole study (the
+    slice-drop study keeps this pairing)."""
+    study = read_study(folder, lax_thickness_mm=ev.lax_thickness_mm)
+    pair_lax_frames(study)
+    return study
+
+
 def _case_name(study: Study, folder: Path) -> str:
     return str(study.meta.get("subject") or folder.name)
 
@@ -220,14 +99,16 @@ def _segment(ev: Evaluator, dense: np.ndarray, affine: np.ndarray | None = None)
 def _structure_rows(protocol, case, method, frame, pred, ref, spacing, structures=STRUCTURES, **extra):
     rows = []
     for name, v in structures.items():
-        p, r = pred == v, ref == v
-        rows.append(_row(protocol, case, method, frame, name, dice=dice(p, r), hd95=hd95(p, r, spacing),
+        d, h, empty = overlap_scores(pred == v, ref == v, spacing)
+        rows.append(_row(protocol, case, method, frame, name, dice=d, hd95=h, note=empty,
                          volume_ml=volume_ml(pred, v, spacing), true_volume_ml=volume_ml(ref, v, spacing), **extra))
     return rows
 
 
-def _lax_ncc(study: Study, dense: np.ndarray, affine: np.ndarray, t: int, views: list[str] | None = None
-             ) -> dict[str, float]:
+def lax_ncc(study: Study, dense: np.ndarray, affine: np.ndarray, t: int, views: list[str] | None = None
+            ) -> dict[str, float]:
+    """Masked NCC of the dense volume (X, Y, Z) on each LAX view's plane against the view's frame paired with
+    SAX frame t ({view: NCC}; views the volume does not reach are left out)."""
     out = {}
     for name in views or list(study.lax):
         op = LaxOperator.for_view(affine, dense.shape, study.lax[name])
@@ -249,7 +130,7 @@ def phantom_protocol(ev: Evaluator, folders: list[Path], factor: int = 5) -> lis
             if not (folder / name).is_file():
                 raise InputError(folder / name, "the phantom protocol needs the phantom's dense truth "
                                                 "(generate with `cardiorecon phantom`, without --no-truth)")
-        study = read_study(folder, lax_thickness_mm=ev.lax_thickness_mm)
+        study = _read_case(ev, folder)
         case = _case_name(study, folder)
         truth = read_study(folder / "truth_sa.nii.gz").sax
         truth_lab = read_study(folder / "truth_label_sa.nii.gz").sax
@@ -267,7 +148,7 @@ def phantom_protocol(ev: Evaluator, folders: list[Path], factor: int = 5) -> lis
                 dense = rec.normalised.data[..., i]
                 ref = rec.grid.intensity.forward(resample(truth.frame(t), dense_affine, shape, order=1).data)
                 ref_lab = resample(truth_lab.frame(t), dense_affine, shape, order=0).data
-                ncc = _lax_ncc(study, dense, dense_affine, t)
+                ncc = lax_ncc(study, dense, dense_affine, t)
                 rows.append(_row("phantom", case, method, t, "image", ssim=ssim(dense[:, :, new], ref[:, :, new], 2.0),
                                  psnr=psnr(dense[:, :, new], ref[:, :, new], 2.0),
                                  ncc=float(np.mean(list(ncc.values()))) if ncc else "",
@@ -323,8 +204,11 @@ def drop_slices(study: Study, keep_every: int = 2) -> Study:
     affine = study.sax.affine.copy()
     affine[:3, 2] *= keep_every
 
+    thickness = study.sax.slice_thickness  # each kept slice is as thick as acquired (not the new step)
+
     def sub(vol: Volume | None) -> Volume | None:
-        return None if vol is None else Volume(vol.data[:, :, keep], affine, dict(vol.meta))
+        return None if vol is None else Volume(vol.data[:, :, keep], affine,
+                                               {**vol.meta, "slice_thickness_mm": thickness})
 
     meta = {**study.meta, "kept_every": keep_every, "original_sax_slices": Z}
     if "annotated" in meta:
@@ -346,7 +230,7 @@ def slice_drop_protocol(ev: Evaluator, folders: list[Path], frames: str = "ed-es
     """Drop every other SAX slice, reconstruct them at factor 2, score against the originals."""
     def case(n: int, folder: Path) -> list[dict]:
         rows: list[dict] = []
-        study = read_study(folder, lax_thickness_mm=ev.lax_thickness_mm)
+        study = _read_case(ev, folder)
         case = _case_name(study, Path(folder))
         frame_list = frames_to_score(study, frames)
         sub = drop_slices(study, 2)
@@ -388,11 +272,17 @@ def slice_drop_protocol(ev: Evaluator, folders: list[Path], frames: str = "ed-es
                             continue
                         p = np.stack([pred[:, :, j] == v for j in range(len(scored))], -1)
                         r = np.stack([ref_lab[:, :, z] == v for z, _ in scored], -1)
-                        hds = [hd95(p[..., j], r[..., j], spacing[:2]) for j in range(len(scored))
-                               if p[..., j].any() or r[..., j].any()]
-                        rows.append(_row("slice-drop", case, name_m, t, name, dice=dice(p, r),
-                                         hd95=float(np.mean(hds)) if hds else 0.0,
-                                         note=f"{len(scored)} annotated dropped slice(s); 2D HD95 averaged"))
+                        d, _, empty = overlap_scores(p, r, spacing)
+                        # 2D HD95 of the slices where both hold the structure; the others are counted apart
+                        both = [j for j in range(len(scored)) if p[..., j].any() and r[..., j].any()]
+                        hds = [hd95(p[..., j], r[..., j], spacing[:2]) for j in both]
+                        one = sum(p[..., j].any() != r[..., j].any() for j in range(len(scored)))
+                        note = f"{len(scored)} annotated dropped slice(s); 2D HD95 averaged over {len(both)}"
+                        if one:
+                            note += f" ({one} with one side empty)"
+                        rows.append(_row("slice-drop", case, name_m, t, name, dice=d,
+                                         hd95=float(np.mean(hds)) if hds else float("nan"),
+                                         note=f"{empty}; {note}" if empty else note))
         return rows
 
     return _run_cases(ev, folders, case)
@@ -400,35 +290,18 @@ def slice_drop_protocol(ev: Evaluator, folders: list[Path], frames: str = "ed-es
 
 # ---------------------------------------------------------------------------------- LAX holdout
 
-def _masked_ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
-    """Mean of the SSIM map inside `mask` after matching a's intensities to b's there."""
-    from scipy import ndimage
-    from skimage.metrics import structural_similarity
-
-    m = mask.astype(bool)
-    if m.sum() < 50:
-        return float("nan")
-    x, y = a.astype(np.float64), b.astype(np.float64)
-    A = np.stack([x[m], np.ones(m.sum())], 1)
-    coef, *_ = np.linalg.lstsq(A, y[m], rcond=None)
-    x = x * coef[0] + coef[1]
-    lo, hi = np.percentile(y[m], [1, 99])
-    rng = max(hi - lo, 1e-6)
-    _, smap = structural_similarity(x, y, data_range=rng, full=True)
-    inner = ndimage.binary_erosion(m, iterations=3)
-    return float(smap[inner if inner.any() else m].mean())
-
-
 def lax_holdout_protocol(ev: Evaluator, folders: list[Path], frames: str = "ed-es", factor: int = 5) -> list[dict]:
     """For each LAX view in turn: guide with the others, score the reconstruction on its plane."""
     def case(n: int, folder: Path) -> list[dict]:
         rows: list[dict] = []
-        study = read_study(folder, lax_thickness_mm=ev.lax_thickness_mm)
+        study = _read_case(ev, folder)
         case = _case_name(study, Path(folder))
         if not study.lax:
             raise InputError(folder, "no LAX view: the lax-holdout protocol needs at least one")
         frame_list = frames_to_score(study, frames)
         ev.echo(f"[{n + 1}/{len(folders)}] {case}: views {sorted(study.lax)}, frames {frame_list}")
+        # structures each view's label map holds in some frame: a structure the view never shows is not scored
+        present = {v: set(np.unique(lab.data).tolist()) for v, lab in study.lax_labels.items()}
         for method in ev.methods:
             shared = None  # methods that ignore the LAX views give the same volume for every held-out view
             for held in study.lax:
@@ -437,7 +310,8 @@ def lax_holdout_protocol(ev: Evaluator, folders: list[Path], frames: str = "ed-e
                 # held-out view plays no part), so nothing is shared across held-out views.
                 # methods that read the LAX views (the others guide): lag, fusion, and with --adapt the
                 # priors, which adapt on the guiding views' images (never on the held-out one)
-                guided = method in ("lag", "fusion") or bool(ev.config.adapt and method in ("diffae", "dmcvr"))
+                method_class = get_method(method)
+                guided = method_class.guided_by_lax or bool(ev.config.adapt and method_class.adaptable)
                 if guided or shared is None or ev.align != "off":
                     rec = ev.run(study, method, factor, frame_list,
                                  lax_views=others if guided or ev.align != "off" else None)
@@ -455,7 +329,7 @@ def lax_holdout_protocol(ev: Evaluator, folders: list[Path], frames: str = "ed-e
                     sampled = op.sample(torch.from_numpy(np.ascontiguousarray(dense, np.float32))).numpy()
                     image = lax_frame(study.lax[held], t, study.num_frames)
                     rows.append(_row("lax-holdout", case, method, t, f"lax_{held}",
-                                     ncc=masked_ncc(sampled, image, valid), ssim=_masked_ssim(sampled, image, valid),
+                                     ncc=masked_ncc(sampled, image, valid), ssim=masked_ssim(sampled, image, valid),
                                      seconds=rec.seconds_per_frame[i], peak_mb=rec.peak_memory_mb,
                                      note=f"guided by {','.join(others)}" if guided else ""))
                     if n == 0 and i == 0:
@@ -468,9 +342,12 @@ def lax_holdout_protocol(ev: Evaluator, folders: list[Path], frames: str = "ed-e
                     lab = lax_frame(study.lax_labels[held], t, study.num_frames)
                     px = tuple(float(s) for s in study.lax[held].spacing[:2])
                     for name, v in STRUCTURES.items():
+                        if v not in present[held]:
+                            continue  # the view's labels never show it (not cut, or not labelled): not scored
                         p, r = (plab == v) & valid, (lab == v) & valid
-                        rows.append(_row("lax-holdout", case, method, t, f"{name}@{held}", dice=dice(p, r),
-                                         hd95=hd95(p, r, px)))
+                        d, h, empty = overlap_scores(p, r, px)
+                        rows.append(_row("lax-holdout", case, method, t, f"{name}@{held}", dice=d, hd95=h,
+                                         note=empty))
                     if n == 0 and i == 0:
                         ev.figures["lax"][(held, method)] = (image, sampled, valid, plab)
         return rows

@@ -201,6 +201,30 @@ def _keep_components(mask: np.ndarray, min_share: float) -> np.ndarray:
     return np.isin(lab, keep)
 
 
+def enclosed_share(mask_cavity: np.ndarray, mask_wall: np.ndarray) -> float:
+    """Share of a 2D cavity's boundary pixels that touch the wall (4-neighbourhood); 0 for an empty cavity."""
+    from scipy import ndimage
+
+    if not mask_cavity.any():
+        return 0.0
+    boundary = mask_cavity & ~ndimage.binary_erosion(mask_cavity)
+    touching = boundary & ndimage.binary_dilation(mask_wall)
+    return float(touching.sum() / boundary.sum())
+
+
+def basal_rule(labels: np.ndarray, min_enclosed: float = 0.5) -> np.ndarray:
+    """The basal-slice rule of clinical volumetry (LV cavity counted only where the myocardium bounds
+    it): on each slice whose LV cavity boundary touches the myocardium over less than `min_enclosed`
+    of its length (the outflow tract or the atrium above the base), the cavity becomes background.
+    Labels (X, Y, Z) uint8; returns a copy."""
+    out = np.asarray(labels, np.uint8).copy()
+    for z in range(out.shape[2]):
+        s = out[:, :, z]
+        if (s == 1).any() and enclosed_share(s == 1, s == 2) < min_enclosed:
+            s[s == 1] = 0
+    return out
+
+
 def clean_labels(labels: np.ndarray, spacing_mm: tuple[float, float, float], max_offset_mm: float = 30.0,
                  rv_reach_mm: float = 10.0, cavity_hull: bool = True) -> np.ndarray:
     """Clean-up of one frame's label map (X, Y, Z): the largest 3D connected heart component

@@ -24,6 +24,12 @@ LABELS: Mapping[str, int] = MappingProxyType(
 )
 
 
+#: Keys of a LAX view's meta holding its SAX -> LAX phase pairing (one LAX frame index per SAX frame)
+#: and the rule that made it; a reader sets them from the view's own ED/ES files, the plan otherwise
+#: (`cardiorecon.phase`, `cardiorecon.plan`).
+PAIRING = "sax_frame_pairing"
+RULE = "sax_frame_pairing_rule"
+
 #: a LAX view whose plane is within this angle of the SAX slices' is refused (it cuts no slice)
 LAX_MIN_ANGLE_DEG = 5.0
 
@@ -215,6 +221,8 @@ class Study:
         for t, what in ((self.ed_frame, "ED"), (self.es_frame, "ES")):
             if t is not None and not 0 <= t < self.sax.num_frames:
                 raise InputError(source, f"{what} frame {t} outside 0..{self.sax.num_frames - 1}")
+        if self.ed_frame is None and self.es_frame is None and self.sax.num_frames == 1:
+            self.ed_frame = 0  # a one-frame study (a 3D NIfTI, one DICOM phase) is its own ED, unless known as ES
 
     def _drop_lax_without_geometry(self) -> None:
         """LAX views guide only through their position relative to the SAX stack: a view (or a SAX
@@ -239,33 +247,39 @@ class Study:
     def num_frames(self) -> int:
         return self.sax.num_frames
 
-    def resolve_frames(self, frames: str | int | list[int]) -> list[int]:
-        """Frame selection: 'ed', 'es', 'all', an index (negative from the end), a list of indices,
-        or their text form ('3', '-1', '0,5'). Raises FrameSelectionError naming the study."""
+    def resolve_frames(self, frames: str | int | list[int | str]) -> list[int]:
+        """Frame selection, the same in every command: 'ed', 'es', 'all', a frame index (from 0), or a
+        list of them ('ed,es', '0,5,10', 'ed,3'), or their text form. Negative indices are refused (no
+        silent 'last frame'); a repeated frame is used once. Raises FrameSelectionError naming the study."""
         source = self.meta.get("source", self.sax.meta.get("source"))
         if isinstance(frames, str):
             frames = parse_frames(frames)
-        if isinstance(frames, str):
-            if frames == "all":
-                return list(range(self.num_frames))
-            t = self.ed_frame if frames == "ed" else self.es_frame
-            if t is None:
-                raise FrameSelectionError(source, f"{frames.upper()} frame unknown for this study; give a frame index")
-            return [t]
-        if isinstance(frames, (int, np.integer)) and not isinstance(frames, bool):
-            frames = [int(frames)]
+        if isinstance(frames, str) and frames == "all":
+            return list(range(self.num_frames))
+        if isinstance(frames, (str, int, np.integer)) and not isinstance(frames, bool):
+            frames = [frames]
         try:
             items = list(frames)
         except TypeError:
             raise FrameSelectionError(source, f"frames must be ed, es, all or frame indices, got {frames!r}") from None
-        out = []
+        out: list[int] = []
         for t in items:
+            if isinstance(t, str) and t.strip().lower() in ("ed", "es"):
+                key = t.strip().lower()
+                t = self.ed_frame if key == "ed" else self.es_frame
+                if t is None:
+                    raise FrameSelectionError(source, f"{key.upper()} frame unknown for this study; give a frame "
+                                                      "index")
             if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
                 raise FrameSelectionError(source, f"frame {t!r} is not an integer index")
-            if not -self.num_frames <= t < self.num_frames:
+            if t < 0:
+                raise FrameSelectionError(source, f"frame {int(t)}: frames count from 0 (negative indices are not "
+                                                  "accepted)")
+            if t >= self.num_frames:
                 raise FrameSelectionError(source, f"frame {int(t)} outside 0..{self.num_frames - 1} "
                                                   f"(this study has {self.num_frames} frame(s))")
-            out.append(int(t) % self.num_frames)
+            if int(t) not in out:
+                out.append(int(t))
         if not out:
             raise FrameSelectionError(source, "no frame selected")
         return out
@@ -275,17 +289,23 @@ class FrameSelectionError(InputError, ValueError):
     """A --frames (or --factor) value that does not fit this study (also a ValueError, as before)."""
 
 
-def parse_frames(text: str) -> str | int | list[int]:
-    """Parse a --frames value: 'ed', 'es', 'all' (any case), an integer ('3', '-1'), or a
-    comma-separated list of integers ('0,5,10'). Raises FrameSelectionError otherwise."""
+def parse_frames(text: str) -> str | int | list[int | str]:
+    """Parse a --frames value, the same in every command: 'ed', 'es', 'all' (any case), a frame index
+    from 0 ('3'), or a comma-separated list of indices and ed/es ('ed,es', '0,5,10'). Raises
+    FrameSelectionError otherwise (a negative index included: it would silently mean 'from the end')."""
     if not isinstance(text, str):
         raise FrameSelectionError(None, f"--frames expects text, got {text!r}")
     key = text.strip().lower()
-    if key in ("ed", "es", "all"):
+    if key == "all":
         return key
     parts = [p.strip() for p in key.split(",")]
-    if not parts or not all(re.fullmatch(r"[+-]?[0-9]{1,9}", p) for p in parts):
-        raise FrameSelectionError(None, f"--frames must be ed, es, all, a frame index or indices like 0,5; "
-                                        f"got {text!r}")
-    values = [int(p) for p in parts]
+    bad = [p for p in parts if p not in ("ed", "es") and not re.fullmatch(r"[+-]?[0-9]{1,9}", p)]
+    if not parts or bad or (len(parts) > 1 and "all" in parts):
+        raise FrameSelectionError(None, f"--frames must be ed, es, all, a frame index from 0, or a list like ed,es "
+                                        f"or 0,5; got {text!r}")
+    negative = [p for p in parts if p.startswith("-") and p != "-0"]
+    if negative:
+        raise FrameSelectionError(None, f"--frames {text!r}: frame {negative[0]}: frames count from 0 (negative "
+                                        "indices are not accepted)")
+    values: list[int | str] = [p if p in ("ed", "es") else int(p) for p in parts]
     return values[0] if len(values) == 1 else values

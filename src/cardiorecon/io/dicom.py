@@ -300,6 +300,23 @@ def _lax_name(description: str, taken: set[str], counter: list[int]) -> str:
     return name
 
 
+def _check_one_study(folder: Path, headers: list[tuple[Path, object]]) -> None:
+    """Refuse a folder whose images belong to more than one patient or study: the other study's SAX
+    slices would otherwise be taken for LAX views and guide this one. An empty PatientID or
+    StudyInstanceUID (stripped by anonymisation) matches any."""
+    for key, what in (("PatientID", "patients"), ("StudyInstanceUID", "studies")):
+        values: dict[str, Path] = {}
+        for path, ds in headers:
+            value = str(_header_value(ds, key, "") or "").strip()
+            if value and value not in values:
+                values[value] = path
+        if len(values) > 1:
+            (a, pa), (b, pb) = list(values.items())[:2]
+            more = f" and {len(values) - 2} more" if len(values) > 2 else ""
+            raise InputError(folder, f"mixes {len(values)} {what}: {key} {a!r} ({pa.name}) and {b!r} ({pb.name})"
+                                     f"{more}; put each patient's study in its own folder")
+
+
 def read_dicom_folder(folder: str | Path) -> Study:
     """Read every DICOM cine series below `folder` into one Study (SAX + LAX views)."""
     folder = Path(folder)
@@ -308,6 +325,7 @@ def read_dicom_folder(folder: str | Path) -> Study:
     headers = _read_headers(folder)
     if not headers:
         raise InputError(folder, "no DICOM images with position and orientation found")
+    _check_one_study(folder, headers)
     planes = _planes(headers)
     stacks = sorted(_stacks(planes), key=len, reverse=True)
     sax_planes = stacks[0]

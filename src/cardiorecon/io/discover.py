@@ -46,9 +46,11 @@ def _first_dicom_header(folder: Path):
 
 
 def layout_of(path: Path) -> str | None:
-    """The layout `read_study` would read `path` as ('nifti', 'ukbb', 'mnms2', 'acdc', 'dicom'), or None."""
+    """The layout `read_study` would read `path` as ('nifti', 'ukbb', 'mnms1', 'mnms2', 'acdc', 'acdc-h5', 'dicom'), or None."""
     path = Path(path)
     if path.is_file():
+        if path.suffix == ".h5" and path.name.startswith("patient"):
+            return "acdc-h5"
         return "nifti" if path.name.endswith((".nii", ".nii.gz")) else None
     if not path.is_dir():
         return None
@@ -56,8 +58,12 @@ def layout_of(path: Path) -> str | None:
         return "ukbb"
     if any(path.glob("*_SA_ED.nii.gz")):
         return "mnms2"
-    if any(path.glob("patient*_4d.nii.gz")):
+    if any(path.glob("patient*_4d.nii.gz")) or any(path.glob("patient*_frame*.nii.gz")):
         return "acdc"
+    if any(path.glob("*_sa.nii.gz")):
+        return "mnms1"
+    if any(path.glob("patient*_frame*.h5")):
+        return "acdc-h5"
     if _has_dicom_file(path):
         return "dicom"
     series = [c for c in sorted(path.iterdir()) if c.is_dir() and _has_dicom_file(c)]
@@ -72,13 +78,28 @@ def layout_of(path: Path) -> str | None:
     return None
 
 
+def _through_link(p: Path) -> bool:
+    return any(q.is_symlink() for q in (p, *p.parents))
+
+
 def discover_studies(paths: list[str | Path], max_depth: int = 3) -> Discovery:
     """Expand each path into study paths: a recognised study stays; a folder that is not one is
     searched (down to `max_depth` levels) for studies; a folder in which nothing is recognised is
-    reported in `skipped`. A path that does not exist raises InputError."""
+    reported in `skipped`. A path that does not exist raises InputError.
+
+    A folder reached twice (two paths to one folder, a symlink to a folder already searched, a symlink
+    loop) is searched and listed once: the second path is reported in `skipped`, naming the first."""
     found = Discovery()
+    seen: dict[Path, Path] = {}  # resolved path -> the path it was first reached by
 
     def visit(p: Path, depth: int, top: bool) -> bool:
+        real = p.resolve()
+        if real in seen:
+            how = "reached again through a symbolic link" if _through_link(p) else "given twice"
+            found.skipped.append((p, f"the same {'folder' if p.is_dir() else 'file'} as {seen[real]} ({how}); "
+                                     "used once"))
+            return True
+        seen[real] = p
         if layout_of(p) is not None:
             found.studies.append(p)
             return True
@@ -91,7 +112,7 @@ def discover_studies(paths: list[str | Path], max_depth: int = 3) -> Discovery:
             for child in sorted(c for c in p.iterdir() if c.is_dir() and not c.name.startswith(".")):
                 hit = visit(child, depth + 1, False) or hit
         if not hit and (top or any(c.is_file() and not c.name.startswith(".") for c in p.iterdir())):
-            found.skipped.append((p, "not a recognised layout (UK Biobank, M&Ms-2, ACDC, DICOM), "
+            found.skipped.append((p, "not a recognised layout (UK Biobank, M&Ms-1, M&Ms-2, ACDC, DICOM), "
                                      "and no subject folder found inside"))
         return hit
 

@@ -6,61 +6,20 @@
 from __future__ import annotations
 
 import json
-import re
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from cardiorecon.errors import GeometryWarning, InputError
+from cardiorecon.io.acdc_h5 import read_acdc_h5_study
+from cardiorecon.io.challenges import read_acdc, read_mnms1
 from cardiorecon.io.nifti import read_nifti, register_input
+from cardiorecon.io.stack_files import (_check_label_grid, _expand_labels, _labels, _match_frame,
+                                        _optional_labels, _read_lax, _read_sax, _stack_frames)
 from cardiorecon.volume import Study, Volume
 
 LAX_VIEWS = ("2ch", "3ch", "4ch")
-#: ACDC labels (1 RV, 2 myocardium, 3 LV) -> project labels (1 LV, 2 myocardium, 3 RV).
-ACDC_TO_PROJECT = np.array([0, 3, 2, 1], dtype=np.uint8)
-
-
-def _as_4d(volume: Volume) -> Volume:
-    return volume if volume.data.ndim == 4 else volume.with_data(volume.data[..., None])
-
-
-def _labels(volume: Volume, path: Path) -> Volume:
-    data = volume.data
-    if np.issubdtype(data.dtype, np.floating):
-        if not np.allclose(data, np.round(data)):
-            raise InputError(path, "label map has non-integer values")
-    data = np.round(data).astype(np.int64)
-    if data.min() < 0 or data.max() > 3:
-        raise InputError(path, f"label values must be 0..3, found {sorted(np.unique(data).tolist())[:10]}")
-    return Volume(data.astype(np.uint8), volume.affine, volume.meta)
-
-
-def _read_sax(path: Path) -> Volume:
-    vol = read_nifti(path, ndim=(3, 4), dtype=np.float32)
-    if vol.data.ndim == 3:
-        _note_3d_image(path, vol)
-    return _as_4d(vol)
-
-
-def _note_3d_image(path: Path, vol: Volume) -> None:
-    """A 3D SAX file is read as one frame of Z slices. A cine of one slice stored as (X, Y, T) looks the
-    same; where the header hints at that (time units, or the unset voxel size 1 along k), say so."""
-    import nibabel as nib
-
-    try:
-        _, time_unit = nib.load(str(path)).header.get_xyzt_units()
-    except Exception:  # noqa: BLE001 - read_nifti has read this file already; be lenient here
-        return
-    hints = []
-    if time_unit not in (None, "unknown"):
-        hints.append(f"its header has time units ({time_unit})")
-    if vol.spatial_shape[2] >= 10 and abs(float(vol.spacing[2]) - 1.0) < 1e-6:
-        hints.append("1 mm apart, the value of an unset voxel size")
-    if hints:
-        warnings.warn(f"{path}: 3D image read as one frame of {vol.spatial_shape[2]} slices ({'; '.join(hints)}); "
-                      "if its third axis is time (a cine of one slice), store it as (X, Y, 1, T)",
-                      GeometryWarning, stacklevel=3)
 
 
 def read_subject_info(path: Path) -> dict:
@@ -85,69 +44,11 @@ def read_subject_info(path: Path) -> dict:
     return info
 
 
-def _stack_frames(paths: list[Path], labels: bool = False) -> Volume:
-    vols = [read_nifti(p, ndim=(3,)) for p in paths]
-    for p, v in zip(paths[1:], vols[1:]):
-        if v.shape != vols[0].shape or not np.allclose(v.affine, vols[0].affine, atol=1e-3):
-            raise InputError(p, f"shape or affine differs from {paths[0].name}")
-    vols = [_labels(v, p) if labels else v for p, v in zip(paths, vols)]
-    data = np.stack([v.data for v in vols], axis=-1)
-    return Volume(data if labels else data.astype(np.float32), vols[0].affine, {"source": str(paths[0])})
-
-
-def _read_lax(path: Path, labels: bool = False) -> Volume:
-    vol = read_nifti(path, ndim=(2, 3, 4))
-    if vol.spatial_shape[2] != 1:
-        raise InputError(path, f"a LAX view must be one slice (X, Y, 1[, T]), got shape {vol.shape}")
-    vol = _labels(vol, path) if labels else vol.with_data(vol.data.astype(np.float32))
-    return _as_4d(vol)
-
-
-def _expand_labels(labels: Volume, num_frames: int, frames: list[int], path: Path) -> Volume:
-    """Place labels of `frames` into a (X, Y, Z, num_frames) map."""
-    data = labels.data if labels.data.ndim == 4 else labels.data[..., None]
-    if data.shape[3] == num_frames:
-        return labels if labels.data.ndim == 4 else labels.with_data(data)
-    if data.shape[3] != len(frames):
-        raise InputError(path, f"label map has {data.shape[3]} frames; the image has {num_frames}")
-    full = np.zeros(data.shape[:3] + (num_frames,), dtype=np.uint8)
-    for i, t in enumerate(frames):
-        full[..., t] = data[..., i]
-    return Volume(full, labels.affine, labels.meta)
-
-
 #: Slice thickness (mm) given to a LAX view whose header states an impossible one (M&Ms-2 LA NIfTI
 #: files say 1 mm): the usual bSSFP cine LAX slice is 6 to 8 mm (UK Biobank 6 mm; DESIGN.md section 5).
 DEFAULT_LAX_THICKNESS_MM = 6.0
 #: Thicknesses outside this range (mm) are not those of a cine slice.
 PLAUSIBLE_THICKNESS_MM = (2.0, 20.0)
-
-
-def _optional_labels(build, path: Path, problems: list[str]):
-    """Labels from `build()`, or None with a warning naming the file when they do not fit the image."""
-    try:
-        return build()
-    except InputError as exc:
-        msg = f"{exc}; the study is read without these labels"
-        warnings.warn(msg, stacklevel=3)
-        problems.append(msg)
-        return None
-
-
-def _check_label_grid(labels: Volume, image: Volume, path: Path) -> Volume:
-    if labels.spatial_shape != image.spatial_shape:
-        raise InputError(path, f"label map shape {labels.shape} does not match the image {image.shape}")
-    if not np.allclose(labels.affine, image.affine, atol=1e-3):
-        raise InputError(path, "label map geometry (affine) differs from the image's")
-    return labels
-
-
-def _match_frame(cine: Volume, frame: Volume) -> int:
-    """Index of the cine frame closest to `frame` (an ED or ES extract of the same cine)."""
-    if frame.spatial_shape != cine.spatial_shape:
-        raise InputError(frame.meta.get("source"), f"shape {frame.shape} differs from the cine's {cine.shape}")
-    diffs = [float(np.mean((cine.data[..., t] - frame.data) ** 2)) for t in range(cine.num_frames)]
-    return int(np.argmin(diffs))
 
 
 def _read_lax_view(folder: Path, stem: str, sax_ed_es: tuple[int | None, int | None], num_sax: int,
@@ -156,7 +57,7 @@ def _read_lax_view(folder: Path, stem: str, sax_ed_es: tuple[int | None, int | N
 
     With a cine and its ED/ES extracts, the extracts locate ED and ES in the cine and pair them with
     SAX ED and ES. With the ED/ES extracts alone, they are a two-frame view paired with SAX ED/ES."""
-    from cardiorecon.io.phase import PAIRING, RULE
+    from cardiorecon.volume import PAIRING, RULE
 
     cine, ed_p, es_p = folder / f"{stem}.nii.gz", folder / f"{stem}_ED.nii.gz", folder / f"{stem}_ES.nii.gz"
     has_pair = ed_p.is_file() and es_p.is_file()
@@ -213,7 +114,8 @@ def read_ukbb(folder: Path, lax_thickness_mm: float | None = None) -> Study:
     SAX: `sa.nii.gz` (cine), else `sa_ED.nii.gz` + `sa_ES.nii.gz` (ED and ES only: frames 0 and 1).
     Labels: `label_sa`/`seg_sa` as a cine or one frame, or `label_sa_ED/ES`/`seg_sa_ED/ES`; labels that
     do not fit the image (frames, shape, grid) are left out with a warning naming the file.
-    LAX: `la_{2ch,3ch,4ch}.nii.gz` and/or `la_*_ED/ES.nii.gz`, labels `label_la_*`/`seg_la_*`.
+    LAX: `la_{2ch,3ch,4ch}.nii.gz` and/or `la_*_ED/ES.nii.gz`, labels `label_la_*` (this project's 0-3).
+    `seg_la_*` (the ukbb_cardiac pipeline's atria maps) are left out with a warning naming the file.
     ED/ES: subject.json, else the ED/ES extracts matched in the cine, else ED = frame 0 (the R-wave
     trigger) and ES unknown. Nothing is guessed: an ES that cannot be located stays None."""
     info = read_subject_info(folder / "subject.json") if (folder / "subject.json").is_file() else {}
@@ -228,8 +130,8 @@ def read_ukbb(folder: Path, lax_thickness_mm: float | None = None) -> Study:
             if (folder / name).is_file() and sax.num_frames > 2 and (ed if key == "ed" else es) is None:
                 t = _match_frame(sax, read_nifti(folder / name, ndim=(3,), dtype=np.float32))
                 ed, es = (t, es) if key == "ed" else (ed, t)
-        if ed is None and sax.num_frames > 1:
-            ed = 0  # UK Biobank cines are triggered on the R wave: frame 0 is end-diastole
+        if ed is None:
+            ed = 0  # UK Biobank cines are triggered on the R wave: frame 0 is end-diastole (one frame: its own ED)
     elif (folder / "sa_ED.nii.gz").is_file() and (folder / "sa_ES.nii.gz").is_file():
         sax = _stack_frames([folder / "sa_ED.nii.gz", folder / "sa_ES.nii.gz"])
         ed, es, ed_es_only = 0, 1, True
@@ -280,6 +182,15 @@ def read_ukbb(folder: Path, lax_thickness_mm: float | None = None) -> Study:
             lax[view] = v
         for stem in (f"label_la_{view}", f"seg_la_{view}"):
             if view in lax_labels or view not in lax:
+                continue
+            if stem.startswith("seg_la_"):
+                found = [q for q in (folder / f"{stem}.nii.gz", folder / f"{stem}_ED.nii.gz") if q.is_file()]
+                if found:  # the ukbb_cardiac pipeline's LAX maps are atria, not LV / myocardium / RV
+                    msg = (f"{found[0]}: UK Biobank LAX label map of the atria (ukbb_cardiac: seg_la_2ch 1 = left "
+                           "atrium; seg_la_4ch 1 = left, 2 = right atrium), not LV cavity / myocardium / RV: not "
+                           "used (never scored as LV/Myo/RV)")
+                    warnings.warn(msg)
+                    problems.append(msg)
                 continue
             lab = _optional_labels(lambda stem=stem: _read_lax_view(folder, stem, (ed, es), sax.num_frames,
                                                                    labels=True), folder / f"{stem}.nii.gz", problems)
@@ -378,58 +289,16 @@ def check_lax_thickness(study: Study, override_mm: float | None = None) -> None:
             view.meta["slice_thickness_mm"] = DEFAULT_LAX_THICKNESS_MM
 
 
-def _read_info_cfg(path: Path) -> dict[str, str]:
-    out = {}
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InputError(path, "not a text file (ACDC Info.cfg holds lines such as 'ED: 1')") from None
-    for line in text.splitlines():
-        if ":" in line:
-            k, v = line.split(":", 1)
-            out[k.strip()] = v.strip()
-    register_input(path)
-    return out
-
-
-def read_acdc(folder: Path) -> Study:
-    """ACDC layout: patientNNN_4d.nii.gz, patientNNN_frameNN[_gt].nii.gz, Info.cfg (1-based ED/ES)."""
-    cines = sorted(folder.glob("patient*_4d.nii.gz"))
-    if not cines:
-        raise InputError(folder, "ACDC layout needs patientNNN_4d.nii.gz")
-    pid = cines[0].name.split("_4d")[0]
-    sax = _read_sax(cines[0])
-    ed = es = None
-    if (folder / "Info.cfg").is_file():
-        cfg = _read_info_cfg(folder / "Info.cfg")
-        try:
-            ed, es = int(cfg["ED"]) - 1, int(cfg["ES"]) - 1
-        except (KeyError, ValueError) as exc:
-            raise InputError(folder / "Info.cfg", f"needs integer 'ED:' and 'ES:' lines ({exc})") from exc
-    gts = sorted(folder.glob(f"{pid}_frame*_gt.nii.gz"))
-    sax_labels, labelled = None, []
-    if gts:
-        frames = [int(re.search(r"frame(\d+)_gt", g.name).group(1)) - 1 for g in gts]
-        stacked = _stack_frames(gts, labels=True)
-        stacked = stacked.with_data(ACDC_TO_PROJECT[stacked.data])
-        sax_labels = _expand_labels(stacked, sax.num_frames, frames, gts[0])
-        labelled = frames
-    return Study(sax, {}, sax_labels, {}, ed, es,
-                 {"source": str(folder), "format": "acdc", "subject": pid, "labelled_frames": labelled})
-
-
 def read_study(path: str | Path, with_contours: bool = True, lax_thickness_mm: float | None = None) -> Study:
     """Read one subject from any supported layout (recognised from its file names).
 
     Every LAX view gets a usable slice thickness (`check_lax_thickness`; `lax_thickness_mm`
-    overrides) and its SAX -> LAX frame pairing by cardiac phase (`io.phase.pair_lax_frames`)."""
-    from cardiorecon.io.phase import pair_lax_frames
-
+    overrides). The SAX -> LAX frame pairing by cardiac phase is the plan's (`cardiorecon.plan`),
+    except where the view's own ED/ES files give it."""
     study = _read_layout(path, with_contours)
     if lax_thickness_mm is not None and not (np.isfinite(lax_thickness_mm) and lax_thickness_mm > 0):
         raise InputError(path, f"--lax-thickness must be a positive number of mm, got {lax_thickness_mm}")
     check_lax_thickness(study, lax_thickness_mm)
-    pair_lax_frames(study)
     return study
 
 
@@ -440,18 +309,24 @@ def _read_layout(path: str | Path, with_contours: bool = True) -> Study:
     if not path.exists():
         raise InputError(path, "no such file or folder")
     if path.is_file():
+        if path.suffix == ".h5":
+            return read_acdc_h5_study(path)
         if path.name.endswith((".nii", ".nii.gz")):
             sax = _read_sax(path)
             return Study(sax, meta={"source": str(path), "format": "nifti", "subject": path.name.split(".")[0]})
-        raise InputError(path, "expected a subject folder or a .nii/.nii.gz file")
+        raise InputError(path, "expected a subject folder, a .nii/.nii.gz file or an ACDC .h5 file")
     if (path / "sa.nii.gz").is_file() or (path / "sa_ED.nii.gz").is_file():
         if (path / "subject.json").is_file():
             read_subject_info(path / "subject.json")  # refuse a malformed one with a clear message
         return read_ukbb(path)
     if any(path.glob("*_SA_ED.nii.gz")):
         return read_mnms2(path)
-    if any(path.glob("patient*_4d.nii.gz")):
+    if any(path.glob("patient*_4d.nii.gz")) or any(path.glob("patient*_frame*.nii.gz")):
         return read_acdc(path)
+    if any(path.glob("*_sa.nii.gz")):
+        return read_mnms1(path)
+    if any(path.glob("patient*_frame*.h5")):
+        return read_acdc_h5_study(path)
     if looks_like_dicom_folder(path):
         from cardiorecon.io.contours import add_sunnybrook_labels, sunnybrook_contour_folder
 
@@ -462,4 +337,4 @@ def _read_layout(path: str | Path, with_contours: bool = True) -> Study:
             add_sunnybrook_labels(study, contours)
             study.meta["labelled_frames"] = sorted({a["frame"] for a in study.meta["annotated"]})
         return study
-    raise InputError(path, "not a recognised layout (UK Biobank, M&Ms-2, ACDC, DICOM folder)")
+    raise InputError(path, "not a recognised layout (UK Biobank, M&Ms-1, M&Ms-2, ACDC, DICOM folder)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 import warnings
@@ -31,11 +32,59 @@ def _raw_pixdim(path: Path, img: Any) -> np.ndarray:
     from nibabel.openers import ImageOpener
 
     try:
-        with ImageOpener(str(path)) as fobj:
+        from nibabel.imageglobals import LoggingOutputSuppressor
+
+        with ImageOpener(str(path)) as fobj, LoggingOutputSuppressor():
             raw = type(img.header).from_fileobj(fobj, check=False)
         return np.asarray(raw["pixdim"], dtype=np.float64)
     except Exception:  # an unusual header class: trust nibabel's
         return np.asarray(img.header["pixdim"], dtype=np.float64)
+
+
+#: Largest image read, in voxels (all frames): 2^28 is 1 GiB as float32, over 10 times a 50-frame UK Biobank
+#: cine (208 x 192 x 10 x 50 = 20 M voxels). A header claiming more is refused before any data are read.
+MAX_VOXELS = 2 ** 28
+#: Above this many bytes of data, a .gz file's own record of its uncompressed size is checked against the
+#: header before reading (a smaller file is read and a truncation reported by the reader, at little cost).
+CHECK_GZIP_SIZE_ABOVE = 64 * 2 ** 20
+
+
+def _gzip_isize(path: Path) -> int | None:
+    """The uncompressed size mod 2^32 that a gzip file records in its last 4 bytes (of its last member)."""
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(2) != b"\x1f\x8b":
+                return None
+            fh.seek(-4, os.SEEK_END)
+            return int.from_bytes(fh.read(4), "little")
+    except OSError:
+        return None
+
+
+def _check_size_from_header(path: Path, img: Any) -> None:
+    """Refuse, from the header alone, an image too large to be a cine or larger than the file holds, so that
+    a damaged or hostile header costs neither gigabytes of memory nor minutes."""
+    shape = tuple(int(n) for n in img.shape)
+    voxels = int(np.prod(shape, dtype=np.float64)) if shape else 0
+    itemsize = np.dtype(img.get_data_dtype()).itemsize
+    need = voxels * itemsize
+    if voxels > MAX_VOXELS:
+        raise InputError(path, f"the header claims shape {shape} = {voxels:.3g} voxels ({need / 2 ** 30:.1f} GiB of "
+                               f"data); a cardiac cine is far smaller (limit {MAX_VOXELS:.3g} voxels): refused before "
+                               "reading")
+    offset = int(getattr(img.dataobj, "offset", 0) or 0)
+    name = path.name.lower()
+    if name.endswith(".nii"):
+        size = path.stat().st_size
+        if size < offset + need:
+            raise InputError(path, f"truncated: the header claims shape {shape} of {img.get_data_dtype()} "
+                                   f"({offset + need} bytes with the header), the file holds {size}")
+    elif name.endswith(".gz") and need > CHECK_GZIP_SIZE_ABOVE and offset + need < 2 ** 32:
+        isize = _gzip_isize(path)
+        if isize is not None and isize < offset + need:
+            raise InputError(path, f"the header claims shape {shape} of {img.get_data_dtype()} ({offset + need} "
+                                   f"bytes with the header), the compressed file holds {isize}: truncated or a "
+                                   "wrong header; refused before reading")
 
 
 def read_nifti(path: str | Path, *, ndim: tuple[int, ...] = (2, 3, 4), dtype: Any = None) -> Volume:
@@ -50,9 +99,16 @@ def read_nifti(path: str | Path, *, ndim: tuple[int, ...] = (2, 3, 4), dtype: An
     if not path.is_file():
         raise InputError(path, "file not found")
     try:
-        img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
+        from nibabel.imageglobals import LoggingOutputSuppressor
+
+        with LoggingOutputSuppressor():  # its "setting 0 dims to 1" log line: a zero size is judged below
+            img = nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for corrupt files
+        raise InputError(path, f"not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
+    _check_size_from_header(path, img)
+    try:
+        data = np.asanyarray(img.dataobj)
+    except Exception as exc:
         raise InputError(path, f"not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
     # Trailing singleton dimensions beyond 4 (e.g. X, Y, Z, 1, 1) are dropped.
     while data.ndim > 4 and data.shape[-1] == 1:
@@ -123,7 +179,10 @@ def atomic_write(path: str | Path, write: Any, suffix: str = "") -> Path:
         raise OutputError(path, "refusing to overwrite an input file")
     if path.is_dir():
         raise OutputError(path, "is a folder; cannot write a file there")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file where a folder belongs, no permission, a read-only or system folder
+        raise OutputError(path, f"cannot create its folder ({exc.strerror or exc})") from None
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}{suffix or ''.join(path.suffixes)}"
     try:
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
@@ -145,8 +204,9 @@ def atomic_write(path: str | Path, write: Any, suffix: str = "") -> Path:
     return path
 
 
-#: a qform further than this from the affine at any image corner is reported on writing
-QFORM_TOLERANCE_MM = 1e-3
+#: a qform further than this from the affine at any image corner is reported on writing (a UK Biobank
+#: affine, stored in float32, is a few thousandths of a mm from any rigid one: no reader can see that)
+QFORM_TOLERANCE_MM = 0.01
 
 
 def write_csv_rows(path: str | Path, rows: list[dict], fieldnames: list[str]) -> Path:
@@ -162,6 +222,30 @@ def write_csv_rows(path: str | Path, rows: list[dict], fieldnames: list[str]) ->
                 w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
 
     return atomic_write(path, write, suffix=".csv")
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, np.ndarray):
+        return _finite(obj.tolist())
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def json_text(obj: Any, indent: int | None = 2, default: Any = None) -> str:
+    """Valid JSON (RFC 8259) of `obj`: NaN and infinities (an NCC with no overlap, an EF without ES) become
+    null, numpy scalars and arrays plain numbers and lists; Python's json would write the invalid `NaN`."""
+    if default is not None:
+        obj = json.loads(json.dumps(obj, default=default))  # the caller's conversions first (NaN survives)
+    return json.dumps(_finite(obj), indent=indent, allow_nan=False)
 
 
 def qform_error_mm(affine: np.ndarray, qform: np.ndarray, shape: tuple[int, ...]) -> float:
@@ -194,7 +278,7 @@ def write_nifti(volume: Volume, path: str | Path, dtype: Any = None) -> Path:
     off = qform_error_mm(volume.affine, img.get_qform(), data.shape[:3])
     if off > QFORM_TOLERANCE_MM:
         warnings.warn(f"{path}: the affine is sheared; the sform holds it exactly, the qform is its nearest "
-                      f"rigid + zoom approximation, up to {off:.2f} mm off at the image corners",
+                      f"rigid + zoom approximation, up to {off:.2g} mm off at the image corners",
                       GeometryWarning, stacklevel=2)
     img.header.set_xyzt_units("mm", "msec" if data.ndim == 4 else None)  # a time unit only where there is time
     zooms = list(img.header.get_zooms())
@@ -206,22 +290,32 @@ def write_nifti(volume: Volume, path: str | Path, dtype: Any = None) -> Path:
 
 def check_output_folder(out: str | Path, inputs: list[str | Path] = (), names: tuple[str, ...] = ()) -> Path:
     """Check, before any work starts, that `out` can be the output folder: not an existing file,
-    not one of the `inputs` (nor a folder holding an input file among `names`, the files the
-    command will write there), and writable. Creates nothing; raises OutputError naming `out`."""
+    not one of the `inputs` nor inside an input folder (nor a folder holding an input file among `names`,
+    the files the command will write there), not under /proc or /sys, and writable. Creates nothing;
+    raises OutputError naming `out`."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise OutputError(out, "exists and is not a folder; give a folder for --out")
-    resolved = out.resolve()
+    try:
+        if out.exists() and not out.is_dir():
+            raise OutputError(out, "exists and is not a folder; give a folder for --out")
+        resolved = out.resolve()
+    except OSError as exc:  # a path the system will not look at (a loop of links, a name too long)
+        raise OutputError(out, f"cannot be used as the output folder ({exc.strerror or exc})") from None
+    if resolved == Path("/proc") or Path("/proc") in resolved.parents or \
+            resolved == Path("/sys") or Path("/sys") in resolved.parents:
+        raise OutputError(out, "is under a system folder (/proc, /sys) that holds no files; give another folder")
     for inp in inputs:
         p = Path(inp).resolve()
         if p == resolved:
             raise OutputError(out, "is an input; give another folder for --out (outputs never replace inputs)")
+        if p.is_dir() and p in resolved.parents:
+            # a later run would find the outputs among the inputs (a cohort reading its own subjects)
+            raise OutputError(out, f"is inside the input folder {inp}; give a folder outside it for --out")
         if p.parent == resolved and p.name in names:
             raise OutputError(out, f"would overwrite the input {inp}; give another folder for --out")
     for name in names:
         if is_input(out / name):
             raise OutputError(out / name, "is an input; give another folder for --out")
-    existing = out
+    existing = resolved
     while not existing.exists():  # the nearest folder that exists must let us create the rest
         existing = existing.parent
     if not existing.is_dir():

@@ -35,3 +35,22 @@ def masked_ncc(a, b, mask) -> float:
     x, y = x - x.mean(), y - y.mean()
     denom = np.sqrt((x * x).sum() * (y * y).sum())
     return float((x * y).sum() / denom) if denom > 0 else 0.0
+
+
+def masked_ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    """Mean of the SSIM map inside `mask` after matching a's intensities to b's there."""
+    from scipy import ndimage
+    from skimage.metrics import structural_similarity
+
+    m = mask.astype(bool)
+    if m.sum() < 50:
+        return float("nan")
+    x, y = a.astype(np.float64), b.astype(np.float64)
+    A = np.stack([x[m], np.ones(m.sum())], 1)
+    coef, *_ = np.linalg.lstsq(A, y[m], rcond=None)
+    x = x * coef[0] + coef[1]
+    lo, hi = np.percentile(y[m], [1, 99])
+    rng = max(hi - lo, 1e-6)
+    _, smap = structural_similarity(x, y, data_range=rng, full=True)
+    inner = ndimage.binary_erosion(m, iterations=3)
+    return float(smap[inner if inner.any() else m].mean())

@@ -7,8 +7,11 @@ spacing), and HD95 = max(95th percentile of A->B, 95th percentile of B->A). It i
 scipy's distance transform rather than by calling MONAI because MONAI returns NaN/inf with a warning
 for empty masks, and the evaluation needs a defined value there (tests check one case against MONAI).
 
-Empty masks: both empty -> Dice 1, HD95 0 (agreement on absence); one empty -> Dice 0, HD95 = the
-diagonal of the image extent in mm (the worst possible distance), so means stay finite.
+Empty masks (issue 29): a score needs something to score. Both empty -> Dice and HD95 NaN (undefined:
+agreeing on an absence is not an overlap of 1, and averaging it in flatters every method); one empty ->
+Dice 0 (a miss counts against the method) and HD95 NaN (no surface to measure from, where a made-up
+"worst distance" of the image diagonal would dominate any mean). Means skip NaN; `overlap_scores` says
+which case a pair is, so that reports list empty cases apart instead of averaging them silently.
 """
 
 from __future__ import annotations
@@ -33,12 +36,12 @@ def _spacing(spacing: Sequence[float] | float, ndim: int) -> np.ndarray:
 
 
 def dice(pred: np.ndarray, ref: np.ndarray) -> float:
-    """Dice of two boolean masks; 1 when both are empty."""
+    """Dice of two boolean masks; NaN (undefined) when both are empty, 0 when one is."""
     p, r = np.asarray(pred, bool), np.asarray(ref, bool)
     if p.shape != r.shape:
         raise ValueError(f"shapes differ: {p.shape} vs {r.shape}")
     denom = int(p.sum()) + int(r.sum())
-    return 1.0 if denom == 0 else 2.0 * int(np.logical_and(p, r).sum()) / denom
+    return float("nan") if denom == 0 else 2.0 * int(np.logical_and(p, r).sum()) / denom
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:
@@ -57,15 +60,14 @@ def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float
 
 
 def hd95(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] | float) -> float:
-    """95th-percentile symmetric Hausdorff distance (mm) of two boolean masks (see module notes)."""
+    """95th-percentile symmetric Hausdorff distance (mm) of two boolean masks; NaN when either is empty
+    (see module notes)."""
     p, r = np.asarray(pred, bool), np.asarray(ref, bool)
     if p.shape != r.shape:
         raise ValueError(f"shapes differ: {p.shape} vs {r.shape}")
     s = _spacing(spacing, p.ndim)
-    if not p.any() and not r.any():
-        return 0.0
     if not p.any() or not r.any():
-        return float(np.linalg.norm((np.asarray(p.shape) - 1) * s))
+        return float("nan")  # no surface on one side: undefined (module notes)
     a, b = surface_distances(p, r, s)
     return float(max(np.percentile(a, 95), np.percentile(b, 95)))
 
@@ -100,6 +102,25 @@ def ventricular_function(ed_labels: np.ndarray, es_labels: np.ndarray, spacing: 
         edv, esv = volume_ml(ed_labels, label, spacing), volume_ml(es_labels, label, spacing)
         out.update({f"{name}_edv_ml": edv, f"{name}_esv_ml": esv, f"{name}_ef": ejection_fraction(edv, esv)})
     return out
+
+
+#: What `overlap_scores` says about a pair with an empty side (the `note` of an evaluation row).
+EMPTY_PREDICTION = "empty prediction"
+EMPTY_REFERENCE = "empty reference"
+ABSENT_FROM_BOTH = "absent from both"
+EMPTY_KINDS = (EMPTY_PREDICTION, EMPTY_REFERENCE, ABSENT_FROM_BOTH)
+
+
+def overlap_scores(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] | float) -> tuple[float, float, str]:
+    """(Dice, HD95 mm, empty) of two boolean masks: `empty` is "" when both hold voxels, else one of
+    EMPTY_KINDS (Dice 0 and HD95 NaN for one empty side, both NaN for two)."""
+    p, r = np.asarray(pred, bool), np.asarray(ref, bool)
+    if p.shape != r.shape:
+        raise ValueError(f"shapes differ: {p.shape} vs {r.shape}")
+    has_p, has_r = bool(p.any()), bool(r.any())
+    empty = "" if has_p and has_r else (ABSENT_FROM_BOTH if not (has_p or has_r) else
+                                         EMPTY_PREDICTION if not has_p else EMPTY_REFERENCE)
+    return dice(p, r), hd95(p, r, spacing), empty
 
 
 def segmentation_scores(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] | float,

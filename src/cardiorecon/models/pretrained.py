@@ -74,3 +74,12 @@ def load_latent(path: str | Path | None = None) -> LatentMLP:
     net = load_weights(LatentMLP(config), config, stem)
     net.eval()
     return net
+
+
+#: The loader of each kind of network a reconstruction method can need (`ReconMethod.weights`).
+LOADERS = {"diffae": load_diffae, "dmcvr": load_dmcvr}
+
+
+def load_network(kind: str, path: str | Path | None = None):
+    """The network of `kind` ('diffae' or 'dmcvr') from `path` (None: the shipped one)."""
+    return LOADERS[kind](path)

@@ -36,6 +36,9 @@ NAMED_SEG_CONFIGS = {
     # whole field of view, trained on synthetic appearance (training/synth.py)
     "seg_synth": SegConfig(name="seg_synth", image_size=96, pixel_spacing_mm=1.5,
                            features=(16, 32, 64, 128, 256, 16), inference="window"),
+    # the same network fine-tuned on real labelled hearts (ACDC) beside the synthetic images (issue 25)
+    "seg_real": SegConfig(name="seg_real", image_size=96, pixel_spacing_mm=1.5,
+                          features=(16, 32, 64, 128, 256, 16), inference="window"),
 }
 
 

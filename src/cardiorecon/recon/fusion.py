@@ -36,15 +36,19 @@ and 0.085 (the slab's de-blurring; 5 mm slices on a 5 mm step, 8 mm on 10 mm).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from cardiorecon.recon.lax import LaxOperator
-from cardiorecon.recon.register import RegisterConfig
+from cardiorecon.lax_operator import LaxOperator
+from cardiorecon.recon.guidance import guiding_views, lax_images
+from cardiorecon.recon.register import RegisterConfig, register_stack
+from cardiorecon.recon.registry import ReconMethod, Work, register_method
 from cardiorecon.volume import Volume
 
 
@@ -211,7 +215,8 @@ def fuse(acquired: np.ndarray, start: np.ndarray, profile: SliceProfile, operato
     start: the initial volume V0 (e.g. `register`); images: LAX frames (H, W) matched to each
     operator; z_scale: in-plane pixel size / dense slice step (for TV); previous: the fitted volume of
     the adjacent cardiac phase (temporal term), or None; gains: that frame's fitted LAX gain and offset
-    per view (the warm start; else least squares on the start). `progress(i, total, loss)` per evaluation."""
+    per view (the warm start; else least squares on the start). `progress(i, total, loss)` per evaluation of the
+    objective (i counts evaluations, total their bound: L-BFGS makes up to 1.25 per iteration)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, min(config.num_threads, threads)))
     try:
@@ -236,9 +241,13 @@ def _fit(acquired, start, profile, operators, images, config, z_scale, previous,
             offset[n] = torch.tensor(b, requires_grad=True)
     params = [V, *gain.values(), *offset.values()]
     lbfgs = config.optimiser == "lbfgs"
+    # L-BFGS evaluates the objective more often than it iterates (line search): progress counts
+    # evaluations against their bound, so a bar never runs past its end ("62it of 60")
+    max_evaluations = config.iterations * 5 // 4 if lbfgs else config.iterations
     if lbfgs:  # one call runs all iterations (repeated max_iter=1 calls restart its step-size logic)
-        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=config.iterations, history_size=20,
-                                line_search_fn="strong_wolfe", tolerance_grad=0.0, tolerance_change=1e-10)
+        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=config.iterations, max_eval=max_evaluations,
+                                history_size=20, line_search_fn="strong_wolfe", tolerance_grad=0.0,
+                                tolerance_change=1e-10)
     else:
         opt = torch.optim.Adam(params, lr=config.lr)
     eps = config.charbonnier_eps
@@ -267,7 +276,7 @@ def _fit(acquired, start, profile, operators, images, config, z_scale, previous,
                         "data": parts["sax"] + config.lambda_lax * parts["lax"], **parts,
                         "seconds": time.perf_counter() - t0})
         if progress is not None:
-            progress(len(history), config.iterations, float(total.detach()))
+            progress(len(history), max_evaluations, float(total.detach()))
         total.backward()
         return total
 
@@ -284,9 +293,83 @@ def _fit(acquired, start, profile, operators, images, config, z_scale, previous,
     dense = V.detach()
     with torch.no_grad():
         rms = float((profile.apply(dense) - S).square().mean().sqrt())
-    return FusionResult(dense.numpy(), history, rms, {n: (float(gain[n]), float(offset[n])) for n in views},
+    gains = {n: (float(gain[n].detach()), float(offset[n].detach())) for n in views}  # detached: no torch warning
+    return FusionResult(dense.numpy(), history, rms, gains,
                         time.perf_counter() - t0)
 
 
-__all__ = ["FusionConfig", "FusionResult", "SliceProfile", "ValidSampler", "charbonnier", "coarsen_view", "fuse",
-           "total_variation"]
+
+
+@dataclass
+class FusionSetup:
+    """What a fusion fit needs of a study once: the SAX slice profile (thickness in dense slice steps),
+    TV's through-plane scale, the LAX views block-averaged to the grid's pixel size (their footprint)
+    and their operators on the dense grid."""
+
+    profile: SliceProfile
+    z_scale: float
+    study: object  # the Study with the coarsened LAX views
+    operators: dict[str, LaxOperator]
+
+    @classmethod
+    def build(cls, work: Work, config: FusionConfig, lax_samples: int, notes: list[str]) -> "FusionSetup":
+        grid, f = work.grid, work.factor
+        Z = grid.image.spatial_shape[2]
+        dense_step = float(grid.image.spacing[2]) / f
+        profile = SliceProfile.build(Z, f, work.study.sax.slice_thickness / dense_step, config.profile)
+        z_scale = float(grid.image.spacing[0]) / dense_step
+        study = dataclasses.replace(work.study, lax={n: coarsen_view(v, float(grid.image.spacing[0]))
+                                                     for n, v in work.study.lax.items()})
+        return cls(profile, z_scale, study, guiding_views(study, grid, f, work.lax_views, lax_samples, notes))
+
+    def images(self, frame: int) -> dict[str, torch.Tensor]:
+        return lax_images(self.study, self.operators, frame)
+
+
+@dataclass(frozen=True)
+class FusionOptions:
+    register: RegisterConfig = RegisterConfig()
+    fusion: FusionConfig = FusionConfig()
+    lax_samples: int = 3
+
+
+@register_method
+class Fusion(ReconMethod):
+    """`register`'s volume fitted to the acquired SAX slices through their profile and to the LAX views."""
+
+    name = "fusion"
+    summary = "register's volume fitted to the SAX slice profile and the guiding LAX views (TV, time term)"
+    guided_by_lax = True
+    seconds_per_frame = "3-16 s"
+    Options = FusionOptions
+
+    @classmethod
+    def options_from(cls, config) -> FusionOptions:
+        return FusionOptions(config.register, config.fusion, config.lax_samples)
+
+    def prepare(self, work: Work) -> None:
+        self.setup = FusionSetup.build(work, self.options.fusion, self.options.lax_samples, work.notes)
+        work.operators = self.setup.operators
+
+    def reconstruct_frame(self, work: Work, index: int, frame: int) -> np.ndarray:
+        stack = work.stack(frame)
+        start = register_stack(stack, work.factor, self.options.register)
+        adjacent = work.follows(index)
+        fit_bar = tqdm(total=self.options.fusion.iterations, desc=f"  fusion frame {frame}", unit="eval",
+                       leave=False, disable=not work.progress)
+
+        def fit_progress(it, total, loss, bar=fit_bar):
+            bar.total = total  # evaluations (L-BFGS: up to 1.25 per iteration), never past the end
+            bar.n = min(it, total)
+            bar.refresh()
+
+        res = fuse(stack, start, self.setup.profile, self.setup.operators, self.setup.images(frame),
+                   self.options.fusion, self.setup.z_scale, previous=work.dense[..., index - 1] if adjacent else None,
+                   gains=work.results[work.frames[index - 1]].gains if adjacent else None,
+                   progress=fit_progress)
+        fit_bar.close()
+        work.results[frame] = res
+        return res.dense
+
+
+__all__ = ["Fusion", "FusionConfig", "FusionOptions", "FusionResult", "FusionSetup", "SliceProfile", "ValidSampler", "charbonnier", "coarsen_view", "fuse", "total_variation"]

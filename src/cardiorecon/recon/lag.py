@@ -15,19 +15,30 @@ L_seed still anchors the codes to this frame's own seeds.
 
 from __future__ import annotations
 
+import dataclasses
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from cardiorecon.diffusion import NoiseSchedule, ddim_sample
 from cardiorecon.diffusion.schedule import spaced_timesteps
 from cardiorecon.errors import NumericalError
 from cardiorecon.models.diffae import DiffAE
 from cardiorecon.metrics.image import masked_ncc
-from cardiorecon.recon.lax import LaxOperator, lax_loss, match_intensity
-from cardiorecon.recon.latent_interp import GapCodes, assemble
+from cardiorecon.lax_operator import LaxOperator, lax_loss, match_intensity
+from cardiorecon.recon.fusion import FusionSetup, fuse
+from cardiorecon.recon.guidance import guiding_views, lax_images
+from cardiorecon.recon.latent_interp import GapCodes, assemble, dense_codes, diffae_codes, reconstruct_diffae
+from cardiorecon.recon.register import register_stack
+from cardiorecon.recon.registry import ReconMethod, Work, register_method
+
+
+LAG_INITS = ("diffae", "dmcvr", "register", "fusion")  # where lag's codes start (ReconConfig.lag_init)
+LAG_WARM = ("off", "previous", "delta")  # lag's warm start over a cine (ReconConfig.lag_warm)
 
 
 @dataclass(frozen=True)
@@ -177,4 +188,116 @@ def _optimise(model, acquired, codes, factor, operators, images, config, progres
                      codes=(z_best.cpu(), x_best.cpu()), seeds=(seed_z.cpu(), seed_x.cpu()))
 
 
-__all__ = ["LagConfig", "LagResult", "SEED_SETTINGS", "optimise", "continuity_loss", "match_intensity"]
+
+
+@dataclass(frozen=True)
+class LagOptions:
+    """lag's settings: the optimisation (`LagConfig`), the LAX sampling across each view's thickness,
+    where the codes start (`init`: diffae, dmcvr, register or fusion), the warm start over a cine
+    (`warm`: off, previous or delta; `warm_iterations`), and what `register` / `fusion` starts and the
+    fallback without any guiding view (diffae's steps and depth) use."""
+
+    lag: LagConfig = LagConfig()
+    lax_samples: int = 3
+    init: str = "diffae"
+    warm: str = "off"
+    warm_iterations: int | None = None
+    register: object = None  # RegisterConfig
+    fusion: object = None  # FusionConfig
+    invert_steps: int = 8
+    decode_steps: int = 8
+    depth: float = 0.4
+
+    def __post_init__(self):
+        if self.init not in LAG_INITS:
+            raise ValueError(f"unknown lag start {self.init!r}; choose from {', '.join(LAG_INITS)}")
+        if self.warm not in LAG_WARM:
+            raise ValueError(f"unknown lag warm start {self.warm!r}; choose from {', '.join(LAG_WARM)}")
+
+
+@register_method
+class LaxGuided(ReconMethod):
+    """LAG-DiffAE: the codes of the new slices optimised so that the volume agrees with the LAX views."""
+
+    name = "lag"
+    summary = "codes of the new slices optimised to match the guiding LAX views (LAG-DiffAE), from diffae's"
+    weights = "diffae"
+    guided_by_lax = True
+    adaptable = True
+    seconds_per_frame = "65-100 s (10 iterations)"
+    Options = LagOptions
+
+    @classmethod
+    def options_from(cls, config) -> LagOptions:
+        return LagOptions(config.lag, config.lax_samples, config.lag_init, config.lag_warm, config.lag_warm_iterations,
+                          config.register, config.fusion, config.invert_steps, config.decode_steps, config.depth)
+
+    @classmethod
+    def weights_for(cls, options: LagOptions):
+        return "dmcvr" if options.init == "dmcvr" else "diffae"
+
+    def check_model(self, model, notes: list[str]) -> None:
+        super().check_model(model, notes)
+        if self.options.init == "dmcvr":
+            notes.append("lag starts from the dmcvr codes (DMCVR decoder, morphology features fixed)")
+
+    def prepare(self, work: Work) -> None:
+        o = self.options
+        work.operators = guiding_views(work.study, work.grid, work.factor, work.lax_views, o.lax_samples, work.notes)
+        if not work.operators:
+            msg = f"no LAX view guides this study: lag falls back to {'dmcvr' if o.init == 'dmcvr' else 'diffae'}"
+            warnings.warn(msg)
+            work.notes.append(msg)
+        self.fusion_setup = None
+        if o.init == "fusion":
+            self.fusion_setup = FusionSetup.build(work, o.fusion, o.lax_samples, [])
+
+    def start_codes(self, work: Work, frame: int) -> GapCodes:
+        """The seeds of frame's new slices: interpolated codes (diffae, dmcvr), or the codes of the
+        register / fusion volume."""
+        o, lc = self.options, self.options.lag
+        stack = work.stack(frame)
+        if o.init in ("register", "fusion"):
+            start = register_stack(stack, work.factor, o.register)
+            if self.fusion_setup is not None:
+                fs = self.fusion_setup
+                start = fuse(stack, start, fs.profile, fs.operators, fs.images(frame), o.fusion, fs.z_scale).dense
+            return dense_codes(self.model, start, work.factor, lc.invert_steps, depth=lc.depth)
+        return diffae_codes(self.model, stack, work.factor, lc.invert_steps, depth=lc.depth)[1]
+
+    def reconstruct_frame(self, work: Work, index: int, frame: int) -> np.ndarray:
+        o = self.options
+        stack = work.stack(frame)
+        if not work.operators:  # no guiding view: diffae's (or dmcvr's) latent interpolation
+            return reconstruct_diffae(self.model, stack, work.factor, o.invert_steps, o.decode_steps, depth=o.depth)[0]
+        lc = o.lag
+        codes = self.start_codes(work, frame)
+        images = lax_images(work.study, work.operators, frame)
+        init, prev = None, None
+        if o.warm != "off" and work.follows(index):
+            prev = work.results.get(work.frames[index - 1])
+        if prev is not None and prev.codes is not None:  # warm start from the previous cine frame
+            z_prev, x_prev = prev.codes
+            if o.warm == "previous":
+                init = (z_prev, x_prev)
+            else:  # delta: this frame's seeds moved by the previous frame's correction
+                init = (codes.z_sem + (z_prev - prev.seeds[0]).to(codes.z_sem),
+                        codes.x_T + (x_prev - prev.seeds[1]).to(codes.x_T))
+            if o.warm_iterations:
+                lc = dataclasses.replace(lc, max_iterations=o.warm_iterations)
+        step_bar = tqdm(total=lc.max_iterations, desc=f"  lag frame {frame}", unit="it", leave=False,
+                        disable=not work.progress)
+
+        def report(it, total, loss, bar=step_bar):
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+
+        res = optimise(self.model, torch.from_numpy(stack).float(), codes, work.factor, work.operators, images, lc,
+                       report, init=init)
+        res.warm = None if init is None else f"{o.warm} from frame {work.frames[index - 1]}"
+        step_bar.close()
+        work.results[frame] = res
+        return res.dense
+
+
+__all__ = ["LAG_INITS", "LAG_WARM", "LagConfig", "LagOptions", "LagResult", "LaxGuided", "SEED_SETTINGS", "continuity_loss", "match_intensity", "optimise"]

@@ -20,6 +20,7 @@ from cardiorecon.autoencoder import decode, encode
 from cardiorecon.diffusion import slerp
 from cardiorecon.models.diffae import DiffAE
 from cardiorecon.recon.interpolate import new_slice_positions
+from cardiorecon.recon.registry import ReconMethod, Work, register_method
 
 
 @dataclass
@@ -97,3 +98,33 @@ def dense_codes(model: DiffAE, dense: np.ndarray, factor: int, invert_steps: int
     morph = model.morphology(x0) if hasattr(model, "morphology") else None
     z, x_T = encode(model, x0, invert_steps, depth=depth, morph=morph)
     return GapCodes(z, x_T, ks, alphas, idx, morph)
+
+
+@dataclass(frozen=True)
+class LatentOptions:
+    """DDIM steps of the encoding (inversion) and decoding, and the inversion depth (fraction of T)."""
+
+    invert_steps: int = 8
+    decode_steps: int = 8
+    depth: float = 0.4
+
+
+@register_method
+class DiffAEInterpolation(ReconMethod):
+    """Latent interpolation through the diffusion autoencoder (z_sem lerp, x_T slerp, DDIM decode)."""
+
+    name = "diffae"
+    summary = "diffusion-autoencoder codes of the acquired slices interpolated (lerp z_sem, slerp x_T), decoded"
+    weights = "diffae"
+    adaptable = True
+    seconds_per_frame = "15-30 s"
+    Options = LatentOptions
+
+    @classmethod
+    def options_from(cls, config) -> LatentOptions:
+        return LatentOptions(config.invert_steps, config.decode_steps, config.depth)
+
+    def reconstruct_frame(self, work: Work, index: int, frame: int) -> np.ndarray:
+        o = self.options
+        return reconstruct_diffae(self.model, work.stack(frame), work.factor, o.invert_steps, o.decode_steps,
+                                  depth=o.depth)[0]

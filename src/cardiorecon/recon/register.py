@@ -10,7 +10,7 @@ each neighbour warped part-way toward the other, the nearer one weighted more; a
 a, at alpha -> 1 it is b. Labels are warped the same way with nearest-neighbour sampling and the
 nearer neighbour's warped labels are kept (labels cannot be blended).
 
-Library choice, measured (scripts/bench_register_choice.py; the dropped middle slices of real
+Library choice, measured (benchmarks/bench_register_choice.py; the dropped middle slices of real
 slice-drop, 64 px, 2 mm model grid, ED and a mid frame; linear for reference):
 
     variant (SimpleITK 2.5)                    ep_preclinical SSIM/PSNR   Sunnybrook SC-HF-I-1    s/slice
@@ -37,6 +37,7 @@ import numpy as np
 from scipy import ndimage
 
 from cardiorecon.recon.interpolate import new_slice_positions
+from cardiorecon.recon.registry import ReconMethod, Work, register_method
 
 
 @dataclass(frozen=True)
@@ -131,4 +132,21 @@ def register_labels(labels: np.ndarray, factor: int, fields: GapFields) -> np.nd
     return out
 
 
-__all__ = ["GapFields", "RegisterConfig", "displacement", "gap_fields", "register_labels", "register_stack", "warp"]
+@register_method
+class Register(ReconMethod):
+    """Demons registration between adjacent acquired slices, each new slice a part-way warp and blend."""
+
+    name = "register"
+    summary = "warp-and-blend of the neighbouring slices along demons deformations (the subject's images only)"
+    seconds_per_frame = "2-7 s"
+    Options = RegisterConfig
+
+    @classmethod
+    def options_from(cls, config) -> RegisterConfig:
+        return config.register
+
+    def reconstruct_frame(self, work: Work, index: int, frame: int) -> np.ndarray:
+        return register_stack(work.stack(frame), work.factor, self.options)
+
+
+__all__ = ["GapFields", "Register", "RegisterConfig", "displacement", "gap_fields", "register_labels", "register_stack", "warp"]

@@ -412,10 +412,10 @@ def prepare(study, grid, factor: int, frames: list[int], lax_views: list[str] | 
     """`fit` for a Study on its working grid (`autoencoder.ModelGrid`): sampling from the grid's pixel
     and slice step and the study's slice thickness, LAX planes from the guiding views (`lax_views`,
     None: all) around the grid centre. A view that misses the SAX stack is left out, with a note."""
-    from cardiorecon.recon.fusion import coarsen_view
-    from cardiorecon.recon.lax import LaxOperator
-    from cardiorecon.recon.pipeline import lax_frame
+    from cardiorecon.lax_operator import LaxOperator
+    from cardiorecon.phase import lax_frame
     from cardiorecon.preprocess import intensity_map
+    from cardiorecon.recon.fusion import coarsen_view
 
     notes = [] if notes is None else notes
     source = study.sax.meta.get("source")

@@ -27,8 +27,8 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def volume_curve_png(times_ms: Sequence[float], curves: dict[str, Sequence[float]], ed: int, es: int,
-                     title: str) -> bytes:
+def volume_curve_png(times_ms: Sequence[float], curves: dict[str, Sequence[float]], ed: int | None,
+                     es: int | None, title: str) -> bytes:
     """LV and RV cavity volume (mL) over the cycle, ED and ES marked."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6))
@@ -36,6 +36,8 @@ def volume_curve_png(times_ms: Sequence[float], curves: dict[str, Sequence[float
     for key, label, colour in (("lv_ml", "LV cavity", "tab:red"), ("rv_ml", "RV cavity", "tab:blue")):
         ax.plot(t, curves[key], "o-", ms=3, color=colour, label=label)
     for idx, name in ((ed, "ED"), (es, "ES")):
+        if idx is None:  # one frame: no ES
+            continue
         ax.axvline(t[idx], color="0.5", ls="--", lw=0.8)
         ax.text(t[idx], ax.get_ylim()[1], name, ha="center", va="bottom", fontsize=8)
     ax.set_xlabel("time in cycle (ms)")

@@ -4,51 +4,18 @@ the Markdown summary, the figures (PNG) and one self-contained HTML page (`page.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
-from cardiorecon.evaluate import COLUMNS, TRUTH_IMAGE
-from cardiorecon.io.nifti import atomic_write, write_csv_rows
-from cardiorecon.metrics.seg import STRUCTURES
+from cardiorecon.io.nifti import atomic_write
+from cardiorecon.metrics.seg import EMPTY_KINDS, STRUCTURES
 from cardiorecon.report import figures as F
 from cardiorecon.report.findings import Finding, Measure, findings, near_best, unit_values
+from cardiorecon.report.results_csv import COLUMNS, TRUTH_IMAGE, read_csv, read_failures, write_csv  # noqa: F401
 
 SHORT = {"lv_cavity": "LV", "lv_myocardium": "Myo", "rv_cavity": "RV"}
 GROUPS = ("Image quality", "Segmentation: overlap", "Segmentation: surface distance", "Function", "Cost")
-
-
-def write_csv(rows: list[dict], path: Path) -> Path:
-    return write_csv_rows(path, rows, COLUMNS)
-
-
-def read_csv(paths: list[Path]) -> list[dict]:
-    """Rows of one or more results.csv files (numbers back as floats, empty cells as '')."""
-    rows = []
-    for path in paths:
-        with open(path, newline="") as fh:
-            reader = csv.DictReader(fh)
-            if reader.fieldnames != COLUMNS:
-                from cardiorecon.errors import InputError
-
-                raise InputError(path, f"not a cardiorecon results.csv (columns {reader.fieldnames})")
-            for n, r in enumerate(reader, start=2):
-                for k in COLUMNS[5:-1]:
-                    try:
-                        r[k] = float(r[k]) if r[k] != "" else ""
-                    except (TypeError, ValueError):
-                        from cardiorecon.errors import InputError
-
-                        raise InputError(path, f"line {n}: column {k!r} must be a number, got {r[k]!r}") from None
-                rows.append(r)
-    return rows
-
-
-def read_failures(path: Path) -> list[dict]:
-    """{case, error} rows of a failures CSV (columns case and error; others ignored)."""
-    with open(path, newline="") as fh:
-        return [{"case": r.get("case", ""), "error": r.get("error", "")} for r in csv.DictReader(fh)]
 
 
 # ------------------------------------------------------------------------------------ measures
@@ -129,16 +96,43 @@ def summary(rows: list[dict]) -> dict[str, dict]:
                 best[x.label] = b
                 near[x.label] = near_best(pr, x, [m for m in cand if m != b], b)
         out[protocol] = {"measures": ms, "methods": methods, "cases": len({r["case"] for r in pr}),
+                         "empty": empty_counts(pr),
                          "frames": len({(r["case"], r["frame"]) for r in pr if r["frame"] != "ed-es"}),
                          "cells": cells, "best": best, "near": near, "findings": findings(pr, ms, real)}
     return out
 
 
+def empty_counts(rows: list[dict]) -> dict[str, dict[str, int]]:
+    """{method: {kind: rows}} of the Dice/HD95 rows with an empty side (`metrics.seg.EMPTY_KINDS`, the start
+    of the row's note): reported apart, never averaged in (Dice of two empty masks and HD95 with an empty
+    side are NaN; an empty prediction's Dice 0 stays in the Dice mean, as a miss)."""
+    out: dict[str, dict[str, int]] = {}
+    for r in rows:
+        note = str(r.get("note", "") or "")
+        kind = next((k for k in EMPTY_KINDS if note.startswith(k)), None)
+        if kind is not None:
+            per = out.setdefault(str(r["method"]), {})
+            per[kind] = per.get(kind, 0) + 1
+    return out
+
+
+def _empty_note(empty: dict[str, dict[str, int]]) -> str:
+    parts = [f"{m}: " + ", ".join(f"{n} {k}" for k, n in sorted(c.items())) for m, c in empty.items()]
+    return ("Empty cases, reported apart (structure rows): " + "; ".join(parts) + ". An empty prediction keeps "
+            "Dice 0 in the Dice mean (a miss) and has no HD95; an empty reference has no HD95 and its Dice 0 is kept; "
+            "a structure absent from both is not scored (no Dice, no HD95).")
+
+
 def _verdict(f: Finding) -> str:
     kinds = {c.verdict for c in f.comparisons}
+    if not kinds:
+        return ""  # nothing compared (one method): no interval, so no "not distinguishable" mark
     if "better" in kinds:
         return "better"
-    return "worse" if kinds == {"worse"} else ("untested" if kinds == {"untested"} else "none")
+    if kinds == {"worse"}:
+        return "worse"
+    # "none" (no method distinguishable) only where an interval was computed for some method
+    return "none" if "indistinguishable" in kinds or "worse" in kinds else "untested"
 
 
 def _cost_sentence(s: dict) -> str:
@@ -216,6 +210,8 @@ def notes(s: dict) -> list[str]:
                    "labels are compared on: one pixel (e.g. 2 mm on a 2 mm grid) is the smallest non-zero value, so "
                    "a value of one pixel means the surfaces are within one pixel; slice-drop averages 2D HD95 over "
                    "the scored slices.")
+    if s.get("empty"):
+        out.append(_empty_note(s["empty"]))
     if "ef_error" in labels:
         out.append("EF error: absolute difference from the true ejection fraction, in percentage points (pp).")
     if "peak_mb" in labels or "seconds" in labels:

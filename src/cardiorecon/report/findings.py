@@ -210,12 +210,13 @@ def findings(rows: list[dict], measures: list[Measure], methods: list[str], refe
 
 def near_best(rows: list[dict], measure: Measure, methods: list[str], best: str, **bootstrap) -> set[str]:
     """Methods whose paired difference from `best` has a 95 % interval that includes 0: not
-    distinguishable from the best (no interval, n < 2: not marked)."""
+    distinguishable from the best. Where no interval is computed (fewer than MIN_TEST paired values,
+    the findings' "too few"), nothing is marked."""
     out = set()
     for m in methods:
         if m == best:
             continue
         c = compare(rows, measure, m, best, **bootstrap)
-        if c is not None and np.isfinite(c.low) and c.low <= 0 <= c.high:
+        if c is not None and c.verdict != "untested" and c.low <= 0 <= c.high:
             out.add(m)
     return out

@@ -268,6 +268,9 @@ class SynthTrainConfig:
     seed: int = 0
     checkpoint_every: int = 100
     warmup_steps: int = 200
+    full_real_fraction: float = 0.0  # share of each batch from fully labelled real slices (ACDC)
+    full_real_zoom: tuple[float, float] = (0.75, 1.4)  # their pixel size is unknown (ACDC: 1.37-1.68 mm)
+    init_weights: str | None = None  # start from these weights (same architecture), e.g. segnet_synth
 
 
 def synth_lr(tc: SynthTrainConfig, step: int) -> float:
@@ -295,18 +298,22 @@ def load_real_studies(paths: list[str | Path]) -> list[tuple[str, Study]]:
 
 def train_synth_segnet(config: SegConfig, tissue_dir: str | Path, real: list[str | Path], out: str | Path,
                        tc: SynthTrainConfig = SynthTrainConfig(), real_weights: list[float] | None = None,
-                       progress: bool = True) -> Path:
+                       progress: bool = True, full_real=None, full_real_source: str = "") -> Path:
     """Train (or resume) a whole-field window segmenter on synthetic-appearance images made from the
     phantom tissue stacks in `tissue_dir` (`synth.write_tissue_bank`) plus the contoured slices of
-    `real` (partial labels marginalised). Checkpoint every `checkpoint_every` steps; the weights
-    at OUT/weights/model.* are rewritten at each checkpoint, so a run stopped early still ships."""
+    `real` (partial labels marginalised) and, with `full_real` (`synth.RealSlices`, e.g.
+    `training.acdc.acdc_real_slices`), fully labelled real slices for `tc.full_real_fraction` of each
+    batch. Checkpoint every `checkpoint_every` steps; the weights at OUT/weights/model.* are
+    rewritten at each checkpoint, so a run stopped early still ships."""
     from cardiorecon.training.synth import RealAugmenter, SynthConfig, Synthesizer, load_tissue_bank, real_slices
 
     run = Path(out)
     run.mkdir(parents=True, exist_ok=True)
     scfg = SynthConfig(spacing_mm=config.pixel_spacing_mm, patch_size=config.image_size)
     settings = {"model": config_to_json(config), "train": config_to_json(tc), "synth": config_to_json(scfg),
-                "tissue": str(tissue_dir), "real": [str(r) for r in real], "real_weights": real_weights}
+                "tissue": str(tissue_dir), "real": [str(r) for r in real], "real_weights": real_weights,
+                "full_real": full_real_source,
+                "full_real_subjects": sorted(set(full_real.source)) if full_real is not None else []}
     (run / "run.json").write_text(json.dumps(json.loads(json.dumps(settings)), indent=2))
     stacks = load_tissue_bank(tissue_dir)
     synth = Synthesizer(stacks, scfg)
@@ -315,10 +322,16 @@ def train_synth_segnet(config: SegConfig, tissue_dir: str | Path, real: list[str
         real_weights = [0.5 if s.meta.get("contours") == "automatic" else 1.0 for _, s in studies]
     bank = real_slices(studies, config.pixel_spacing_mm, config.num_classes, real_weights) if real else None
     augment = RealAugmenter(bank, synth) if bank is not None else None
-    print(f"training on {len(stacks)} phantom tissue stacks and {0 if bank is None else len(bank.images)} "
-          f"contoured real slices", flush=True)
+    augment_full = RealAugmenter(full_real, synth, tc.full_real_zoom) if full_real is not None else None
+    print(f"training on {len(stacks)} phantom tissue stacks, {0 if bank is None else len(bank.images)} "
+          f"contoured real slices and {0 if full_real is None else len(full_real.images)} fully labelled real "
+          f"slices", flush=True)
     torch.manual_seed(tc.seed)
     net = SegNet(config)
+    if tc.init_weights:
+        from cardiorecon.segment import load_segnet
+
+        net.load_state_dict(load_segnet(tc.init_weights).state_dict())
     opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     ckpt, start = run / "checkpoints" / "last", 0
     if ckpt.with_suffix(".safetensors").is_file():
@@ -330,6 +343,7 @@ def train_synth_segnet(config: SegConfig, tissue_dir: str | Path, real: list[str
     log_path = run / "log.csv"
     new_log = not log_path.is_file()
     n_real = int(round(tc.batch_size * tc.real_fraction)) if augment is not None else 0
+    n_full = int(round(tc.batch_size * tc.full_real_fraction)) if augment_full is not None else 0
     full_known = torch.ones(config.num_classes, dtype=torch.bool)
     with open(log_path, "a", newline="") as fh:
         log = csv.writer(fh)
@@ -339,10 +353,10 @@ def train_synth_segnet(config: SegConfig, tissue_dir: str | Path, real: list[str
         net.train()
         for step in range(start, tc.max_steps):
             g = step_generator(tc.seed, step)
-            xs, ys = synth.batch(tc.batch_size - n_real, g)
+            xs, ys = synth.batch(tc.batch_size - n_real - n_full, g)
             ks = full_known.expand(len(xs), -1)
-            if n_real:
-                reals = [augment.sample(g) for _ in range(n_real)]
+            if n_full or n_real:
+                reals = [augment_full.sample(g) for _ in range(n_full)] + [augment.sample(g) for _ in range(n_real)]
                 xs = torch.cat([xs, torch.stack([r[0] for r in reals])])
                 ys = torch.cat([ys, torch.stack([r[1] for r in reals])])
                 ks = torch.cat([ks, torch.stack([r[2] for r in reals])])
@@ -351,7 +365,7 @@ def train_synth_segnet(config: SegConfig, tissue_dir: str | Path, real: list[str
                 group["lr"] = synth_lr(tc, step)
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 logits = net(x)
-            full = known[:, 1:].all(1)
+            full = known[:, 1:].all(1)  # synthetic and fully labelled real slices
             loss_ce = partial_label_loss(logits, y, known)
             loss = loss_ce + soft_dice_loss(logits, y, full)
             opt.zero_grad(set_to_none=True)
@@ -370,11 +384,13 @@ def train_synth_segnet(config: SegConfig, tissue_dir: str | Path, real: list[str
                               time.strftime("%Y-%m-%dT%H:%M:%S")])
                 fh.flush()
                 if progress:
-                    print(f"step {s} loss {float(loss):.4f} synth-CE {ls:.4f} real-CE {lr_:.4f} {rate:.2f} it/s",
+                    print(f"step {s} loss {loss.item():.4f} synth-CE {ls:.4f} real-CE {lr_:.4f} {rate:.2f} it/s",
                           flush=True)
             if s % tc.checkpoint_every == 0 or s == tc.max_steps:
                 save_state({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": s}, ckpt)
                 save_weights(net, config, run / "weights" / "model",
-                             extra={"steps": s, "tissue": str(tissue_dir), "real": settings["real"]})
+                             extra={"steps": s, "tissue": str(tissue_dir), "real": settings["real"],
+                                    "full_real": settings["full_real"],
+                                    "full_real_subjects": settings["full_real_subjects"]})
     net.eval()
     return run

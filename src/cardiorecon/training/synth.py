@@ -339,10 +339,11 @@ class RealAugmenter:
     """Random crops of real contoured slices with the same geometry and intensity randomisation
     as the synthetic images (no flip); labels warped with the image (nearest)."""
 
-    def __init__(self, bank: RealSlices, synth: Synthesizer):
+    def __init__(self, bank: RealSlices, synth: Synthesizer, zoom_range: tuple[float, float] | None = None):
         from monai.transforms import Rand2DElasticd
 
         self.bank, self.synth, cfg = bank, synth, synth.cfg
+        self.zoom_range = cfg.zoom_range if zoom_range is None else zoom_range
         P = cfg.patch_size
         self.spatial = Rand2DElasticd(keys=("image", "label"), spacing=(24, 24), magnitude_range=(0.0, 2.0),
                                       prob=1.0, rotate_range=(math.pi,), translate_range=(6, 6),
@@ -355,7 +356,7 @@ class RealAugmenter:
         i = int(torch.multinomial(torch.from_numpy(self.bank.weight), 1, generator=g))
         img, lab = self.bank.images[i], self.bank.labels[i]
         C = int(round(cfg.patch_size * 1.6))
-        zoom = float(_uniform(g, *cfg.zoom_range))
+        zoom = float(_uniform(g, *self.zoom_range))
         Cz = int(round(C * zoom))
         centre = self.centres[i] + _uniform(g, -25, 25, (2,)).numpy() / cfg.spacing_mm
         lo = np.round(centre - Cz / 2).astype(int)

@@ -10,7 +10,7 @@ Each case runs through `cardiorecon.evaluate` (the same code as `cardiorecon eva
 (results.csv, report.html); this script then prints and writes OUT/table.md: per case and method the
 held-out measure, seconds per frame and the share of labelled heart inside the heart region.
 
-    python scripts/bench_real.py --out out/bench-real [--methods linear,register,...] [--data ../shared/data]
+    python benchmarks/bench_real.py --out out/bench-real [--methods linear,register,...] [--data ../shared/data]
 
 Heavy: with `lag` it takes most of an hour on 2 cores. `make bench-real` runs it with the defaults.
 """

@@ -8,7 +8,7 @@ codes), lag --init register, lag --init fusion; shipped DiffAE weights, the CPU 
 Part 2 (--cine CASE): `fusion` on every frame of one study (factor 2 of the slice-drop stack):
 seconds per frame and for the whole cine.
 
-    flock /tmp/cardiorecon-heavy.lock .venv/bin/python scripts/bench_per_subject.py \\
+    flock /tmp/cardiorecon-heavy.lock .venv/bin/python benchmarks/bench_per_subject.py \\
         --lag ../shared/data/ep_preclinical --holdout-case ../shared/data/bivme_patient1/dicoms \\
         --cine ../shared/data/sunnybrook/SCD0000101 --out /tmp/bench14/per_subject
 """
@@ -23,16 +23,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cardiorecon.evaluate import _masked_ssim, drop_slices
+from cardiorecon.evaluate import drop_slices
 from cardiorecon.geometry import resample
 from cardiorecon.io import read_study
-from cardiorecon.metrics.image import masked_ncc, psnr, ssim
-from cardiorecon.recon import ReconConfig, reconstruct
-from cardiorecon.recon.lax import LaxOperator
-from cardiorecon.recon.pipeline import lax_frame
+from cardiorecon.lax_operator import LaxOperator
+from cardiorecon.metrics.image import masked_ncc, masked_ssim, psnr, ssim
+from cardiorecon.phase import lax_frame
+from cardiorecon.recon import ReconConfig, get_method, reconstruct
 
 VARIANTS = [("register", "register", "diffae"), ("fusion", "fusion", "diffae"), ("lag", "lag", "diffae"),
             ("lag --init register", "lag", "register"), ("lag --init fusion", "lag", "fusion")]
+
+
+def network(method: str, config: ReconConfig, model):
+    """The DiffAE for the methods that need one (the method table says), else None."""
+    cls = get_method(method)
+    return model if cls.weights_for(cls.options_from(config)) else None
 
 
 def slice_drop_rows(path: Path, model, frames: list[int]) -> list[dict]:
@@ -40,8 +46,9 @@ def slice_drop_rows(path: Path, model, frames: list[int]) -> list[dict]:
     sub = drop_slices(study, 2)
     rows = []
     for name, method, init in VARIANTS:
-        rec = reconstruct(sub, method, factor=2, frames=frames, model=model if method == "lag" else None,
-                          config=ReconConfig(lag_init=init), align="auto")
+        cfg = ReconConfig(lag_init=init)
+        rec = reconstruct(sub, method, factor=2, frames=frames, model=network(method, cfg, model), config=cfg,
+                          align="auto")
         aff, shape = rec.normalised.affine, rec.normalised.spatial_shape
         for i, t in enumerate(frames):
             ref = rec.grid.intensity.forward(resample(study.sax.frame(t), aff, shape, order=1).data)
@@ -61,15 +68,16 @@ def holdout_rows(path: Path, model, held: str | None, frames: list[int] | None) 
     others = [v for v in study.lax if v != held]
     rows = []
     for name, method, init in VARIANTS:
-        rec = reconstruct(study, method, factor=5, frames=frames, lax_views=others,
-                          model=model if method == "lag" else None, config=ReconConfig(lag_init=init), align="auto")
+        cfg = ReconConfig(lag_init=init)
+        rec = reconstruct(study, method, factor=5, frames=frames, lax_views=others, model=network(method, cfg, model),
+                          config=cfg, align="auto")
         op = LaxOperator.for_view(rec.normalised.affine, rec.normalised.spatial_shape, study.lax[held])
         valid = op.valid.numpy().astype(bool)
         for i, t in enumerate(frames):
             sampled = op.sample(torch.from_numpy(np.ascontiguousarray(rec.normalised.data[..., i]))).numpy()
             image = lax_frame(study.lax[held], t, study.num_frames)
             rows.append({"case": path.name, "protocol": f"lax-holdout {held}", "method": name, "frame": t,
-                         "ncc": masked_ncc(sampled, image, valid), "ssim": _masked_ssim(sampled, image, valid),
+                         "ncc": masked_ncc(sampled, image, valid), "ssim": masked_ssim(sampled, image, valid),
                          "seconds": rec.seconds_per_frame[i]})
             print(rows[-1], flush=True)
     return rows

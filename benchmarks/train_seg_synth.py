@@ -1,6 +1,6 @@
 """Train the whole-field SAX segmenter on synthetic appearance (issue 15), resumable.
 
-    nice -n 15 .venv/bin/python scripts/train_seg_synth.py --out /tmp/seg15/run --max-steps 20000
+    nice -n 15 .venv/bin/python benchmarks/train_seg_synth.py --out /tmp/seg15/run --max-steps 20000
 
 Tissue stacks: phantom seeds 100-149 of both cohorts (evaluation phantoms are 1000+). Real
 contours: Sunnybrook SCD0000101, SCD0000201 (manual, LV) and ep_preclinical (automatic, LV);

@@ -1,13 +1,13 @@
 """Ship a trained DiffAE: copy the EMA weights of a run into the package, fit the latent DDIM on the
 z_sem of its training slices, and write the model card from the runs' logs and an evaluation JSON.
 
-    python scripts/ship_weights.py --pretrain RUN --finetune RUN --eval EVAL.json [--latent-steps 3000]
+    python benchmarks/ship_weights.py --pretrain RUN --finetune RUN --eval EVAL.json [--latent-steps 3000]
 
 Or ship a refinement of the shipped weights (a run started with --init-from the shipped model): its EMA
 weights, a latent DDIM fitted on its own training slices, and a card that keeps the lineage of the
 card it replaces and adds the run and the held-out numbers of a Markdown file:
 
-    python scripts/ship_weights.py refine --run RUN --results RESULTS.md [--latent-steps 1000]
+    python benchmarks/ship_weights.py refine --run RUN --results RESULTS.md [--latent-steps 1000]
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ epsilon prediction; EMA weights. Files: `model.safetensors` + `model.json` (conf
   {fine['exclude_frames']}; {fine['wall_hours']} h of training, median {fine['median_steps_per_s']:.2f} steps/s.
 - Final training loss (one batch): {fine['final_loss']:.4f}.
 
-## Autoencoding fidelity (`scripts/eval_autoencoder.py`)
+## Autoencoding fidelity (`benchmarks/eval_autoencoder.py`)
 Encode = z_sem by the encoder + x_T by {ev['phantom']['invert_steps']}-step DDIM inversion; decode with 20, 10
 and 5 DDIM steps; PSNR/SSIM on the model grid (data range 2).
 

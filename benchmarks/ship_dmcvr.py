@@ -1,9 +1,9 @@
 """Ship trained DMCVR weights: copy the EMA decoder of a run and its frozen segmentation network
 into the package (model.* and segnet.*), and write the model card from the run's log, an evaluation
-JSON of `scripts/eval_autoencoder.py --dmcvr` and, optionally, a Markdown file of measurements
+JSON of `benchmarks/eval_autoencoder.py --dmcvr` and, optionally, a Markdown file of measurements
 (the morphology-encoder comparison, the benchmark) appended as it is.
 
-    python scripts/ship_dmcvr.py --run RUN [--pretrain RUN] --eval EVAL.json [--append NOTES.md]
+    python benchmarks/ship_dmcvr.py --run RUN [--pretrain RUN] --eval EVAL.json [--append NOTES.md]
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ Loading refuses a decoder and a segmentation network whose shapes or configs do 
   from the DiffAE and learns to use the morphology. The epsilon loss alone (the seed's optional Dice + focal
   segmentation head was not used).
 
-## Autoencoding fidelity (`scripts/eval_autoencoder.py --dmcvr`)
+## Autoencoding fidelity (`benchmarks/eval_autoencoder.py --dmcvr`)
 Each slice encoded with its own morphology; PSNR/SSIM on the model grid (data range 2).
 """
     blocks = [("phantom", "held-out phantom slices, full-depth codes"),

@@ -2,7 +2,7 @@
 method (the same functions and defaults as `cardiorecon evaluate`, alignment auto; segmentation only
 with `seg`; FRAMES as for evaluate, default ed-es). Quick per-case checks for issue 14.
 
-    [FUSION=lambda_lax=1.0] [METHODS=fusion] .venv/bin/python scripts/bench_protocol_quick.py \
+    [FUSION=lambda_lax=1.0] [METHODS=fusion] .venv/bin/python benchmarks/bench_protocol_quick.py \
         slice-drop|lax-holdout|phantom CASE [seg] [FRAMES]
 """
 import sys, time, numpy as np, torch

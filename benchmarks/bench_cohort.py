@@ -2,7 +2,7 @@
 
 Run under the shared lock (it keeps the 2 cores busy for about half an hour):
 
-    flock /tmp/cardiorecon-heavy.lock .venv/bin/python scripts/bench_cohort.py --out /tmp/bench_cohort
+    flock /tmp/cardiorecon-heavy.lock .venv/bin/python benchmarks/bench_cohort.py --out /tmp/bench_cohort
 
 1. Throughput: `run_cohort` (a LocalCluster of 1 or 2 workers, torch threads = 2 / workers) over small
    phantom subjects, per method; subjects per hour = subjects done / wall time (cluster start-up
@@ -38,9 +38,10 @@ def phantoms(root: Path, name: str, n: int, frames: int, seed: int, truth: bool,
 def throughput(data: list[Path], out: Path, method: str, frames: str, workers: int, full_frames: int,
                threads: int | None = None, lag_warm: str = "off") -> dict:
     from cardiorecon.cohort import CohortOptions, run_cohort
+    from cardiorecon.recon import get_method
 
     options = CohortOptions(method=method, frames=frames, torch_threads=threads or max(1, 2 // workers),
-                            lag_warm=lag_warm if method == "lag" else "off")
+                            lag_warm=lag_warm if get_method(method).takes("warm") else "off")
     t0 = time.perf_counter()
     run = run_cohort(data, out, options, workers=workers, progress=False, echo=lambda s: None)
     wall = time.perf_counter() - t0
@@ -57,7 +58,7 @@ def throughput(data: list[Path], out: Path, method: str, frames: str, workers: i
            "wall_s": wall, "subjects_per_hour": 3600 * len(done) / wall, "seconds_per_subject": per_subject,
            "recon_seconds_per_frame": spf, "overhead_s": overhead,
            "peak_mb_per_worker": float(max(r["peak_mb"] for r in done)), "busy_workers": busy,
-           "torch_threads": options.torch_threads, "lag_warm": options.lag_warm if method == "lag" else ""}
+           "torch_threads": options.torch_threads, "lag_warm": options.lag_warm if get_method(method).takes("warm") else ""}
     if nframes < full_frames:
         projected = overhead + full_frames * spf
         row.update({"extrapolated_to_frames": full_frames, "projected_seconds_per_subject": projected,
@@ -260,7 +261,7 @@ def main() -> None:
             "fusion": ([slow], sf), "register": ([slow], sf), "lag": ([slow], sf), "diffae": ([slow], sf),
             "dmcvr": ([slow], sf)}
     result: dict = {"throughput": [], "curves": [], "commands": "flock /tmp/cardiorecon-heavy.lock .venv/bin/python "
-                                                               "scripts/bench_cohort.py " + " ".join(
+                                                               "benchmarks/bench_cohort.py " + " ".join(
                                                                    f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items())}
     def save() -> None:  # after every step: a run cut short keeps what it measured
         result["meshes"] = meshes(outs)

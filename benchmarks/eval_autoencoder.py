@@ -5,7 +5,7 @@ the encoder, x_T by DDIM inversion with --invert-steps), decode with 20, 10 and 
 report PSNR / SSIM on the model grid in [-1, 1] (data range 2). Also with the shallower codes the
 reconstruction methods use (ReconConfig: depth 0.4 T, 8 steps).
 
-    python scripts/eval_autoencoder.py --weights W --phantom DIR... --sunnybrook DIR --frame F --out OUT.json
+    python benchmarks/eval_autoencoder.py --weights W --phantom DIR... --sunnybrook DIR --frame F --out OUT.json
 """
 
 from __future__ import annotations

@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cardiorecon.volume import Study, Volume
-
-PAIRING = "sax_frame_pairing"
-RULE = "sax_frame_pairing_rule"
+from cardiorecon.volume import PAIRING, RULE, Study, Volume
 
 
 def _phases(triggers_ms: list[float]) -> np.ndarray | None:
@@ -53,7 +50,7 @@ def _by_image(sax: Volume, view: Volume) -> list[int] | None:
     import torch
 
     from cardiorecon.metrics.image import masked_ncc
-    from cardiorecon.recon.lax import LaxOperator
+    from cardiorecon.lax_operator import LaxOperator
 
     op = LaxOperator.for_view(sax.affine, sax.spatial_shape, view, num_samples=1)
     if op.num_valid < 20:
@@ -67,28 +64,46 @@ def _by_image(sax: Volume, view: Volume) -> list[int] | None:
     return out
 
 
-def pair_lax_frames(study: Study) -> None:
-    """Set the SAX -> LAX frame pairing of every LAX view (and LAX label map) of `study` in place,
-    unless a reader already set it (rule 1)."""
+def phase_pairing(study: Study) -> dict[str, tuple[list[int], str]]:
+    """{view: (LAX frame per SAX frame, the rule that chose it)} for every LAX view of `study`; a
+    pairing a reader already stored (rule 1: the view's own ED/ES files) is kept."""
     sax = study.sax
+    out = {}
     for name, view in study.lax.items():
-        if PAIRING not in view.meta:
-            pairing, rule = None, ""
-            if view.num_frames == 1:
-                pairing, rule = [0] * sax.num_frames, "single LAX frame"
-            if pairing is None:
-                pairing = _by_triggers(sax, view)
-                rule = "trigger times" if pairing is not None else ""
-            if pairing is None and study.meta.get("sax_ed_es_only") and view.num_frames > 2:
-                pairing = _by_image(sax, view)
-                rule = "image agreement along the SAX-LAX intersection (SAX has ED and ES only)" \
-                    if pairing is not None else ""
-            if pairing is None:
-                pairing, rule = _by_fraction(sax.num_frames, view.num_frames), "fraction of the cycle"
-            view.meta[PAIRING], view.meta[RULE] = pairing, rule
+        if PAIRING in view.meta:
+            out[name] = (list(view.meta[PAIRING]), str(view.meta.get(RULE, "")))
+            continue
+        pairing, rule = None, ""
+        if view.num_frames == 1:
+            pairing, rule = [0] * sax.num_frames, "single LAX frame"
+        if pairing is None:
+            pairing = _by_triggers(sax, view)
+            rule = "trigger times" if pairing is not None else ""
+        if pairing is None and study.meta.get("sax_ed_es_only") and view.num_frames > 2:
+            pairing = _by_image(sax, view)
+            rule = "image agreement along the SAX-LAX intersection (SAX has ED and ES only)" \
+                if pairing is not None else ""
+        if pairing is None:
+            pairing, rule = _by_fraction(sax.num_frames, view.num_frames), "fraction of the cycle"
+        out[name] = (pairing, rule)
+    return out
+
+
+def apply_pairing(study: Study, pairing: dict[str, tuple[list[int], str]]) -> None:
+    """Store `pairing` ({view: (LAX frames, rule)}) in each LAX view's meta and in its label map's
+    where the frame counts agree (in place)."""
+    for name, (frames, rule) in pairing.items():
+        view = study.lax[name]
+        view.meta[PAIRING], view.meta[RULE] = list(frames), rule
         labels = study.lax_labels.get(name)
         if labels is not None and labels.num_frames == view.num_frames:
-            labels.meta[PAIRING], labels.meta[RULE] = view.meta[PAIRING], view.meta[RULE]
+            labels.meta[PAIRING], labels.meta[RULE] = list(frames), rule
+
+
+def pair_lax_frames(study: Study) -> None:
+    """Set the SAX -> LAX frame pairing of every LAX view (and LAX label map) of `study` in place
+    (`phase_pairing`, then `apply_pairing`); `plan.make_plan` does this for every reconstruction."""
+    apply_pairing(study, phase_pairing(study))
 
 
 def lax_frame_index(view: Volume, t: int, num_frames: int) -> int:
@@ -98,3 +113,11 @@ def lax_frame_index(view: Volume, t: int, num_frames: int) -> int:
     if pairing is not None and len(pairing) == num_frames:
         return int(pairing[t])
     return _by_fraction(num_frames, view.num_frames)[t]
+
+
+def lax_frame(view: Volume, t: int, num_frames: int) -> np.ndarray:
+    """The LAX image (H, W) of the same cardiac phase as SAX frame t of num_frames (the stored
+    pairing: the plan's, or the view's ED/ES files'; else the fraction of the cycle)."""
+    if view.data.ndim == 3:
+        return view.data[:, :, 0]
+    return view.data[:, :, 0, lax_frame_index(view, t, num_frames)]

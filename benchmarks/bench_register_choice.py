@@ -2,7 +2,7 @@
 linear on the dropped middle slices of real slice-drop (ep_preclinical, Sunnybrook SC-HF-I-1),
 on the 64 px, 2 mm model grid, two frames each. The table is quoted in recon/register.py.
 
-    flock /tmp/cardiorecon-heavy.lock .venv/bin/python scripts/bench_register_choice.py
+    flock /tmp/cardiorecon-heavy.lock .venv/bin/python benchmarks/bench_register_choice.py
 """
 import numpy as np, time
 from cardiorecon.io import read_study

@@ -1,7 +1,7 @@
 """Benchmark of the breath-hold alignment (issue 13), run under the shared CPU lock:
 
-    flock /tmp/cardiorecon-heavy.lock .venv/bin/python scripts/bench_align.py phantom DIR... --out OUT.json
-    flock /tmp/cardiorecon-heavy.lock .venv/bin/python scripts/bench_align.py holdout STUDY... --out OUT.json
+    flock /tmp/cardiorecon-heavy.lock .venv/bin/python benchmarks/bench_align.py phantom DIR... --out OUT.json
+    flock /tmp/cardiorecon-heavy.lock .venv/bin/python benchmarks/bench_align.py holdout STUDY... --out OUT.json
 
 phantom: each subject folder's recovered shifts against subject.json's breath_hold_shifts_mm (zero
 when the phantom was made without --breath-hold): RMS and largest error (mm), intersection NCC

@@ -5,7 +5,7 @@ score the new slices against truth_sa (on the model grid, intensities mapped lik
 range 2): SSIM and PSNR; sample the reconstruction on every LAX plane and score masked NCC against
 the LAX image; record seconds per frame and peak memory. All methods on the same cases, one run.
 
-    python scripts/benchmark_recon.py DATA_DIR... --out OUT_DIR [--methods ... dmcvr lag-dmcvr] [--lag-seed-frames N]
+    python benchmarks/benchmark_recon.py DATA_DIR... --out OUT_DIR [--methods ... dmcvr lag-dmcvr] [--lag-seed-frames N]
 """
 
 from __future__ import annotations
@@ -26,9 +26,8 @@ from cardiorecon.metrics import psnr, ssim
 from cardiorecon.models.pretrained import load_diffae, load_dmcvr
 from cardiorecon.recon import FAST_LAG, ReconConfig, reconstruct
 from cardiorecon.recon.lag import SEED_SETTINGS
-from cardiorecon.metrics.image import masked_ncc
-from cardiorecon.recon.lax import LaxOperator
-from cardiorecon.recon.pipeline import lax_frame
+from cardiorecon.evaluate import lax_ncc
+from cardiorecon.recon import get_method
 from cardiorecon.training.data import subject_folders
 
 
@@ -39,11 +38,9 @@ def score(study, truth, rec, i: int, t: int) -> dict:
     ref = rec.grid.intensity.forward(ref)
     new = [k for k in range(shape[2]) if k % rec.factor]
     row = {"ssim_new": ssim(dense[:, :, new], ref[:, :, new], 2.0), "psnr_new": psnr(dense[:, :, new], ref[:, :, new], 2.0)}
-    for name, view in study.lax.items():
-        op = LaxOperator.for_view(rec.normalised.affine, shape, view)
-        sampled = op.sample(torch.from_numpy(dense)).numpy()
-        row[f"ncc_{name}"] = masked_ncc(sampled, lax_frame(view, t, study.num_frames), op.valid.numpy())
-    row["ncc_lax_mean"] = float(np.mean([row[f"ncc_{n}"] for n in study.lax]))
+    ncc = lax_ncc(study, dense, rec.normalised.affine, t)
+    row.update({f"ncc_{name}": value for name, value in ncc.items()})
+    row["ncc_lax_mean"] = float(np.mean(list(ncc.values())))
     return row
 
 
@@ -63,11 +60,19 @@ def main() -> None:
     ap.add_argument("--dmcvr-weights", default=None, help="DMCVR weights for dmcvr and lag-dmcvr (default: shipped)")
     args = ap.parse_args()
     torch.manual_seed(0)
-    model = load_diffae(args.weights) if {"diffae", "lag"} & set(args.methods) or args.lag_seed_frames else None
-    dmcvr = load_dmcvr(args.dmcvr_weights) if {"dmcvr", "lag-dmcvr"} & set(args.methods) else None
     base = ReconConfig(invert_steps=args.invert_steps, decode_steps=args.decode_steps, depth=args.depth, lag=FAST_LAG)
     # "lag-dmcvr": lag started from the dmcvr codes (reconstruct --method lag --init dmcvr)
-    runs = [(m, "lag" if m == "lag-dmcvr" else m, base) for m in args.methods]
+    runs = [(m, "lag", dataclasses.replace(base, lag_init="dmcvr")) if m == "lag-dmcvr" else (m, m, base)
+            for m in args.methods]
+
+    def weights(method, cfg):  # the network the method needs, from the method table
+        cls = get_method(method)
+        return cls.weights_for(cls.options_from(cfg))
+
+    kinds = {weights(method, cfg) for _, method, cfg in runs}
+    model = load_diffae(args.weights) if "diffae" in kinds or args.lag_seed_frames else None
+    dmcvr = load_dmcvr(args.dmcvr_weights) if "dmcvr" in kinds else None
+    networks = {"diffae": model, "dmcvr": dmcvr, None: None}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows, seed_cases = [], 0
@@ -82,15 +87,15 @@ def main() -> None:
         for label, method, cfg in todo:
             fr = frames if label != "lag-seed" else frames[: args.lag_seed_frames - seed_cases]
             t0 = time.perf_counter()
-            use = dmcvr if label in ("dmcvr", "lag-dmcvr") else model if method in ("diffae", "lag") else None
-            rec = reconstruct(study, method, factor=args.factor, frames=fr, model=use, config=cfg)
+            rec = reconstruct(study, method, factor=args.factor, frames=fr, model=networks[weights(method, cfg)],
+                              config=cfg)
             if label == "lag-seed":
                 seed_cases += len(fr)
             for i, t in enumerate(fr):
                 row = {"subject": folder.name, "method": label, "frame": "ED" if t == study.ed_frame else "ES",
                        "seconds_per_frame": rec.seconds_per_frame[i], "peak_memory_mb": rec.peak_memory_mb,
                        **score(study, truth, rec, i, t)}
-                if method == "lag" and t in rec.lag:
+                if t in rec.lag:
                     row["lag_iterations"] = rec.lag[t].iterations
                     row["lag_seconds_per_iteration"] = rec.lag[t].seconds / max(rec.lag[t].iterations, 1)
                 rows.append(row)

@@ -1,7 +1,7 @@
 """`lag --init INIT` on ep_preclinical slice-drop, frame 0 (factor 2, alignment auto, shipped DiffAE,
 CPU lag defaults): SSIM / PSNR of the dropped slices, time, loss and LAX agreement (issue 14).
 
-    .venv/bin/python scripts/bench_lag_init_quick.py register [fusion] [diffae]
+    .venv/bin/python benchmarks/bench_lag_init_quick.py register [fusion] [diffae]
 """
 import sys, time, numpy as np, torch
 torch.set_num_threads(2)

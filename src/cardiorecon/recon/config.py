@@ -1,0 +1,60 @@
+"""`ReconConfig`: the reconstruction settings every method reads its own options from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cardiorecon.recon.adapt import AdaptConfig
+from cardiorecon.recon.fusion import FusionConfig
+from cardiorecon.recon.lag import LAG_INITS, LAG_WARM, LagConfig
+from cardiorecon.recon.register import RegisterConfig
+
+#: This project's CPU default for `lag`. Measured on hf_2000 (ED+ES, factor 5, pretrained tiny
+#: weights, 1 thread beside other jobs): K=2 DDIM steps, 20 iterations: SSIM 0.729, LAX NCC 0.979,
+#: 379 s/frame; K=1 step from the 0.4 T codes, 10 iterations: SSIM 0.787, LAX NCC 0.976, 108 s/frame
+#: (linear: 0.685 / 0.956). Full benchmark against the seed's settings: benchmarks/benchmark_recon.py.
+FAST_LAG = LagConfig(ddim_steps=1, invert_steps=8, depth=0.4, max_iterations=10, lr=2e-2, lr_halve_every=5,
+                     patience=5, final_decode_steps=8)
+
+
+@dataclass(frozen=True)
+class ReconConfig:
+    invert_steps: int = 8
+    decode_steps: int = 8
+    lag: LagConfig = FAST_LAG
+    lax_samples: int = 3
+    # diffae: how far DDIM inversion goes, as a fraction of T. 1.0 is the DiffAE paper (x_T pure
+    # noise). Measured on hf_2000 (ED+ES, factor 5): adjacent slices' full-depth x_T are nearly
+    # orthogonal (cosine ~0.05: they encode each slice's own noise), so their slerp decodes to a new
+    # random image: SSIM of the new slices 0.565 (linear 0.685). Codes at 0.4 T keep the anatomy:
+    # SSIM 0.755, PSNR 20.6 dB (linear 20.35), and 8 steps instead of 20.
+    depth: float = 0.4
+    grid_spacing_mm: float | None = None  # classical methods without weights: the tiny model grid
+    grid_size: int | None = None
+    register: RegisterConfig = RegisterConfig()
+    fusion: FusionConfig = FusionConfig()
+    # lag's start: the diffae codes, the dmcvr codes (DMCVR weights, morphology features fixed), or the
+    # codes of the register / fusion volume (LAG_INITS; anything else is refused)
+    lag_init: str = "diffae"
+    # lag over a cine (4D reuse, issue 17): a frame whose previous cine frame was optimised starts from
+    # that frame's optimised codes ('previous'), from its own seeds plus that frame's correction
+    # ('delta'), or from its own seeds ('off'); the seed term always anchors to its own seeds.
+    # 'off' by measurement (docs/BENCHMARKS.md, Cohorts; 1 phantom x 8 frames, 10 iterations): 'delta' lowered
+    # the loss (last 0.32 -> 0.21-0.28) and raised the LAX NCC (0.979 -> 0.983) but moved the new slices
+    # away from the truth (SSIM 0.821 -> 0.758; LV/RV curve RMS 1.27/2.09 -> 1.37/2.88 mL).
+    lag_warm: str = "off"
+    lag_warm_iterations: int | None = None  # iterations of a warm-started frame (None: lag.max_iterations)
+    # diffae, lag, dmcvr: fine-tune a copy of the model for this many steps on the study's own acquired
+    # SAX slices (all frames) and its given LAX views (on the model grid) before reconstructing; 0 = the
+    # shipped weights as they are (recon/adapt.py)
+    adapt: int = 0
+    adapt_config: AdaptConfig = AdaptConfig()
+
+    def __post_init__(self):
+        if self.lag_init not in LAG_INITS:
+            raise ValueError(f"unknown lag start {self.lag_init!r}; choose from {', '.join(LAG_INITS)}")
+        if self.lag_warm not in LAG_WARM:
+            raise ValueError(f"unknown lag warm start {self.lag_warm!r}; choose from {', '.join(LAG_WARM)}")
+
+
+__all__ = ["FAST_LAG", "LAG_INITS", "LAG_WARM", "ReconConfig"]
