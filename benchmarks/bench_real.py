@@ -104,7 +104,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     ap.add_argument("--out", type=Path, default=Path("out/bench-real"))
-    ap.add_argument("--methods", default=",".join(m for m in METHODS if m != "selfsr"))  # selfsr: issue 26, below register
+    ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--runs", default=",".join(r[0] for r in RUNS))
     ap.add_argument("--align", default="auto")
     ap.add_argument("--no-segmentation", action="store_true")

@@ -115,7 +115,7 @@ def test_selfsr_on_a_phantom_beats_linear_and_keeps_the_acquired_slices(phantom_
     from cardiorecon.recon import ReconConfig, reconstruct
 
     study, subject = phantom_study
-    cfg = ReconConfig(selfsr=dataclasses.replace(FAST, base="linear", steps=150))
+    cfg = ReconConfig(method_options={"selfsr": dataclasses.replace(FAST, base="linear", steps=150)})
     rec = reconstruct(study, "selfsr", factor=5, frames=[0], config=cfg, align="off")
     lin = reconstruct(study, "linear", factor=5, frames=[0], align="off")
     s_sr, s_lin = _new_slice_ssim(rec, subject.truth), _new_slice_ssim(lin, subject.truth)
@@ -165,10 +165,10 @@ def _toy_grid(study):
 def test_a_lax_view_that_misses_the_stack_is_left_out_with_a_note():
     study = _toy_study(lax_offset_mm=500.0)
     notes: list[str] = []
-    with pytest.warns(UserWarning, match="misses the SAX stack"):
+    with pytest.warns(UserWarning, match="does not cross the SAX stack"):
         model = prepare(study, _toy_grid(study), 2, [0], None, dataclasses_replace(FAST, steps=5, base="linear"),
                         notes=notes)
-    assert not any(k.startswith("lax") for k in model.pairs) and any("misses" in n for n in notes)
+    assert not any(k.startswith("lax") for k in model.pairs) and any("4ch" in n and "skipped" in n for n in notes)
     crossing = _toy_study()
     model = prepare(crossing, _toy_grid(crossing), 2, [0], None, dataclasses_replace(FAST, steps=5, base="linear"))
     assert model.pairs.get("lax-4ch", 0) > 0
@@ -190,3 +190,56 @@ def test_inplane_pairs_cover_both_axes_and_every_slice():
     assert pairs.source.count("sax-x") == 2 * 4 and pairs.source.count("sax-y") == 2 * 4
     for b, t, a in zip(pairs.base, pairs.target, pairs.acquired):
         np.testing.assert_allclose(b[a], t[a], atol=1e-6)  # the base keeps the acquired rows
+
+
+def test_selfsr_is_a_registered_method_in_no_default_list():
+    """Issue 26 on the method table: found by name (reconstruct, evaluate, cohort), no weights, guided by
+    the LAX views (a held-out view stays out of its training pairs), its options from
+    `ReconConfig.method_options`, and in no default method list (measured below register)."""
+    from cardiorecon.recon import METHODS, ReconConfig, get_method, method_names
+    from cardiorecon.recon.selfsr import SelfSRMethod
+
+    cls = get_method("selfsr")
+    assert cls is SelfSRMethod and "selfsr" in method_names() and "selfsr" not in METHODS
+    assert cls.weights is None and cls.guided_by_lax and not cls.adaptable and not cls.in_defaults
+    assert cls.options_for(ReconConfig()) == SelfSRConfig()
+    assert cls.options_for(ReconConfig(method_options={"selfsr": FAST})) is FAST
+    with pytest.raises(TypeError, match="SelfSRConfig"):
+        cls.options_for(ReconConfig(method_options={"selfsr": {"steps": 5}}))
+    from cardiorecon.cohort import CohortOptions
+    from cardiorecon.evaluate import Evaluator
+
+    assert Evaluator(["linear", "selfsr"]).weights_needed("selfsr") is None  # evaluate --methods ...,selfsr
+    assert CohortOptions(method="selfsr").weights_needed() is None  # cohort --method selfsr
+    with pytest.raises(ValueError, match="unknown selfsr base 'cubic'"):
+        SelfSRConfig(base="cubic")
+    with pytest.raises(ValueError, match="steps must be an integer >= 0"):
+        SelfSRConfig(steps=-1)
+
+
+def test_selfsr_options_on_the_command_line(tmp_path):
+    """`reconstruct --option KEY=VALUE` sets the method's own options, typed by its Options; a bad key or
+    value is one line and exit 2 before any work; `methods` lists the options and that selfsr is in no
+    default list."""
+    from typer.testing import CliRunner
+
+    from cardiorecon.cli import app
+    from cardiorecon.cli.app import with_method_options
+    from cardiorecon.recon import ReconConfig
+
+    cfg = with_method_options("selfsr", ["steps=5", "base=linear", "use_lax=false", "per_frame=yes", "lr=0.01"],
+                              ReconConfig(), "cpu")
+    assert cfg.method_options["selfsr"] == SelfSRConfig(steps=5, base="linear", use_lax=False, per_frame=True,
+                                                        lr=0.01, device="cpu")
+    assert with_method_options("linear", [], ReconConfig(), "cpu") == ReconConfig()  # no device option: unchanged
+    runner = CliRunner()
+    for option, message in (("base=cubic", "must be one of register, linear"), ("steps=-1", "steps must be"),
+                            ("steps=many", "must be an integer"), ("colour=red", "KEY one of base, use_lax, steps"),
+                            ("use_lax=maybe", "true or false")):
+        res = runner.invoke(app, ["reconstruct", str(tmp_path / "missing"), "--method", "selfsr", "--option", option,
+                                  "--out", str(tmp_path / "out")])
+        assert res.exit_code == 2 and message in res.output, (option, res.output)
+    res = runner.invoke(app, ["methods"])
+    assert res.exit_code == 0, res.output
+    listing = res.output.split("\nselfsr ")[1]
+    assert "--option base=register, use_lax=True, steps=300" in listing and "in no default method list" in listing

@@ -26,6 +26,12 @@ loses, so a small network can learn to restore it with no training set:
 One network is trained per call on the requested frames together (`per_frame=False`) or one per frame.
 Geometry comes from the working grid (pixel p, slice step S) and the study (slice thickness T).
 
+The method (`SelfSRMethod`, registered as `selfsr`; options `SelfSRConfig`): `cardiorecon reconstruct
+--method selfsr [--option steps=100 --option base=linear ...]`, `evaluate --methods ...,selfsr`, `cohort
+--method selfsr`; in code `ReconConfig(method_options={"selfsr": SelfSRConfig(...)})`. It trains when it
+reaches the first frame (with `per_frame`, each frame), so the training seconds and memory count in that
+frame's seconds and in the peak; the mean seconds per frame are those of the whole run.
+
 Measured (docs/BENCHMARKS.md, "Issue 26: selfsr"; real slice-drop, 16 cases: ep_preclinical, Sunnybrook x 3,
 12 ACDC hold-out patients): SSIM 0.010 [0.005, 0.015] and PSNR 0.10 dB below `register` (fusion +0.006 above),
 below it on 14 of 16 cases. Not a default anywhere.
@@ -46,10 +52,17 @@ from tqdm.auto import tqdm
 
 from cardiorecon.errors import InputError
 from cardiorecon.geometry import voxel_to_world, world_to_voxel
+from cardiorecon.lax_operator import LaxOperator
+from cardiorecon.phase import lax_frame
+from cardiorecon.preprocess import intensity_map
+from cardiorecon.recon.fusion import coarsen_view
+from cardiorecon.recon.guidance import guiding_views
 from cardiorecon.recon.interpolate import interpolate_stack
 from cardiorecon.recon.register import RegisterConfig, register_stack
+from cardiorecon.recon.registry import ReconMethod, Work, register_method
 
 Base = Literal["register", "linear"]
+BASES = ("register", "linear")
 
 
 @dataclass(frozen=True)
@@ -70,6 +83,16 @@ class SelfSRConfig:
     num_threads: int = 1  # torch threads while training (small tensors; see fusion.FusionConfig)
     seed: int = 0
     register: RegisterConfig = RegisterConfig()
+
+    def __post_init__(self):
+        if self.base not in BASES:
+            raise ValueError(f"unknown selfsr base {self.base!r}; choose register or linear")
+        for name in ("steps", "batch_size", "crop", "channels", "layers", "offsets", "num_threads"):
+            low = 0 if name == "steps" else 1
+            if isinstance(getattr(self, name), bool) or not getattr(self, name) >= low:
+                raise ValueError(f"selfsr {name} must be an integer >= {low}, got {getattr(self, name)!r}")
+        if not self.lr > 0:
+            raise ValueError(f"selfsr lr must be positive, got {self.lr!r}")
 
 
 # ----------------------------------------------------------------------------------- degradation
@@ -345,6 +368,7 @@ class SelfSR:
     seconds: float = 0.0  # training, data included
     history: list[float] = field(default_factory=list)
     fallback: bool = False  # too few slices: the base method alone
+    operators: dict[str, LaxOperator] = field(default_factory=dict)  # the LAX views that gave training pairs
 
     def reconstruct(self, stack: np.ndarray, frame: int | None = None) -> np.ndarray:
         """(X, Y, Z) on the working grid -> (X, Y, (Z - 1) f + 1); acquired slices unchanged."""
@@ -402,7 +426,7 @@ def fit(stacks: dict[int, np.ndarray], sampling: Sampling, config: SelfSRConfig 
     model.seconds = time.perf_counter() - t0
     notes.append(f"selfsr: {config.base} + CNN trained {config.steps} steps on "
                  + ", ".join(f"{n} {k}" for n, k in sorted(model.pairs.items()))
-                 + f" planes ({model.seconds:.1f} s, spread over the frames' seconds)")
+                 + f" planes ({model.seconds:.1f} s, in the seconds of the frame it trained at)")
     return model
 
 
@@ -411,12 +435,8 @@ def prepare(study, grid, factor: int, frames: list[int], lax_views: list[str] | 
             ) -> SelfSR:
     """`fit` for a Study on its working grid (`autoencoder.ModelGrid`): sampling from the grid's pixel
     and slice step and the study's slice thickness, LAX planes from the guiding views (`lax_views`,
-    None: all) around the grid centre. A view that misses the SAX stack is left out, with a note."""
-    from cardiorecon.lax_operator import LaxOperator
-    from cardiorecon.phase import lax_frame
-    from cardiorecon.preprocess import intensity_map
-    from cardiorecon.recon.fusion import coarsen_view
-
+    None: all; a name the study lacks is refused) around the grid centre. A view that misses the SAX stack
+    is left out, with a note."""
     notes = [] if notes is None else notes
     source = study.sax.meta.get("source")
     pixel = float(grid.image.spacing[0])
@@ -433,27 +453,49 @@ def prepare(study, grid, factor: int, frames: list[int], lax_views: list[str] | 
     sampling = Sampling.of(pixel, step, thickness, factor)
     stacks = {t: grid.image.data[..., t] for t in frames}
     planes: dict[str, list[np.ndarray | None]] = {}
-    if config.use_lax:
+    # the views that cross the acquired stack (a view that misses it is skipped with a note)
+    operators = guiding_views(study, grid, 1, lax_views, 1, notes) if config.use_lax else {}
+    if operators:
         affine, shape = grid.image.affine, grid.image.spatial_shape
         normal = affine[:3, 2] / np.linalg.norm(affine[:3, 2])
         centre = voxel_to_world(affine, (np.asarray(shape, float) - 1) / 2)
-        for name in (study.lax if lax_views is None else lax_views):
-            if name not in study.lax:
-                continue
-            view = study.lax[name]
-            if LaxOperator.for_view(affine, shape, view, 1).num_valid == 0:
-                msg = f"selfsr: LAX view {name!r} misses the SAX stack: not used for training pairs"
-                warnings.warn(msg)
-                notes.append(msg)
-                continue
-            coarse = coarsen_view(view, pixel)
+        for name in operators:
+            coarse = coarsen_view(study.lax[name], pixel)
             planes[name] = []
             for t in frames:
                 image = lax_frame(coarse, t, study.num_frames)
                 plane = lax_plane(image, coarse.affine, normal, centre, pixel, shape[0])
                 planes[name].append(None if plane is None else intensity_map(plane).forward(plane))
-    return fit(stacks, sampling, config, planes, progress, notes)
+    model = fit(stacks, sampling, config, planes, progress, notes)
+    model.operators = {n: op for n, op in operators.items() if model.pairs.get(f"lax-{n}")}
+    return model
 
 
-__all__ = ["Pairs", "SRNet", "Sampling", "SelfSR", "SelfSRConfig", "apply", "base_estimate", "degrade", "fit",
-           "inplane_pairs", "lax_pairs", "lax_plane", "prepare", "slab_rows", "train"]
+@register_method
+class SelfSRMethod(ReconMethod):
+    """`selfsr`: a CNN trained on the study's own in-plane and LAX images corrects the base method (module
+    docstring); out of every default list: measured below `register` on real slice-drop."""
+
+    name = "selfsr"
+    summary = ("register corrected by a small CNN trained on the study's own in-plane and LAX images "
+               "(issue 26: below register on real scans)")
+    guided_by_lax = True  # its training pairs come from the guiding views: a held-out view stays out
+    seconds_per_frame = "5-60 s (300 training steps, shared by the frames)"
+    in_defaults = False
+    Options = SelfSRConfig
+
+    def prepare(self, work: Work) -> None:
+        self.trained: dict[int | None, SelfSR] = {}  # frame (per_frame) or None -> the trained model
+
+    def reconstruct_frame(self, work: Work, index: int, frame: int) -> np.ndarray:
+        key = frame if self.options.per_frame else None
+        if key not in self.trained:  # trained here, inside the frame's seconds and the peak memory
+            frames = work.frames if key is None else [frame]
+            self.trained[key] = prepare(work.study, work.grid, work.factor, frames, work.lax_views, self.options,
+                                        work.progress, work.notes)
+            work.operators.update(self.trained[key].operators)
+        return self.trained[key].reconstruct(work.stack(frame), frame)
+
+
+__all__ = ["BASES", "Pairs", "SRNet", "Sampling", "SelfSR", "SelfSRConfig", "SelfSRMethod", "apply", "base_estimate",
+           "degrade", "fit", "inplane_pairs", "lax_pairs", "lax_plane", "prepare", "slab_rows", "train"]
