@@ -5,13 +5,17 @@ with SSIM / PSNR on the working grid in [-1, 1], as `slice_drop_protocol` and be
 - ep_preclinical (20 contiguous 5 mm slices; frames 0 and 9 as in bench_real), LAX: its 14 parallel
   long-axis slices;
 - Sunnybrook SCD0000101/201/301, ED and ES (no LAX);
-- the ACDC hold-out (HDF5 without geometry: in-plane spacing 1.5 mm and slice spacing 10 mm nominal,
-  slice thickness 8 mm nominal; frame01 = ED, frame02 = ES; no LAX).
+- the ACDC hold-out (`training.acdc.ACDC_HOLDOUT`, read by `io.acdc_h5.read_acdc_h5_study`: HDF5
+  without geometry, so `nominal_affine`'s 1.5 mm pixels and 10 mm slice step, and slice thickness 8 mm
+  nominal; frame01 = ED, frame02 = ES; no LAX).
+
+Every variant is a method of the table by name (`recon.get_method`), with its options changed through
+`ReconConfig.method_options` (selfsr's `SelfSRConfig`).
 
 Rows are appended to OUT/rows.jsonl as they come (a rerun skips the (case, variant) pairs done), the
 summary (per case, mean with 95 % t-intervals over cases, paired differences) to OUT/summary.md.
 
-    OMP_NUM_THREADS=1 nice -n 10 python scripts/bench_selfsr.py --out /tmp/selfsr26/main \\
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_selfsr.py --out /tmp/selfsr26/main \\
         --variants linear,register,fusion,selfsr [--cases ep,sb,acdc] [--summary-only]
 """
 
@@ -28,16 +32,16 @@ import torch
 
 from cardiorecon.evaluate import drop_slices
 from cardiorecon.geometry import resample
+from cardiorecon.io.acdc_h5 import read_acdc_h5_study
 from cardiorecon.metrics.image import psnr, ssim
-from cardiorecon.recon import ReconConfig, reconstruct
+from cardiorecon.recon import ReconConfig, get_method, reconstruct
+from cardiorecon.training.acdc import ACDC_HOLDOUT
 from cardiorecon.volume import Study, Volume
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-ACDC_HOLDOUT = ["008", "009", "018", "019", "029", "034", "038", "039", "049", "054", "056", "059", "065", "068",
-                "069", "076", "086", "089", "094", "098"]
-ACDC_PIXEL_MM, ACDC_STEP_MM, ACDC_THICKNESS_MM = 1.5, 10.0, 8.0  # nominal: the HDF5 files keep no geometry
+ACDC_THICKNESS_MM = 8.0  # nominal, as the 1.5 mm pixels and 10 mm step of io.acdc_h5.nominal_affine
 
-# variant name -> (method, SelfSRConfig overrides)
+# variant name -> (method, overrides of its options)
 VARIANTS = {
     "linear": ("linear", {}), "register": ("register", {}), "fusion": ("fusion", {}),
     "selfsr": ("selfsr", {}),
@@ -49,25 +53,11 @@ VARIANTS = {
 }
 
 
-def acdc_study(patient: str, data: Path = DATA) -> Study:
-    """An ACDC hold-out patient as a Study with nominal geometry: SAX (rows, cols, slices, 2), ED = 0, ES = 1."""
-    import h5py
-
-    frames = []
-    for ff in ("01", "02"):
-        whole = data / "acdc" / f"patient{patient}_frame{ff}.h5"
-        if whole.is_file():
-            with h5py.File(whole) as h:
-                img = np.asarray(h["image"], np.float32)  # (slices, rows, cols)
-        else:
-            files = sorted(data.glob(f"acdc/patient{patient}_frame{ff}_slice_*.h5"),
-                           key=lambda p: int(p.stem.rsplit("_", 1)[1]))
-            img = np.stack([np.asarray(h5py.File(p)["image"], np.float32) for p in files])
-        frames.append(np.transpose(img, (1, 2, 0)))
-    affine = np.diag([ACDC_PIXEL_MM, ACDC_PIXEL_MM, ACDC_STEP_MM, 1.0])
-    sax = Volume(np.stack(frames, -1), affine, {"source": f"acdc/patient{patient}", "slice_thickness_mm":
-                                                ACDC_THICKNESS_MM})
-    return Study(sax, ed_frame=0, es_frame=1, meta={"subject": f"acdc{patient}", "source": f"acdc/patient{patient}"})
+def acdc_study(patient: int, data: Path = DATA) -> Study:
+    """An ACDC hold-out patient (ED = frame 0, ES = frame 1) on the nominal geometry, slices 8 mm thick."""
+    study = read_acdc_h5_study(data / "acdc", patient)
+    sax = Volume(study.sax.data, study.sax.affine, {**study.sax.meta, "slice_thickness_mm": ACDC_THICKNESS_MM})
+    return dataclasses.replace(study, sax=sax)
 
 
 def cases(which: list[str], data: Path = DATA):
@@ -80,12 +70,12 @@ def cases(which: list[str], data: Path = DATA):
             yield s, (lambda s=s: read_study(data / "sunnybrook" / s)), None
     if "acdc" in which:
         for p in ACDC_HOLDOUT:
-            yield f"acdc{p}", (lambda p=p: acdc_study(p, data)), [0, 1]
+            yield f"acdc{p:03d}", (lambda p=p: acdc_study(p, data)), [0, 1]
 
 
 def score(study: Study, sub: Study, variant: str, frames: list[int]) -> list[dict]:
     method, over = VARIANTS[variant]
-    cfg = ReconConfig(selfsr=dataclasses.replace(ReconConfig().selfsr, **over))
+    cfg = ReconConfig(method_options={method: dataclasses.replace(get_method(method).Options(), **over)} if over else {})
     rec = reconstruct(sub, method, factor=2, frames=frames, config=cfg, align="off", progress=False)
     aff, shape = rec.normalised.affine, rec.normalised.spatial_shape
     dropped = list(range(1, shape[2], 2))
