@@ -215,3 +215,19 @@ def test_segment_command_writes_volumes_and_the_clinical_numbers(tmp_path):
     assert result.exit_code == 0, result.output
     assert "no volumes: the input has no geometry" in result.output and " mL" not in result.output
     assert not (out2 / "function.csv").exists()
+
+
+def test_acdc_hdf5_one_patient_of_a_folder_of_several(tmp_path):
+    """`read_acdc_h5_study(folder, patient)`: that patient's frames from the shared folder (as
+    benchmarks/bench_selfsr.py reads the hold-out); a patient with no file is refused."""
+    from cardiorecon.io.acdc_h5 import read_acdc_h5_study
+
+    for p in (4, 5):
+        for f in (1, 2):
+            _h5(tmp_path / f"patient00{p}_frame0{f}.h5", np.full((2, 4, 4), p + f / 10, np.float32),
+                np.zeros((2, 4, 4), np.uint8))
+    study = read_acdc_h5_study(tmp_path, 5)
+    assert study.meta["subject"] == "patient005" and (study.ed_frame, study.es_frame) == (0, 1)
+    np.testing.assert_allclose(study.sax.data[0, 0, 0], [5.1, 5.2])
+    with pytest.raises(InputError, match="no HDF5 file of patient007"):
+        read_acdc_h5_study(tmp_path, 7)

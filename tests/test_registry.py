@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from cardiorecon.cli import app
 from cardiorecon.evaluate import Evaluator, phantom_protocol
 from cardiorecon.io import read_study
-from cardiorecon.recon import ReconConfig, ReconMethod, get_method, method_names, reconstruct, register_method
+from cardiorecon.recon import METHODS, ReconConfig, ReconMethod, get_method, method_names, reconstruct, register_method
 from cardiorecon.recon.registry import unregister_method
 
 runner = CliRunner()
@@ -103,8 +103,10 @@ def test_the_built_in_table():
     assert method_names()[:8] == ("nearest", "linear", "cubic", "register", "fusion", "diffae", "lag", "dmcvr")
     needs = {n: get_method(n).weights for n in method_names()}
     assert needs == {"nearest": None, "linear": None, "cubic": None, "register": None, "fusion": None,
-                     "diffae": "diffae", "lag": "diffae", "dmcvr": "dmcvr"}
-    assert [n for n in method_names() if get_method(n).guided_by_lax] == ["fusion", "lag"]
+                     "diffae": "diffae", "lag": "diffae", "dmcvr": "dmcvr", "selfsr": None}
+    assert [n for n in method_names() if get_method(n).guided_by_lax] == ["fusion", "lag", "selfsr"]
+    # every built-in method but selfsr (issue 26: measured below register) is in the default lists
+    assert METHODS == method_names()[:8] and [n for n in method_names() if not get_method(n).in_defaults] == ["selfsr"]
     assert [n for n in method_names() if get_method(n).adaptable] == ["diffae", "lag", "dmcvr"]
     assert all(get_method(n).seconds_per_frame for n in method_names())
 

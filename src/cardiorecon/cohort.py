@@ -83,7 +83,7 @@ class CohortOptions:
         from cardiorecon.recon import get_method
 
         cls = get_method(self.method)
-        return cls.weights_for(cls.options_from(self.recon_config()))
+        return cls.weights_for(cls.options_for(self.recon_config()))
 
     def key(self) -> dict:
         """The options that change a subject's outputs."""

@@ -54,7 +54,7 @@ class Evaluator:
     def weights_needed(self, method: str) -> str | None:
         """'diffae', 'dmcvr' or None: the network `method` needs with this evaluator's settings."""
         cls = get_method(method)
-        return cls.weights_for(cls.options_from(self.config))
+        return cls.weights_for(cls.options_for(self.config))
 
     def model_for(self, method: str):
         """The network `method` runs with; methods without weights get the loaded model anyway, so that

@@ -1,5 +1,5 @@
 """The typer app of the `cardiorecon` console script and what its commands share: one-line
-errors (exit 2), the device, the output folder check, --frames, --align and --lag-warm.
+errors (exit 2), the device, the output folder check, --frames, --align, --lag-warm and --option.
 
 The commands live in the modules of this package, one per group (`cli/__init__.py` lists them).
 """
@@ -139,6 +139,75 @@ def check_method_option(flag: str, value: str, default: str, option: str, method
         fail(ValueError(f"{flag} must be one of {', '.join(choices)}, not {value!r}"))
     if value != default and not method_class(method).takes(option):
         fail(ValueError(f"{flag} {value} applies to --method {', '.join(methods_taking(option))}, not {method}"))
+
+
+OPTION_HELP = ("KEY=VALUE: one of the method's own options (`cardiorecon methods` lists them with their defaults; "
+               "e.g. selfsr: steps=50, base=linear, use_lax=false, per_frame=true); repeatable")
+
+
+def settable_options(cls) -> dict[str, tuple[object, object]]:
+    """The options of method class `cls` that a KEY=VALUE can set: {name: (type, default)} for the fields
+    of its `Options` that are a number, a flag, a string or a choice of strings (nested settings are not)."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls.Options)
+    out = {}
+    for f in dataclasses.fields(cls.Options):
+        hint = hints[f.name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if typing.get_origin(hint) is not typing.Literal and len(args) == 1:  # X | None
+            hint = args[0]
+        if hint in (bool, int, float, str) or typing.get_origin(hint) is typing.Literal:
+            out[f.name] = (hint, f.default)
+    return out
+
+
+def _option_value(key: str, hint, text: str):
+    import typing
+
+    if typing.get_origin(hint) is typing.Literal:
+        if text not in typing.get_args(hint):
+            raise ValueError(f"--option {key} must be one of {', '.join(map(str, typing.get_args(hint)))}, not {text!r}")
+        return text
+    if hint is bool:
+        flags = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+        if text.lower() not in flags:
+            raise ValueError(f"--option {key} is true or false, not {text!r}")
+        return flags[text.lower()]
+    try:
+        return hint(text)
+    except ValueError:
+        raise ValueError(f"--option {key} must be {'an integer' if hint is int else 'a number'}, not {text!r}") from None
+
+
+def with_method_options(method: str, pairs: list[str], config, device=None):
+    """`config` with `method`'s options set from KEY=VALUE `pairs` (`ReconConfig.method_options`), and its
+    `device` option, when it has one that `pairs` leave alone, set to `device` (the command's --device).
+    Exit 2 with one line on an unknown key or a bad value."""
+    import dataclasses
+
+    cls = method_class(method)
+    settable = settable_options(cls)
+    values = {}
+    try:
+        for pair in pairs:
+            key, sep, text = pair.partition("=")
+            key = key.strip()
+            if not sep or key not in settable:
+                choices = ", ".join(settable) or "none"
+                raise ValueError(f"--option {pair!r}: {method} takes KEY=VALUE with KEY one of {choices}")
+            values[key] = _option_value(key, settable[key][0], text.strip())
+        if "device" in values:
+            values["device"] = str(torch_device(values["device"]))
+        elif device is not None and "device" in settable:
+            values["device"] = str(device)
+        if not values:
+            return config
+        options = dataclasses.replace(cls.options_for(config), **values)
+    except ValueError as exc:
+        fail(exc)
+    return dataclasses.replace(config, method_options={**config.method_options, cls.name: options})
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -8,19 +8,19 @@ from typing import Optional
 import typer
 
 from cardiorecon.cli.app import (ADAPT_OPTION, ALIGN_OPTION, DEVICE_OPTION, FACTOR_HELP, FRAMES_HELP, LAG_WARM_HELP,
-                                 LAX_THICKNESS_OPTION, app,
+                                 LAX_THICKNESS_OPTION, OPTION_HELP, app,
                                  check_lag_warm, check_method_option, check_out, fail, method_class, parse_frames,
-                                 resolve_align, torch_device)
+                                 resolve_align, settable_options, torch_device, with_method_options)
 
 
 @app.command()
 def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layout) or NIfTI"),
                 method: str = typer.Option(
                     "register", "--method",
-                    help="A method of `cardiorecon methods`: nearest, linear, cubic, register, fusion, diffae, lag or "
-                         "dmcvr (default register: no weights, seconds a frame on a CPU, the best-measured fast method "
-                         "on real scans, docs/BENCHMARKS.md; fusion also fits the LAX views, slower; lag takes "
-                         "minutes a frame on a CPU)"),
+                    help="A method of `cardiorecon methods`: nearest, linear, cubic, register, fusion, diffae, lag, "
+                         "dmcvr or selfsr (default register: no weights, seconds a frame on a CPU, the best-measured "
+                         "fast method on real scans, docs/BENCHMARKS.md; fusion also fits the LAX views, slower; lag "
+                         "takes minutes a frame on a CPU)"),
                 factor: Optional[int] = typer.Option(
                     None, "--factor", min=1, help=FACTOR_HELP + " (default 5 when --spacing is not given; give one "
                                                                 "of the two)"),
@@ -29,7 +29,8 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
                                             "spacing over this, rounded"),
                 frames: str = typer.Option("ed", "--frames", help=FRAMES_HELP),
                 lax_views: Optional[str] = typer.Option(None, "--lax-views",
-                                                        help="Comma-separated LAX views guiding lag and fusion (default: all)"),
+                                                        help="Comma-separated LAX views guiding lag and fusion, and "
+                                                             "giving selfsr training pairs (default: all)"),
                 weights: Optional[Path] = typer.Option(
                     None, "--weights", help="DiffAE weights, or DMCVR weights for dmcvr and --init dmcvr (default: shipped)"),
                 native: bool = typer.Option(True, "--native/--no-native",
@@ -57,6 +58,7 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
                                               "(DMCVR weights, morphology fixed), or from the codes of the "
                                               "register or fusion volume"),
                 lag_warm: str = typer.Option("off", "--lag-warm", help=LAG_WARM_HELP),
+                option: Optional[list[str]] = typer.Option(None, "--option", help=OPTION_HELP),
                 align: str = ALIGN_OPTION,
                 device: str = DEVICE_OPTION,
                 adapt: Optional[int] = ADAPT_OPTION,
@@ -84,9 +86,10 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
         factor = 5
     check_out(out, [study])
     dev = torch_device(device)
+    cfg = with_method_options(method, option or [], recon_config(invert_steps, decode_steps, depth, lag_iterations,
+                                                                 lag_steps, init, lag_warm, adapt), dev)
     try:
         s = read_study(study, lax_thickness_mm=lax_thickness)
-        cfg = recon_config(invert_steps, decode_steps, depth, lag_iterations, lag_steps, init, lag_warm, adapt)
         views = [v.strip() for v in lax_views.split(",")] if lax_views else None
         rec = run_reconstruction(s, method, cfg, weights, dev, factor=factor,
                                  spacing_mm=spacing if factor is None else None, frames=parse_frames(frames),
@@ -127,7 +130,7 @@ def run_reconstruction(study, method: str, config, weights: Path | None, device,
     from cardiorecon.recon import get_method, reconstruct
 
     cls = get_method(method)
-    kind = cls.weights_for(cls.options_from(config))
+    kind = cls.weights_for(cls.options_for(config))
     model = None if kind is None else load_network(kind, weights).to(device)
     if plan_file is not None:
         plan = read_plan(plan_file)
@@ -150,3 +153,9 @@ def list_methods() -> None:
         needs.append("GPU optional")
         typer.echo(f"{name:8s} {cls.summary}\n         needs: {', '.join(needs)}; "
                    f"typical {cls.seconds_per_frame or '?'} per frame (docs/BENCHMARKS.md)")
+        extras = [] if cls.in_defaults else ["in no default method list (name it)"]
+        settable = settable_options(cls)
+        if settable:
+            extras.insert(0, "--option " + ", ".join(f"{k}={d}" for k, (_, d) in settable.items()))
+        if extras:
+            typer.echo("         " + "; ".join(extras))

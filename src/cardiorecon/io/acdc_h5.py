@@ -119,10 +119,10 @@ def nominal_affine(pixel_mm: float = 1.5, slice_mm: float = 10.0) -> np.ndarray:
     return a
 
 
-def read_acdc_h5_study(path: str | Path) -> Study:
+def read_acdc_h5_study(path: str | Path, patient: int | None = None) -> Study:
     """One patient from the HDF5 form, as a Study WITHOUT geometry: a `patientNNN_frameFF.h5` or
     `patientNNN_frameFF_slice_S.h5` file (that frame), or a folder holding one patient's files (ED and
-    ES as frames 0 and 1). The affine is `nominal_affine` (1.5 mm pixels, 10 mm slices, stored
+    ES as frames 0 and 1), or with `patient` that patient's files in a folder of many. The affine is `nominal_affine` (1.5 mm pixels, 10 mm slices, stored
     orientation); `meta["geometry"]` is False: nothing read from it may be turned into mm or mL."""
     path = Path(path)
     folder = path.parent if path.is_file() else path
@@ -133,6 +133,10 @@ def read_acdc_h5_study(path: str | Path) -> Study:
             raise InputError(path, "not an ACDC HDF5 file name (patientNNN_frameFF.h5 or _slice_S.h5)")
         key = (int(m[1]), int(m[2]))
         found = {key: found[key]}
+    elif patient is not None:
+        found = {k: files for k, files in found.items() if k[0] == patient}
+        if not found:
+            raise InputError(path, f"no HDF5 file of patient{patient:03d}")
     patients = sorted({p for p, _ in found})
     if len(patients) != 1:
         raise InputError(path, f"holds the HDF5 files of {len(patients)} patients; give one patient's folder or file")

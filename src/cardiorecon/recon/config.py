@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 from cardiorecon.recon.adapt import AdaptConfig
 from cardiorecon.recon.fusion import FusionConfig
@@ -49,6 +50,9 @@ class ReconConfig:
     # shipped weights as they are (recon/adapt.py)
     adapt: int = 0
     adapt_config: AdaptConfig = AdaptConfig()
+    # a method's whole options by method name (an instance of its `Options`), in place of what the fields
+    # above give it; the only home of the options of a method the fields above do not name (selfsr)
+    method_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.lag_init not in LAG_INITS:

@@ -28,11 +28,12 @@ from cardiorecon.recon.config import FAST_LAG, LAG_INITS, LAG_WARM, ReconConfig
 from cardiorecon.recon.fusion import FusionResult
 from cardiorecon.recon.interpolate import interpolate_stack
 from cardiorecon.recon.lag import LagResult
-from cardiorecon.recon.registry import Work, get_method, method_names
+from cardiorecon.recon.registry import Work, default_method_names, get_method
 from cardiorecon.volume import FrameSelectionError, Study, Volume
 
-#: The built-in methods (`recon.registry.method_names()` also lists methods registered later).
-METHODS: tuple[str, ...] = method_names()
+#: The built-in methods a run of "every method" takes by default (`recon.registry.method_names()` lists
+#: every registered one: those left out of the defaults and those registered later too).
+METHODS: tuple[str, ...] = default_method_names()
 
 
 @dataclass
@@ -106,7 +107,7 @@ def reconstruct(study: Study, method: str, factor: int | None = None, spacing_mm
     f = resolve_factor(study, factor, spacing_mm)
     frame_list = study.resolve_frames(frames)
     notes: list[str] = []
-    runner = method_class(method_class.options_from(config), model)
+    runner = method_class(method_class.options_for(config), model)
     runner.check_model(model, notes)
     spacing, size = working_grid(model, config)
     if plan is None:

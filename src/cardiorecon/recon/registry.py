@@ -6,6 +6,11 @@ needs (`weights`: which network, or none; `guided_by_lax`: it reads the guiding 
 `reconstruct_frame(work, index, frame)` (with an optional `prepare(work)` once per study). The
 pipeline, evaluate, cohort and the CLI look methods up here and never compare method names.
 
+A method's options come from `ReconConfig`: `options_from(config)` reads the fields it shares with
+the others (register's demons, lag's settings), and `config.method_options[name]`, when the caller
+gives one (`reconstruct --option KEY=VALUE`), replaces them whole (`options_for`). A method whose
+settings `ReconConfig` does not name reads them only there, so adding one touches no other file.
+
 Adding a method: one module under `recon/` holding a `@register_method` class, and one line in
 `BUILTIN_MODULES` below (the module is imported the first time the table is read).
 """
@@ -35,6 +40,7 @@ BUILTIN_MODULES = (
     "cardiorecon.recon.latent_interp",  # diffae
     "cardiorecon.recon.lag",  # lag
     "cardiorecon.recon.dmcvr",  # dmcvr
+    "cardiorecon.recon.selfsr",  # selfsr (issue 26: measured below register, in no default list)
 )
 
 _METHODS: dict[str, type["ReconMethod"]] = {}
@@ -87,6 +93,9 @@ class ReconMethod:
     guided_by_lax: ClassVar[bool] = False  # reads the guiding LAX views (a held-out view must be left out)
     adaptable: ClassVar[bool] = False  # `--adapt` fine-tunes its network on the study first
     seconds_per_frame: ClassVar[str] = ""  # typical cost on this project's machines (docs/BENCHMARKS.md)
+    # among the methods a run of "every method" takes by default (`pipeline.METHODS`: bench_real, the
+    # golden test); False for a method measured not to earn its place there (selfsr). Named, it runs anywhere.
+    in_defaults: ClassVar[bool] = True
     Options: ClassVar[type] = NoOptions
 
     def __init__(self, options: Any = None, model=None):
@@ -97,6 +106,17 @@ class ReconMethod:
     def options_from(cls, config) -> Any:
         """This method's options from a `ReconConfig` (the settings every method shares)."""
         return cls.Options()
+
+    @classmethod
+    def options_for(cls, config) -> Any:
+        """The options a run uses: `config.method_options[name]` when the caller gave one (an instance
+        of `Options`), else `options_from(config)`."""
+        given = config.method_options.get(cls.name)
+        if given is None:
+            return cls.options_from(config)
+        if not isinstance(given, cls.Options):
+            raise TypeError(f"method {cls.name!r} takes {cls.Options.__name__} options, not {type(given).__name__}")
+        return given
 
     @classmethod
     def takes(cls, option: str) -> bool:
@@ -174,6 +194,11 @@ def get_method(name: str) -> type[ReconMethod]:
     return table[name]
 
 
+def default_method_names() -> tuple[str, ...]:
+    """The methods a run of "every method" takes when none are named (`ReconMethod.in_defaults`)."""
+    return tuple(n for n, cls in methods().items() if cls.in_defaults)
+
+
 def methods_taking(option: str) -> list[str]:
     """The names of the methods that have an option of this name."""
     return [n for n, cls in methods().items() if cls.takes(option)]
@@ -184,5 +209,5 @@ def unregister_method(name: str) -> None:
     _METHODS.pop(name, None)
 
 
-__all__ = ["BUILTIN_MODULES", "NoOptions", "ReconMethod", "Work", "get_method", "method_names", "methods", "methods_taking",
-           "register_method", "unregister_method", "weights_kind"]
+__all__ = ["BUILTIN_MODULES", "NoOptions", "ReconMethod", "Work", "default_method_names", "get_method", "method_names",
+           "methods", "methods_taking", "register_method", "unregister_method", "weights_kind"]
