@@ -5,6 +5,7 @@ with SSIM / PSNR on the working grid in [-1, 1], as `slice_drop_protocol` and be
 - ep_preclinical (20 contiguous 5 mm slices; frames 0 and 9 as in bench_real), LAX: its 14 parallel
   long-axis slices;
 - Sunnybrook SCD0000101/201/301, ED and ES (no LAX);
+- biv-me patient1 (`--cases bv`; DICOM, ED and ES), LAX: its long-axis views;
 - the ACDC hold-out (`training.acdc.ACDC_HOLDOUT`, read by `io.acdc_h5.read_acdc_h5_study`: HDF5
   without geometry, so `nominal_affine`'s 1.5 mm pixels and 10 mm slice step, and slice thickness 8 mm
   nominal; frame01 = ED, frame02 = ES; no LAX).
@@ -13,10 +14,16 @@ Every variant is a method of the table by name (`recon.get_method`), with its op
 `ReconConfig.method_options` (selfsr's `SelfSRConfig`).
 
 Rows are appended to OUT/rows.jsonl as they come (a rerun skips the (case, variant) pairs done), the
-summary (per case, mean with 95 % t-intervals over cases, paired differences) to OUT/summary.md.
+summary (per case, mean with 95 % t-intervals over cases, paired differences against `--ref`, default
+register) to OUT/summary.md, and the per-(case, variant) means over frames to OUT/results.json.
+`--ed-only` scores the first frame of each case only (ED: ep frame 0, ACDC frame01, the study's ED frame).
+
+Ablations (issue 26; variants of VARIANTS): `selfsr-no-lax` (no LAX training pairs), `selfsr-Nsteps`
+(training budget), `selfsr-on-linear` (the residual on linear instead of register).
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_selfsr.py --out /tmp/selfsr26/main \\
-        --variants linear,register,fusion,selfsr [--cases ep,sb,acdc] [--summary-only]
+        --variants linear,register,fusion,selfsr [--cases ep,sb,acdc,bv] [--only CASE,...] [--ed-only] \\
+        [--ref register] [--summary-only]
 """
 
 from __future__ import annotations
@@ -50,6 +57,10 @@ VARIANTS = {
     "selfsr-per-frame": ("selfsr", {"per_frame": True}),
     **{f"selfsr-{n}steps": ("selfsr", {"steps": n}) for n in (0, 50, 100, 150, 300, 600, 1200)},
     **{f"selfsr-on-linear-{n}steps": ("selfsr", {"base": "linear", "steps": n}) for n in (100, 600)},
+    # other training seeds (the network's init and batches): the noise an ablation's difference must exceed
+    **{f"{v}-seed{k}": ("selfsr", {**o, "seed": k}) for v, o in (("selfsr", {}), ("selfsr-no-lax", {"use_lax": False}),
+                                                                ("selfsr-on-linear", {"base": "linear"}))
+       for k in (1, 2)},
 }
 
 
@@ -68,6 +79,8 @@ def cases(which: list[str], data: Path = DATA):
     if "sb" in which:
         for s in ("SCD0000101", "SCD0000201", "SCD0000301"):
             yield s, (lambda s=s: read_study(data / "sunnybrook" / s)), None
+    if "bv" in which:
+        yield "bivme_patient1", lambda: read_study(data / "bivme_patient1" / "dicoms"), None
     if "acdc" in which:
         for p in ACDC_HOLDOUT:
             yield f"acdc{p:03d}", (lambda p=p: acdc_study(p, data)), [0, 1]
@@ -100,11 +113,16 @@ def t_interval(x: np.ndarray) -> tuple[float, float, float]:
     return m, m - h, m + h
 
 
-def summary(rows: list[dict], variants: list[str]) -> str:
-    per = {}  # (case, variant) -> (ssim, psnr, seconds) mean over frames
+def per_case(rows: list[dict]) -> dict:
+    """(case, variant) -> [ssim, psnr, seconds] mean over the frames scored."""
+    per = {}
     for r in rows:
         per.setdefault((r["case"], r["variant"]), []).append((r["ssim"], r["psnr"], r["seconds"]))
-    per = {k: np.mean(v, axis=0) for k, v in per.items()}
+    return {k: np.mean(v, axis=0) for k, v in per.items()}
+
+
+def summary(rows: list[dict], variants: list[str], ref: str = "register") -> str:
+    per = per_case(rows)  # (case, variant) -> (ssim, psnr, seconds) mean over frames
     variants = [v for v in variants if any(k[1] == v for k in per)]
     case_list = list(dict.fromkeys(r["case"] for r in rows))
     complete = [c for c in case_list if all((c, v) in per for v in variants)]
@@ -114,7 +132,7 @@ def summary(rows: list[dict], variants: list[str]) -> str:
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
     lines += ["", f"Mean over the {len(complete)} cases with every variant (95 % t-interval over cases); "
                   "SSIM, PSNR dB, s/frame:", "",
-              "| variant | SSIM | PSNR dB | s/frame | SSIM - register | PSNR - register | worst case SSIM - register |",
+              f"| variant | SSIM | PSNR dB | s/frame | SSIM - {ref} | PSNR - {ref} | worst case SSIM - {ref} |",
               "|---|---|---|---|---|---|---|"]
     for v in variants:
         s = np.array([per[c, v][0] for c in complete])
@@ -123,9 +141,9 @@ def summary(rows: list[dict], variants: list[str]) -> str:
         ms, ls, hs = t_interval(s)
         mp, lp, hp = t_interval(p)
         cells = [f"{ms:.3f} [{ls:.3f}, {hs:.3f}]", f"{mp:.2f} [{lp:.2f}, {hp:.2f}]", f"{sec.mean():.1f}"]
-        if "register" in variants:
-            ds = s - np.array([per[c, "register"][0] for c in complete])
-            dp = p - np.array([per[c, "register"][1] for c in complete])
+        if ref in variants:
+            ds = s - np.array([per[c, ref][0] for c in complete])
+            dp = p - np.array([per[c, ref][1] for c in complete])
             a, b, c_ = t_interval(ds)
             d, e, f_ = t_interval(dp)
             worst = complete[int(np.argmin(ds))]
@@ -143,6 +161,8 @@ def main() -> None:
     ap.add_argument("--variants", default="linear,register,fusion,selfsr")
     ap.add_argument("--cases", default="ep,sb,acdc")
     ap.add_argument("--only", default="", help="comma-separated case names to run (default all of --cases)")
+    ap.add_argument("--ed-only", action="store_true", help="score the first (ED) frame of each case only")
+    ap.add_argument("--ref", default="register", help="the variant the paired differences are taken against")
     ap.add_argument("--summary-only", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -161,6 +181,7 @@ def main() -> None:
             study = load()
             sub = drop_slices(study, 2)
             fr = frames or [t for t in (study.ed_frame, study.es_frame) if t is not None] or [0]
+            fr = fr[:1] if args.ed_only else fr
             for v in todo:
                 t0 = time.perf_counter()
                 new = [{"case": name, **r} for r in score(study, sub, v, fr)]
@@ -171,8 +192,15 @@ def main() -> None:
                 print(f"{name:16s} {v:22s} " + "  ".join(f"f{r['frame']} {r['ssim']:.3f}/{r['psnr']:.2f}"
                                                          for r in new)
                       + f"  {time.perf_counter() - t0:.0f} s", flush=True)
-    text = summary(rows, variants)
+    text = summary(rows, variants, args.ref)
     (args.out / "summary.md").write_text(text + "\n")
+    frames = {}
+    for r in rows:
+        frames.setdefault((r["case"], r["variant"]), []).append(r["frame"])
+    results = [{"case": c, "variant": v, "method": VARIANTS[v][0], "options": VARIANTS[v][1], "frames": frames[c, v],
+                "ssim": float(m[0]), "psnr": float(m[1]), "seconds_per_frame": float(m[2])}
+               for (c, v), m in per_case(rows).items() if v in VARIANTS]
+    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     print(text)
 
 
