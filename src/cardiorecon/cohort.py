@@ -295,7 +295,9 @@ def run_subject(path: str | Path, out: str | Path, options: CohortOptions = Coho
         # QC, thumbnail, slices and viewer on the working grid, with the reconstruction
         work_labels = label_vol.data if label_vol.data.ndim == 4 else label_vol.data[..., None]
         first = next(iter(phases.values()))
-        qc_report = subject_qc(study, rec, work_labels, curves, fn, frames, models.segnet)  # issue 27
+        seg_grid = (native.data, native.affine, labels) if label_affine is native.affine else None
+        qc_report = subject_qc(study, rec, work_labels, curves, fn, frames, models.segnet,  # issue 27
+                               seg_grid=seg_grid)
         row.update(qc_report.row())
         files.append(write_thumbnail(out, rec.normalised.data[..., first], work_labels[..., first]))
         slice_png = slices_png(rec.normalised.data, work_labels, {k.upper(): v for k, v in phases.items()})

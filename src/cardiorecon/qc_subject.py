@@ -20,9 +20,13 @@ def segmenter(net, affine: np.ndarray):
 
 
 def subject_qc(study, rec, labels: np.ndarray, curves: dict, fn: dict, frames: Sequence[int], net,
-               perturb: bool = True) -> qc.QCReport:
+               perturb: bool = True, seg_grid: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+               ) -> qc.QCReport:
     """The QC report of one subject: input frames, motion, numbers, curves, structures, acquired-slice
-    agreement, LAX agreement and (perturb) the predicted-quality score at ED and ES."""
+    agreement, LAX agreement and (perturb) the predicted-quality score at ED and ES. `seg_grid` = (dense
+    image (X, Y, Z', T), its affine, its labels) where the numbers were segmented (the cohort's native grid
+    for a whole-field network); default the working grid (`rec.normalised`, `labels`). The acquired-slice
+    agreement and the perturbation score are computed there, so that like is compared with like."""
     from cardiorecon.cine_segmentation import segment_4d
 
     report = qc.QCReport()
@@ -42,10 +46,20 @@ def subject_qc(study, rec, labels: np.ndarray, curves: dict, fn: dict, frames: S
     report.measures["structures"] = s
     # the acquired slices alone, segmented on the same grid (every factor-th dense slice)
     f = int(rec.factor)
-    acq_affine = np.array(rec.normalised.affine, float)
+    if seg_grid is None:
+        seg_grid = (np.asarray(rec.normalised.data), np.asarray(rec.normalised.affine, float), labels)
+    else:  # scanner intensities -> [-1, 1] as the segmenter and the perturbations take them
+        from cardiorecon.segment import normalise_images
+
+        seg_grid = (normalise_images(np.asarray(seg_grid[0], np.float32)), *seg_grid[1:])
+    g_image, g_affine, g_labels = seg_grid
+    g_image = g_image if g_image.ndim == 4 else g_image[..., None]
+    g_labels = g_labels if g_labels.ndim == 4 else g_labels[..., None]
+    acq_affine = np.array(g_affine, float)
     acq_affine[:3, 2] *= f
-    acquired = segment_4d(net, np.asarray(rec.normalised.data, np.float32)[:, :, ::f], affine=acq_affine)
-    agreement = qc.acquired_agreement(acquired, labels, f, rec.normalised.spacing.tolist())
+    acquired = segment_4d(net, np.asarray(g_image, np.float32)[:, :, ::f], affine=acq_affine)
+    spacing = np.linalg.norm(np.asarray(g_affine, float)[:3, :3], axis=0).tolist()
+    agreement = qc.acquired_agreement(acquired, g_labels, f, spacing)
     report.measures["acquired_vs_dense"] = agreement
     report.add(qc.check_acquired_agreement(agreement, frames))
     idx = sorted({int(fn[k]) for k in ("ed_index", "es_index") if fn.get(k) is not None}) or [0]
@@ -54,8 +68,8 @@ def subject_qc(study, rec, labels: np.ndarray, curves: dict, fn: dict, frames: S
         report.measures["lax_ncc"] = ncc
         report.add(qc.check_lax_agreement(ncc))
     if perturb:
-        seg = segmenter(net, rec.normalised.affine)
-        scores = [qc.perturbation_agreement(seg, rec.normalised.data[..., i], labels[..., i]) for i in idx]
+        seg = segmenter(net, g_affine)
+        scores = [qc.perturbation_agreement(seg, g_image[..., i], g_labels[..., i]) for i in idx]
         report.score = float(np.mean([s["score"] for s in scores]))
         report.measures["perturbation"] = {str(frames[i]): s["per_perturbation"] for i, s in zip(idx, scores)}
         report.add(qc.check_score(report.score))
