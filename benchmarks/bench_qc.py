@@ -107,7 +107,11 @@ def part_acdc(net, out: Path) -> list[dict]:
     from cardiorecon import qc
     from cardiorecon.segment import segment_slices
 
-    affine = np.diag([1.5, 1.5, 10.0, 1.0])
+    from cardiorecon.io.acdc_h5 import nominal_affine
+
+    # the HDF5 slices' stand-in geometry with the canonical chirality (a plain diagonal affine made the
+    # segmenter see every ACDC heart mirrored: the first QC measurement, issue 27, was taken that way)
+    affine = nominal_affine()
     rows = []
     for pid in HOLDOUT:
         t0 = time.perf_counter()

@@ -130,7 +130,11 @@ def test_segment_command_overlays_the_input(phantom_subject, seg_weights, tmp_pa
     seg, sa = nib.load(tmp_path / "seg_sa.nii.gz"), nib.load(phantom_subject / "sa.nii.gz")
     np.testing.assert_allclose(seg.affine, sa.affine, atol=1e-5)
     assert seg.shape == sa.shape and set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2, 3}
-    assert "lv_ef" in res.output
+    # the clinical numbers are printed and the per-frame volumes written, one row per frame
+    assert "LV: EDV" in res.output and "RV: EDV" in res.output and "EF" in res.output
+    rows = list(csv.DictReader((tmp_path / "function.csv").read_text().splitlines()))
+    assert [int(r["frame"]) for r in rows] == list(range(sa.shape[3]))
+    assert {"lv_ml", "rv_ml", "lv_mass_g"} <= set(rows[0])
     res = runner.invoke(app, ["segment", str(tmp_path / "missing"), "--out", str(tmp_path)])
     assert res.exit_code == 2 and "missing" in res.output
 
