@@ -198,3 +198,22 @@ def test_device_cpu_and_auto_agree(cohort_data, tmp_path):
         assert np.array_equal(np.asarray(nib.load(tmp_path / "cpu" / name).dataobj),
                               np.asarray(nib.load(tmp_path / "auto" / name).dataobj)), name
     assert {k: a.row[k] for k in ("lv_edv_ml", "lv_esv_ml", "rv_ef")} == {k: b.row[k] for k in ("lv_edv_ml", "lv_esv_ml", "rv_ef")}
+
+
+def test_worker_warnings_are_one_line(tmp_path, capfd):
+    """A warning raised inside a cohort worker process (here: a NIfTI without sform/qform codes) reaches
+    the console as the command's one line naming the file, not Python's format with a source line."""
+    subject = tmp_path / "data" / "nocodes"
+    subject.mkdir(parents=True)
+    img = nib.Nifti1Image(np.random.default_rng(0).random((32, 32, 1), dtype=np.float32), np.eye(4))
+    img.set_sform(np.eye(4), code=0)
+    img.set_qform(np.eye(4), code=0)
+    nib.save(img, subject / "sa.nii.gz")
+    result = CliRunner().invoke(app, ["cohort", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--method",
+                                      "linear", "--workers", "1", "--torch-threads", "1", "--device", "cpu"])
+    assert result.exit_code == 3, result.output  # the one subject failed (one slice)
+    err = capfd.readouterr().err
+    assert "sform and qform codes are both 0" in err, err
+    line = next(x for x in err.splitlines() if "sform and qform codes are both 0" in x)
+    assert line.startswith("warning: ") and "sa.nii.gz" in line
+    assert "warnings.warn(" not in err and "GeometryWarning:" not in err

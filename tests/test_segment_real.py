@@ -21,6 +21,10 @@ def test_holdout_is_stratified_four_per_group():
 def test_training_slices_refuse_the_holdout(tmp_path):
     with pytest.raises(ValueError, match="hold-out patients"):
         acdc_real_slices(tmp_path, [1, ACDC_HOLDOUT[0]])
+    from cardiorecon.training.acdc import acdc_prior_bank
+
+    with pytest.raises(ValueError, match="hold-out patients"):  # the diffusion prior's slices too (issue 28)
+        acdc_prior_bank(tmp_path, [ACDC_HOLDOUT[-1]], 2.0, 64)
 
 
 def test_nominal_affine_keeps_the_stored_orientation():

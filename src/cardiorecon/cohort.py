@@ -443,6 +443,12 @@ def run_cohort(data: Sequence[str | Path], out: str | Path, options: CohortOptio
             cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                                    dashboard_address=None, silence_logs=40)
             client = Client(cluster)
+            import warnings
+
+            from cardiorecon.errors import use_one_line_warnings, warning_line
+
+            if warnings.formatwarning is warning_line:  # the console script's one-line warnings, in its workers too
+                client.run(use_one_line_warnings)
         if options.torch_threads is None and not scheduler:
             import dataclasses
 

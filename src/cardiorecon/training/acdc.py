@@ -68,3 +68,23 @@ def acdc_real_slices(folder: str | Path, patients: list[int], transpose: bool = 
     counts = {s: source.count(s) for s in set(source)}
     weight = np.array([1.0 / counts[s] for s in source])
     return RealSlices(images, labels, known, source, weight / weight.sum())
+
+
+def acdc_prior_bank(folder: str | Path, patients: list[int], spacing_mm: float, size: int,
+                    progress: bool = True) -> np.ndarray:
+    """Every SAX slice of `patients` (ED and ES) on the diffusion prior's model grid (N, size, size)
+    float16 in [-1, 1], prepared exactly as `training.data.study_slices` prepares a scan (the crop
+    centred by `preprocess.heart_centre` from the images, never the labels). The HDF5 copies carry no
+    pixel size: they are read on `io.acdc_h5.nominal_affine`'s 1.5 mm (ACDC's real ones are
+    1.37-1.68 mm), so train with a zoom that covers the difference."""
+    from cardiorecon.io.acdc_h5 import read_acdc_h5_study
+    from cardiorecon.training.data import study_slices
+
+    if set(patients) & set(ACDC_HOLDOUT):
+        raise ValueError(f"hold-out patients asked for training: {sorted(set(patients) & set(ACDC_HOLDOUT))}")
+    banks = []
+    for i, p in enumerate(patients):
+        banks.append(study_slices(read_acdc_h5_study(folder, patient=p), spacing_mm, size).astype(np.float16))
+        if progress:
+            print(f"  ACDC [{i + 1}/{len(patients)}] patient{p:03d}: {len(banks[-1])} slices", flush=True)
+    return np.concatenate(banks)

@@ -126,13 +126,36 @@ def _gamma(x: torch.Tensor, generator: torch.Generator, gamma_range: tuple[float
     return u * 2 - 1
 
 
+def _bias_field(x: torch.Tensor, generator: torch.Generator, max_log_amplitude: float) -> torch.Tensor:
+    """A smooth multiplicative field (exp of a random 2nd-order polynomial in the image coordinates,
+    its log within about +-max_log_amplitude) on intensities in [-1, 1], as a surface coil leaves it;
+    mapped to [0, 1] and back, clipped."""
+    B, _, H, W = x.shape
+    u = torch.linspace(-1, 1, H).view(1, H, 1)
+    v = torch.linspace(-1, 1, W).view(1, 1, W)
+    c = (torch.rand(B, 5, generator=generator) * 2 - 1) * (max_log_amplitude / 2)
+    log_field = c[:, 0, None, None] * u + c[:, 1, None, None] * v + c[:, 2, None, None] * u * v \
+        + c[:, 3, None, None] * (u * u - 1 / 3) + c[:, 4, None, None] * (v * v - 1 / 3)
+    return (((x + 1) / 2) * log_field.exp().unsqueeze(1)).clamp(0, 1) * 2 - 1
+
+
 def augment(x: torch.Tensor, generator: torch.Generator, max_rotation_deg: float = 10.0, max_shift_px: float = 0.0,
-            gamma_range: tuple[float, float] = (0.8, 1.25)) -> torch.Tensor:
-    """Random small rotations, in-plane shifts and intensity gamma of a batch (B, 1, H, W) in [-1, 1].
-    Never a flip: a mirror image puts the RV on the wrong side of the septum."""
+            gamma_range: tuple[float, float] = (0.8, 1.25), scale_range: tuple[float, float] = (1.0, 1.0),
+            bias_field: float = 0.0) -> torch.Tensor:
+    """Random small rotations, in-plane shifts and intensity gamma of a batch (B, 1, H, W) in [-1, 1];
+    with `scale_range` an isotropic zoom (log-uniform; > 1 magnifies the heart, as a smaller pixel
+    would), with `bias_field` a smooth multiplicative field (`_bias_field`). Never a flip: a mirror
+    image puts the RV on the wrong side of the septum. The zoom and the field draw from `generator`
+    only when on, so runs trained without them continue with the same random stream."""
     theta = training_theta(x.shape[0], generator, max_rotation_deg, max_shift_px, x.shape[-1])
+    if scale_range != (1.0, 1.0):
+        lo, hi = math.log(scale_range[0]), math.log(scale_range[1])
+        zoom = torch.empty(x.shape[0]).uniform_(lo, hi, generator=generator).exp()
+        theta[:, :, :2] = theta[:, :, :2] / zoom.view(-1, 1, 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if bias_field:
+        out = _bias_field(out, generator, bias_field)
     return _gamma(out, generator, gamma_range)
 
 

@@ -54,6 +54,8 @@ class TrainConfig:
     strategy: str = "auto"  # "ddp" for several GPUs or nodes
     max_rotation_deg: float = 10.0
     max_shift_px: float = 3.0  # in-plane shifts; no flips (a mirror puts the RV on the wrong side)
+    scale_range: tuple[float, float] = (1.0, 1.0)  # isotropic zoom: pixel sizes the data does not pin down
+    bias_field: float = 0.0  # max log amplitude of a smooth multiplicative field (0: off)
 
 
 def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
@@ -79,7 +81,9 @@ class DiffAEModule(L.LightningModule):
         g = step_generator(self.train_config.seed, step, self.global_rank)
         idx = torch.randint(len(self.bank), (self.train_config.batch_size,), generator=g)
         x0 = self.bank[idx].float().unsqueeze(1)
-        return augment(x0, g, self.train_config.max_rotation_deg, self.train_config.max_shift_px), g
+        tc = self.train_config
+        return augment(x0, g, tc.max_rotation_deg, tc.max_shift_px, scale_range=tuple(tc.scale_range),
+                       bias_field=tc.bias_field), g
 
     def training_step(self, _batch, _batch_idx):
         x0, g = self.batch(self.global_step)
