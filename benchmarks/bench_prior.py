@@ -1,0 +1,148 @@
+"""Issue 28: the diffusion prior trained on real hearts against the shipped one, on real slice-drop.
+
+Slice-drop as `bench_selfsr` (every other SAX slice removed, factor 2, the dropped slices scored with
+SSIM / PSNR on the working grid in [-1, 1]) on the same cases (`--cases ep,sb,acdc`: ep_preclinical
+frames 0 and 9, Sunnybrook SCD0000101/201/301 ED and ES, the 20 ACDC hold-out patients ED and ES).
+Variants: `linear`, `register`, and the prior-based methods with the shipped weights (`-tiny`) or
+the weights of `--real` (`-real`): `diffae` (codes of the acquired slices interpolated and decoded)
+and `lag` started from register (`lag-reg`; it falls back to diffae's decoding of register's codes
+where no LAX view guides, which is every case here but ep_preclinical).
+
+Note what each prior saw: the shipped `diffae_tiny` was fine-tuned on Sunnybrook SCD0000101/201/301
+(all but frame 0 of 301), so its Sunnybrook rows are not held out; the real prior
+(`benchmarks/train_prior_real.py`) saw SCD0000101 and SCD0000201 (every phase) and the 60 ACDC training
+patients: its held-out cases are the ACDC hold-out, SCD0000301 and ep_preclinical.
+
+    OMP_NUM_THREADS=1 nice python benchmarks/bench_prior.py --out OUT --real RUN/weights/ema \\
+        --variants linear,register,diffae-tiny,diffae-real [--cases ep,sb,acdc] [--ed-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_selfsr import cases, per_case, summary  # noqa: E402  (the same cases, scoring and summary)
+
+from cardiorecon.evaluate import drop_slices  # noqa: E402
+from cardiorecon.geometry import resample  # noqa: E402
+from cardiorecon.metrics.image import psnr, ssim  # noqa: E402
+from cardiorecon.models.pretrained import load_diffae  # noqa: E402
+from cardiorecon.recon import ReconConfig, reconstruct  # noqa: E402
+
+# variant -> (method, prior: None / "tiny" / "real", ReconConfig overrides)
+VARIANTS = {
+    "linear": ("linear", None, {}), "register": ("register", None, {}),
+    "diffae-tiny": ("diffae", "tiny", {}), "diffae-real": ("diffae", "real", {}),
+    "lag-reg-tiny": ("lag", "tiny", {"lag_init": "register"}), "lag-reg-real": ("lag", "real", {"lag_init": "register"}),
+}
+
+
+def score(study, sub, variant: str, frames: list[int], models: dict) -> list[dict]:
+    method, prior, over = VARIANTS[variant]
+    model = None if prior is None else models[prior]
+    # every variant on the prior's working grid (64 px of 2 mm): linear and register too, so that the
+    # scores compare the same pixels
+    spacing, size = (2.0, 64) if model is None else (model.config.pixel_spacing_mm, model.config.image_size)
+    cfg = ReconConfig(grid_spacing_mm=spacing, grid_size=size, **over)
+    rec = reconstruct(sub, method, factor=2, frames=frames, model=model, config=cfg, align="off", progress=False)
+    aff, shape = rec.normalised.affine, rec.normalised.spatial_shape
+    dropped = list(range(1, shape[2], 2))
+    rows = []
+    for i, t in enumerate(frames):
+        ref = rec.grid.intensity.forward(resample(study.sax.frame(t), aff, shape, order=1).data)
+        d = rec.normalised.data[..., i]
+        rows.append({"variant": variant, "frame": int(t), "ssim": ssim(d[:, :, dropped], ref[:, :, dropped], 2.0),
+                     "psnr": psnr(d[:, :, dropped], ref[:, :, dropped], 2.0), "seconds": rec.seconds_per_frame[i],
+                     "peak_mb": rec.peak_memory_mb, "grid": list(map(int, shape)), "notes": rec.notes})
+    return rows
+
+
+def lax_holdout(out: Path, prior: str, real: str | None) -> None:
+    """Each of biv-me's LAX views held out in turn (the others guide), ED, factor 5: the NCC of the
+    reconstruction on the held-out view's plane, as `cardiorecon evaluate --protocol lax-holdout`."""
+    from cardiorecon.evaluate import lax_holdout_protocol
+    from cardiorecon.evaluator import Evaluator
+
+    from bench_selfsr import DATA
+
+    ev = Evaluator(methods=["linear", "register", "lag"], config=ReconConfig(lag_init="register"), progress=False)
+    ev.load(weights=None if prior == "tiny" else real, segmentation=False)
+    rows = lax_holdout_protocol(ev, [DATA / "bivme_patient1" / "dicoms"], frames="ed", factor=5)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"lax_holdout_{prior}.json").write_text(json.dumps(rows, indent=1, default=float) + "\n")
+    for r in rows:
+        print({k: r[k] for k in r if k in ("method", "view", "held_out", "structure", "ncc", "seconds")}, flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--real", default=None, help="the real prior's weights (stem of .safetensors/.json)")
+    ap.add_argument("--variants", default="linear,register,diffae-tiny,diffae-real")
+    ap.add_argument("--cases", default="ep,sb,acdc")
+    ap.add_argument("--only", default="")
+    ap.add_argument("--ed-only", action="store_true")
+    ap.add_argument("--ref", default="register")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--summary-only", action="store_true")
+    ap.add_argument("--lax-holdout", default=None, choices=["tiny", "real"],
+                    help="instead: the biv-me LAX hold-out (ED, factor 5) of linear, register and lag started from "
+                         "register, with this prior")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.lax_holdout:
+        lax_holdout(args.out, args.lax_holdout, args.real)
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    models = {}
+    if any(VARIANTS[v][1] == "tiny" for v in variants):
+        models["tiny"] = load_diffae(None).eval()
+    if any(VARIANTS[v][1] == "real" for v in variants):
+        if args.real is None:
+            raise SystemExit("--real WEIGHTS is needed for the -real variants")
+        models["real"] = load_diffae(args.real).eval()
+    log = args.out / "rows.jsonl"
+    rows = [json.loads(x) for x in log.read_text().splitlines()] if log.is_file() else []
+    done = {(r["case"], r["variant"]) for r in rows}
+    if not args.summary_only:
+        for name, load, frames in cases(args.cases.split(",")):
+            if args.only and name not in args.only.split(","):
+                continue
+            todo = [v for v in variants if (name, v) not in done]
+            if not todo:
+                continue
+            study = load()
+            sub = drop_slices(study, 2)
+            fr = frames or [t for t in (study.ed_frame, study.es_frame) if t is not None] or [0]
+            fr = fr[:1] if args.ed_only else fr
+            for v in todo:
+                t0 = time.perf_counter()
+                new = [{"case": name, **r} for r in score(study, sub, v, fr, models)]
+                with log.open("a") as fh:
+                    for r in new:
+                        fh.write(json.dumps(r, default=float) + "\n")
+                rows += new
+                print(f"{name:16s} {v:14s} " + "  ".join(f"f{r['frame']} {r['ssim']:.3f}/{r['psnr']:.2f}" for r in new)
+                      + f"  {time.perf_counter() - t0:.0f} s", flush=True)
+    text = summary(rows, variants, args.ref)
+    (args.out / "summary.md").write_text(text + "\n")
+    results = [{"case": c, "variant": v, "ssim": float(m[0]), "psnr": float(m[1]), "seconds_per_frame": float(m[2])}
+               for (c, v), m in per_case(rows).items() if v in VARIANTS]
+    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
