@@ -22,18 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_selfsr import cases, per_case, summary  # noqa: E402  (the same cases, scoring and summary)
+from bench_selfsr import dropped_slice_rows, per_case, run_cases, summary  # noqa: E402  (same cases and scoring)
 
-from cardiorecon.evaluate import drop_slices  # noqa: E402
-from cardiorecon.geometry import resample  # noqa: E402
-from cardiorecon.metrics.image import psnr, ssim  # noqa: E402
 from cardiorecon.models.pretrained import load_diffae  # noqa: E402
 from cardiorecon.recon import ReconConfig, reconstruct  # noqa: E402
 
@@ -53,16 +48,7 @@ def score(study, sub, variant: str, frames: list[int], models: dict) -> list[dic
     spacing, size = (2.0, 64) if model is None else (model.config.pixel_spacing_mm, model.config.image_size)
     cfg = ReconConfig(grid_spacing_mm=spacing, grid_size=size, **over)
     rec = reconstruct(sub, method, factor=2, frames=frames, model=model, config=cfg, align="off", progress=False)
-    aff, shape = rec.normalised.affine, rec.normalised.spatial_shape
-    dropped = list(range(1, shape[2], 2))
-    rows = []
-    for i, t in enumerate(frames):
-        ref = rec.grid.intensity.forward(resample(study.sax.frame(t), aff, shape, order=1).data)
-        d = rec.normalised.data[..., i]
-        rows.append({"variant": variant, "frame": int(t), "ssim": ssim(d[:, :, dropped], ref[:, :, dropped], 2.0),
-                     "psnr": psnr(d[:, :, dropped], ref[:, :, dropped], 2.0), "seconds": rec.seconds_per_frame[i],
-                     "peak_mb": rec.peak_memory_mb, "grid": list(map(int, shape)), "notes": rec.notes})
-    return rows
+    return dropped_slice_rows(study, rec, variant, frames)
 
 
 def lax_holdout(out: Path, prior: str, real: str | None) -> None:
@@ -113,29 +99,8 @@ def main() -> None:
         if args.real is None:
             raise SystemExit("--real WEIGHTS is needed for the -real variants")
         models["real"] = load_diffae(args.real).eval()
-    log = args.out / "rows.jsonl"
-    rows = [json.loads(x) for x in log.read_text().splitlines()] if log.is_file() else []
-    done = {(r["case"], r["variant"]) for r in rows}
-    if not args.summary_only:
-        for name, load, frames in cases(args.cases.split(",")):
-            if args.only and name not in args.only.split(","):
-                continue
-            todo = [v for v in variants if (name, v) not in done]
-            if not todo:
-                continue
-            study = load()
-            sub = drop_slices(study, 2)
-            fr = frames or [t for t in (study.ed_frame, study.es_frame) if t is not None] or [0]
-            fr = fr[:1] if args.ed_only else fr
-            for v in todo:
-                t0 = time.perf_counter()
-                new = [{"case": name, **r} for r in score(study, sub, v, fr, models)]
-                with log.open("a") as fh:
-                    for r in new:
-                        fh.write(json.dumps(r, default=float) + "\n")
-                rows += new
-                print(f"{name:16s} {v:14s} " + "  ".join(f"f{r['frame']} {r['ssim']:.3f}/{r['psnr']:.2f}" for r in new)
-                      + f"  {time.perf_counter() - t0:.0f} s", flush=True)
+    rows = run_cases(args.out, args.cases, variants, lambda st, sub, v, fr: score(st, sub, v, fr, models),
+                     args.only, args.ed_only, args.summary_only)
     text = summary(rows, variants, args.ref)
     (args.out / "summary.md").write_text(text + "\n")
     results = [{"case": c, "variant": v, "ssim": float(m[0]), "psnr": float(m[1]), "seconds_per_frame": float(m[2])}

@@ -90,6 +90,12 @@ def score(study: Study, sub: Study, variant: str, frames: list[int]) -> list[dic
     method, over = VARIANTS[variant]
     cfg = ReconConfig(method_options={method: dataclasses.replace(get_method(method).Options(), **over)} if over else {})
     rec = reconstruct(sub, method, factor=2, frames=frames, config=cfg, align="off", progress=False)
+    return dropped_slice_rows(study, rec, variant, frames)
+
+
+def dropped_slice_rows(study: Study, rec, variant: str, frames: list[int]) -> list[dict]:
+    """SSIM / PSNR of a factor-2 reconstruction `rec` of `study` with every other slice dropped, on
+    the dropped slices (working grid, [-1, 1]), one row per frame."""
     aff, shape = rec.normalised.affine, rec.normalised.spatial_shape
     dropped = list(range(1, shape[2], 2))
     rows = []
@@ -155,6 +161,38 @@ def summary(rows: list[dict], variants: list[str], ref: str = "register") -> str
     return "\n".join(lines)
 
 
+def run_cases(out: Path, which: str, variants: list[str], score_fn, only: str = "", ed_only: bool = False,
+              summary_only: bool = False) -> list[dict]:
+    """Score every (case, variant) not yet in OUT/rows.jsonl with `score_fn(study, dropped, variant,
+    frames)`, appending rows as they come; returns every row."""
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "rows.jsonl"
+    rows = [json.loads(x) for x in log.read_text().splitlines()] if log.is_file() else []
+    done = {(r["case"], r["variant"]) for r in rows}
+    if summary_only:
+        return rows
+    for name, load, frames in cases(which.split(",")):
+        if only and name not in only.split(","):
+            continue
+        todo = [v for v in variants if (name, v) not in done]
+        if not todo:
+            continue
+        study = load()
+        sub = drop_slices(study, 2)
+        fr = frames or [t for t in (study.ed_frame, study.es_frame) if t is not None] or [0]
+        fr = fr[:1] if ed_only else fr
+        for v in todo:
+            t0 = time.perf_counter()
+            new = [{"case": name, **r} for r in score_fn(study, sub, v, fr)]
+            with log.open("a") as fh:
+                for r in new:
+                    fh.write(json.dumps(r, default=float) + "\n")
+            rows += new
+            print(f"{name:16s} {v:22s} " + "  ".join(f"f{r['frame']} {r['ssim']:.3f}/{r['psnr']:.2f}" for r in new)
+                  + f"  {time.perf_counter() - t0:.0f} s", flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
@@ -166,32 +204,8 @@ def main() -> None:
     ap.add_argument("--summary-only", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    args.out.mkdir(parents=True, exist_ok=True)
-    log = args.out / "rows.jsonl"
-    rows = [json.loads(x) for x in log.read_text().splitlines()] if log.is_file() else []
     variants = [v for v in args.variants.split(",") if v]
-    done = {(r["case"], r["variant"]) for r in rows}
-    if not args.summary_only:
-        for name, load, frames in cases(args.cases.split(",")):
-            if args.only and name not in args.only.split(","):
-                continue
-            todo = [v for v in variants if (name, v) not in done]
-            if not todo:
-                continue
-            study = load()
-            sub = drop_slices(study, 2)
-            fr = frames or [t for t in (study.ed_frame, study.es_frame) if t is not None] or [0]
-            fr = fr[:1] if args.ed_only else fr
-            for v in todo:
-                t0 = time.perf_counter()
-                new = [{"case": name, **r} for r in score(study, sub, v, fr)]
-                with log.open("a") as fh:
-                    for r in new:
-                        fh.write(json.dumps(r, default=float) + "\n")
-                rows += new
-                print(f"{name:16s} {v:22s} " + "  ".join(f"f{r['frame']} {r['ssim']:.3f}/{r['psnr']:.2f}"
-                                                         for r in new)
-                      + f"  {time.perf_counter() - t0:.0f} s", flush=True)
+    rows = run_cases(args.out, args.cases, variants, score, args.only, args.ed_only, args.summary_only)
     text = summary(rows, variants, args.ref)
     (args.out / "summary.md").write_text(text + "\n")
     frames = {}
