@@ -8,6 +8,13 @@ step), the acquired slices stay as acquired, L_lax sums the LAX operator's loss 
 views, L_cont is the squared difference of each new slice from both neighbours, and
 L_seed = MSE(x_T, seed) + MSE(z_sem, seed).
 
+Refinement (`init` register or fusion, issue 28): the codes are those of the start volume's new
+slices, and the new slices are that volume plus the change of the decoded codes from the decoded
+seeds, `start + decode(codes) - decode(seeds)`: at the first iteration the volume is exactly the
+start (the prior's own encode-decode error, several hundredths of SSIM on real slices, never enters),
+and since the best iteration by the objective is kept, the result's objective (LAX agreement,
+continuity, seed) is never worse than the start's. Without any guiding view it returns the start.
+
 4D reuse (`init`): a frame of a cine can start from codes other than its seeds (recon/pipeline.py
 passes the previous frame's optimised codes, or its seeds plus the previous frame's correction);
 L_seed still anchors the codes to this frame's own seeds.
@@ -140,9 +147,19 @@ def _optimise(model, acquired, codes, factor, operators, images, config, progres
     def cond(z_sem):  # DMCVR codes carry the (fixed) interpolated morphology features
         return z_sem if codes.morph is None else (z_sem, codes.morph)
 
+    def residual(steps: int):
+        """new slices -> the start volume's plus their change from the decoded seeds (refinement), or as they are."""
+        if codes.base is None:
+            return lambda new: new
+        with torch.no_grad():
+            ref = ddim_sample(model.eps, seed_x, schedule, steps, cond=cond(seed_z), top=top)
+        base = codes.base.to(ref)
+        return lambda new: base + (new - ref)
+
+    refine = residual(config.ddim_steps)
     for it in range(config.max_iterations):
-        new = ddim_sample(model.eps, x_T, schedule, config.ddim_steps, cond=cond(z), checkpoint=config.checkpoint,
-                          top=top)
+        new = refine(ddim_sample(model.eps, x_T, schedule, config.ddim_steps, cond=cond(z),
+                                 checkpoint=config.checkpoint, top=top))
         dense = assemble(acquired, new, codes, factor)
         l_lax = sum((lax_loss(op, dense, images[n]) for n, op in operators.items()), dense.sum() * 0.0)
         l_cont = continuity_loss(dense, codes.out_index)
@@ -181,7 +198,7 @@ def _optimise(model, acquired, codes, factor, operators, images, config, progres
     if config.final_decode_steps and config.final_decode_steps != config.ddim_steps:
         with torch.no_grad():
             new = ddim_sample(model.eps, x_best, schedule, config.final_decode_steps, cond=cond(z_best), top=top)
-        dense_best = assemble(acquired, new, codes, factor)
+        dense_best = assemble(acquired, residual(config.final_decode_steps)(new), codes, factor)
     return LagResult(dense=dense_best.cpu().numpy(), history=history, agreement_before=agreement_before or {},
                      agreement_after=lax_agreement(dense_best, operators, images), iterations=len(history),
                      seconds=time.perf_counter() - t0, best_iteration=best_iteration, stopped=stopped,
@@ -245,7 +262,8 @@ class LaxGuided(ReconMethod):
         o = self.options
         work.operators = guiding_views(work.study, work.grid, work.factor, work.lax_views, o.lax_samples, work.notes)
         if not work.operators:
-            msg = f"no LAX view guides this study: lag falls back to {'dmcvr' if o.init == 'dmcvr' else 'diffae'}"
+            fallback = o.init if o.init in ("register", "fusion") else "dmcvr" if o.init == "dmcvr" else "diffae"
+            msg = f"no LAX view guides this study: lag falls back to {fallback}"
             warnings.warn(msg)
             work.notes.append(msg)
         self.fusion_setup = None
@@ -256,19 +274,25 @@ class LaxGuided(ReconMethod):
         """The seeds of frame's new slices: interpolated codes (diffae, dmcvr), or the codes of the
         register / fusion volume."""
         o, lc = self.options, self.options.lag
-        stack = work.stack(frame)
         if o.init in ("register", "fusion"):
-            start = register_stack(stack, work.factor, o.register)
-            if self.fusion_setup is not None:
-                fs = self.fusion_setup
-                start = fuse(stack, start, fs.profile, fs.operators, fs.images(frame), o.fusion, fs.z_scale).dense
-            return dense_codes(self.model, start, work.factor, lc.invert_steps, depth=lc.depth)
-        return diffae_codes(self.model, stack, work.factor, lc.invert_steps, depth=lc.depth)[1]
+            return dense_codes(self.model, self.start_volume(work, frame), work.factor, lc.invert_steps, depth=lc.depth)
+        return diffae_codes(self.model, work.stack(frame), work.factor, lc.invert_steps, depth=lc.depth)[1]
+
+    def start_volume(self, work: Work, frame: int) -> np.ndarray:
+        """The register (or, with init fusion, fusion) volume of `frame` that lag refines."""
+        o, stack = self.options, work.stack(frame)
+        start = register_stack(stack, work.factor, o.register)
+        if self.fusion_setup is not None:
+            fs = self.fusion_setup
+            start = fuse(stack, start, fs.profile, fs.operators, fs.images(frame), o.fusion, fs.z_scale).dense
+        return start
 
     def reconstruct_frame(self, work: Work, index: int, frame: int) -> np.ndarray:
         o = self.options
         stack = work.stack(frame)
-        if not work.operators:  # no guiding view: diffae's (or dmcvr's) latent interpolation
+        if not work.operators:  # no guiding view: the start volume (register, fusion) or the latent interpolation
+            if o.init in ("register", "fusion"):
+                return self.start_volume(work, frame)
             return reconstruct_diffae(self.model, stack, work.factor, o.invert_steps, o.decode_steps, depth=o.depth)[0]
         lc = o.lag
         codes = self.start_codes(work, frame)

@@ -33,6 +33,9 @@ class GapCodes:
     alpha: np.ndarray  # position in its gap, in (0, 1)
     out_index: np.ndarray  # slice index in the dense stack
     morph: torch.Tensor | None = None  # DMCVR's morphology features (N, C, h, w)
+    # the new slices of the volume the codes were encoded from (`dense_codes`: lag --init register or
+    # fusion), (N, 1, H, W): lag then refines that volume by the change of the decoded codes (residual)
+    base: torch.Tensor | None = None
 
 
 def lerp(a: torch.Tensor, b: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
@@ -97,7 +100,7 @@ def dense_codes(model: DiffAE, dense: np.ndarray, factor: int, invert_steps: int
     x0 = x0.to(next(model.parameters()).device)  # tensors follow the model (cardiorecon.device)
     morph = model.morphology(x0) if hasattr(model, "morphology") else None
     z, x_T = encode(model, x0, invert_steps, depth=depth, morph=morph)
-    return GapCodes(z, x_T, ks, alphas, idx, morph)
+    return GapCodes(z, x_T, ks, alphas, idx, morph, base=x0)
 
 
 @dataclass(frozen=True)
