@@ -4,9 +4,9 @@ Slice-drop as `bench_selfsr` (every other SAX slice removed, factor 2, the dropp
 SSIM / PSNR on the working grid in [-1, 1]) on the same cases (`--cases ep,sb,acdc`: ep_preclinical
 frames 0 and 9, Sunnybrook SCD0000101/201/301 ED and ES, the 20 ACDC hold-out patients ED and ES).
 Variants: `linear`, `register`, and the prior-based methods with the shipped weights (`-tiny`) or
-the weights of `--real` (`-real`): `diffae` (codes of the acquired slices interpolated and decoded)
-and `lag` started from register (`lag-reg`; it falls back to diffae's decoding of register's codes
-where no LAX view guides, which is every case here but ep_preclinical).
+the weights of `--real` (`-real`): `diffae` (codes of the acquired slices interpolated and decoded),
+`lag` refining register (`lag-reg`; where no LAX view guides, which is every case here but
+ep_preclinical, it returns register's volume), and `lag` as shipped, from diffae's codes (`lag`).
 
 Note what each prior saw: the shipped `diffae_tiny` was fine-tuned on Sunnybrook SCD0000101/201/301
 (all but frame 0 of 301), so its Sunnybrook rows are not held out; the real prior
@@ -37,7 +37,10 @@ VARIANTS = {
     "linear": ("linear", None, {}), "register": ("register", None, {}),
     "diffae-tiny": ("diffae", "tiny", {}), "diffae-real": ("diffae", "real", {}),
     "lag-reg-tiny": ("lag", "tiny", {"lag_init": "register"}), "lag-reg-real": ("lag", "real", {"lag_init": "register"}),
+    "lag-tiny": ("lag", "tiny", {}), "lag-real": ("lag", "real", {}),  # lag as shipped: started from diffae's codes
 }
+# rows of `lag-reg-tiny-v0` in a results folder are lag --init register before the refinement (commit 9622ab2:
+# the prior's decoding of register's codes, and diffae's interpolation where no LAX view guides)
 
 
 def score(study, sub, variant: str, frames: list[int], models: dict) -> list[dict]:
@@ -89,13 +92,13 @@ def main() -> None:
         return
     args.out.mkdir(parents=True, exist_ok=True)
     variants = [v for v in args.variants.split(",") if v]
-    unknown = [v for v in variants if v not in VARIANTS]
+    unknown = [v for v in variants if v not in VARIANTS and v != "lag-reg-tiny-v0"]  # v0: summarised from rows only
     if unknown:
         raise SystemExit(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
     models = {}
-    if any(VARIANTS[v][1] == "tiny" for v in variants):
+    if any(VARIANTS.get(v, (None, None))[1] == "tiny" for v in variants):
         models["tiny"] = load_diffae(None).eval()
-    if any(VARIANTS[v][1] == "real" for v in variants):
+    if any(VARIANTS.get(v, (None, None))[1] == "real" for v in variants):
         if args.real is None:
             raise SystemExit("--real WEIGHTS is needed for the -real variants")
         models["real"] = load_diffae(args.real).eval()
