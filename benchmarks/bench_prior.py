@@ -62,13 +62,19 @@ def lax_holdout(out: Path, prior: str, real: str | None) -> None:
 
     from bench_selfsr import DATA
 
-    ev = Evaluator(methods=["linear", "register", "lag"], config=ReconConfig(lag_init="register"), progress=False)
+    ev = Evaluator(methods=["linear", "register", "fusion", "lag"], config=ReconConfig(lag_init="register"),
+                   progress=False)
     ev.load(weights=None if prior == "tiny" else real, segmentation=False)
     rows = lax_holdout_protocol(ev, [DATA / "bivme_patient1" / "dicoms"], frames="ed", factor=5)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"lax_holdout_{prior}.json").write_text(json.dumps(rows, indent=1, default=float) + "\n")
+    per: dict[str, list] = {}
     for r in rows:
-        print({k: r[k] for k in r if k in ("method", "view", "held_out", "structure", "ncc", "seconds")}, flush=True)
+        if r["ncc"] != "":
+            per.setdefault(r["method"], []).append((r["structure"], float(r["ncc"]), float(r["seconds"])))
+    for method, vals in per.items():
+        print(f"{method:9s} mean NCC {sum(v[1] for v in vals) / len(vals):.4f}  "
+              + "  ".join(f"{v[0]} {v[1]:.4f}" for v in vals) + f"  {vals[0][2]:.0f} s/frame", flush=True)
 
 
 def main() -> None:
@@ -83,8 +89,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--summary-only", action="store_true")
     ap.add_argument("--lax-holdout", default=None, choices=["tiny", "real"],
-                    help="instead: the biv-me LAX hold-out (ED, factor 5) of linear, register and lag started from "
-                         "register, with this prior")
+                    help="instead: the biv-me LAX hold-out (ED, factor 5) of linear, register, fusion and lag "
+                         "refining register, with this prior")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.lax_holdout:
