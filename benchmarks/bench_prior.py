@@ -55,8 +55,9 @@ def score(study, sub, variant: str, frames: list[int], models: dict) -> list[dic
 
 
 def lax_holdout(out: Path, prior: str, real: str | None) -> None:
-    """Each of biv-me's LAX views held out in turn (the others guide), ED, factor 5: the NCC of the
-    reconstruction on the held-out view's plane, as `cardiorecon evaluate --protocol lax-holdout`."""
+    """Each of biv-me's LAX views held out in turn (the others guide), frame 0 (the study gives no ED),
+    factor 5: the NCC of the reconstruction on the held-out view's plane, as `cardiorecon evaluate
+    --protocol lax-holdout`."""
     from cardiorecon.evaluate import lax_holdout_protocol
     from cardiorecon.evaluator import Evaluator
 
@@ -65,7 +66,7 @@ def lax_holdout(out: Path, prior: str, real: str | None) -> None:
     ev = Evaluator(methods=["linear", "register", "fusion", "lag"], config=ReconConfig(lag_init="register"),
                    progress=False)
     ev.load(weights=None if prior == "tiny" else real, segmentation=False)
-    rows = lax_holdout_protocol(ev, [DATA / "bivme_patient1" / "dicoms"], frames="ed", factor=5)
+    rows = lax_holdout_protocol(ev, [DATA / "bivme_patient1" / "dicoms"], frames="0", factor=5)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"lax_holdout_{prior}.json").write_text(json.dumps(rows, indent=1, default=float) + "\n")
     per: dict[str, list] = {}
