@@ -11,7 +11,8 @@ ep_preclinical, it returns register's volume), and `lag` as shipped, from diffae
 Note what each prior saw: the shipped `diffae_tiny` was fine-tuned on Sunnybrook SCD0000101/201/301
 (all but frame 0 of 301), so its Sunnybrook rows are not held out; the real prior
 (`benchmarks/train_prior_real.py`) saw SCD0000101 and SCD0000201 (every phase) and the 60 ACDC training
-patients: its held-out cases are the ACDC hold-out, SCD0000301 and ep_preclinical.
+patients, and it starts from diffae_tiny's weights, which saw SCD0000301: the cases held out from both
+priors are the 20 ACDC hold-out patients and ep_preclinical.
 
     OMP_NUM_THREADS=1 nice python benchmarks/bench_prior.py --out OUT --real RUN/weights/ema \\
         --variants linear,register,diffae-tiny,diffae-real [--cases ep,sb,acdc] [--ed-only]

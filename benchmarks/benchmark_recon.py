@@ -6,6 +6,7 @@ range 2): SSIM and PSNR; sample the reconstruction on every LAX plane and score 
 the LAX image; record seconds per frame and peak memory. All methods on the same cases, one run.
 
     python benchmarks/benchmark_recon.py DATA_DIR... --out OUT_DIR [--methods ... dmcvr lag-dmcvr] [--lag-seed-frames N]
+    python benchmarks/benchmark_recon.py DATA_DIR... --out OUT_DIR --methods register lag-register 'lag-register:lambda_cont=0'
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from cardiorecon.io import read_study
 from cardiorecon.metrics import psnr, ssim
 from cardiorecon.models.pretrained import load_diffae, load_dmcvr
 from cardiorecon.recon import FAST_LAG, ReconConfig, reconstruct
-from cardiorecon.recon.lag import SEED_SETTINGS
+from cardiorecon.recon.lag import SEED_SETTINGS, LagConfig
 from cardiorecon.evaluate import lax_ncc
 from cardiorecon.recon import get_method
 from cardiorecon.training.data import subject_folders
@@ -42,6 +43,28 @@ def score(study, truth, rec, i: int, t: int) -> dict:
     row.update({f"ncc_{name}": value for name, value in ncc.items()})
     row["ncc_lax_mean"] = float(np.mean(list(ncc.values())))
     return row
+
+
+def run_of(label: str, base: ReconConfig) -> tuple[str, str, ReconConfig]:
+    """(label, method, config) of a --methods entry: a method name; `lag-dmcvr`, `lag-register`,
+    `lag-fusion` (lag started there: reconstruct --method lag --init ...); a lag entry may end in
+    `:KEY=VALUE,...` overriding fields of its LagConfig (e.g. `lag-register:lambda_cont=0`)."""
+    name, _, over = label.partition(":")
+    method, cfg = name, base
+    if name.startswith("lag-"):
+        method, cfg = "lag", dataclasses.replace(base, lag_init=name[4:])
+    if over:
+        if method != "lag":
+            raise SystemExit(f"{label}: only lag entries take :KEY=VALUE overrides")
+        fields = {f.name: f.type for f in dataclasses.fields(LagConfig)}
+        changes = {}
+        for item in over.split(","):
+            key, _, value = item.partition("=")
+            if key not in fields:
+                raise SystemExit(f"{label}: {key!r} is not a LagConfig field ({', '.join(fields)})")
+            changes[key] = None if value in ("none", "None") else type(getattr(cfg.lag, key) or 0.0)(float(value))
+        cfg = dataclasses.replace(cfg, lag=dataclasses.replace(cfg.lag, **changes))
+    return label, method, cfg
 
 
 def main() -> None:
@@ -61,9 +84,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     base = ReconConfig(invert_steps=args.invert_steps, decode_steps=args.decode_steps, depth=args.depth, lag=FAST_LAG)
-    # "lag-dmcvr": lag started from the dmcvr codes (reconstruct --method lag --init dmcvr)
-    runs = [(m, "lag", dataclasses.replace(base, lag_init="dmcvr")) if m == "lag-dmcvr" else (m, m, base)
-            for m in args.methods]
+    runs = [run_of(m, base) for m in args.methods]
 
     def weights(method, cfg):  # the network the method needs, from the method table
         cls = get_method(method)
@@ -97,6 +118,7 @@ def main() -> None:
                        **score(study, truth, rec, i, t)}
                 if t in rec.lag:
                     row["lag_iterations"] = rec.lag[t].iterations
+                    row["lag_best_iteration"] = rec.lag[t].best_iteration
                     row["lag_seconds_per_iteration"] = rec.lag[t].seconds / max(rec.lag[t].iterations, 1)
                 rows.append(row)
                 print(json.dumps(row), flush=True)

@@ -67,6 +67,24 @@ def test_lag_lowers_the_loss_and_raises_the_lax_agreement():
     np.testing.assert_array_equal(result.dense[:, :, [0, 2, 4]], acquired.numpy())
 
 
+def test_lax_patience_stops_when_the_lax_agreement_stops_improving():
+    acquired, codes, ops, images = _problem()
+    # Start away from the seeds with a LAX image the start volume matches exactly: the seed term keeps lowering the
+    # loss while every step makes the LAX term worse.
+    init = (codes.z_sem + 0.5, codes.x_T + 0.5)
+    only_seed = LagConfig(**{**CONFIG.__dict__, "lambda_lax": 0.0, "lambda_seed": 1.0, "max_iterations": 12})
+    start = optimise(LinearEps(), acquired, codes, 2, ops, images,
+                     LagConfig(**{**only_seed.__dict__, "max_iterations": 1}), init=init)
+    images = {"view": ops["view"].sample(torch.from_numpy(start.dense))}
+    full = optimise(LinearEps(), acquired, codes, 2, ops, images, only_seed, init=init)
+    assert full.iterations == 12 and full.stopped is None
+    lax = [h["lax"] for h in full.history]
+    assert all(b > a for a, b in zip(lax, lax[1:4]))
+    stopped = optimise(LinearEps(), acquired, codes, 2, ops, images,
+                       LagConfig(**{**only_seed.__dict__, "lax_patience": 3}), init=init)
+    assert stopped.iterations == 4 and "LAX agreement stopped improving" in stopped.stopped
+
+
 def test_lag_restores_the_callers_requires_grad():
     acquired, codes, ops, images = _problem()
     model = LinearEps()

@@ -59,6 +59,8 @@ class LagConfig:
     lr_halve_every: int = 50
     max_iterations: int = 200
     patience: int = 5
+    # stop once the LAX term has not improved for this many iterations (None: only `patience`, on the whole loss)
+    lax_patience: int | None = None
     ddim_steps: int = 30
     invert_steps: int = 30
     final_decode_steps: int | None = None  # decode the optimised codes with more steps at the end
@@ -140,6 +142,7 @@ def _optimise(model, acquired, codes, factor, operators, images, config, progres
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=config.lr_halve_every, gamma=0.5)
     t0 = time.perf_counter()
     history, best, best_loss, since_best = [], None, float("inf"), 0
+    best_lax, since_lax = float("inf"), 0
     best_iteration, stopped = 0, None
     agreement_before = None
     # The codes sit at the last inversion timestep; K-step decoding starts from exactly there.
@@ -185,6 +188,12 @@ def _optimise(model, acquired, codes, factor, operators, images, config, progres
         else:
             since_best += 1
             if since_best >= config.patience:
+                break
+        if config.lax_patience is not None and operators:
+            lax_value = history[-1]["lax"]
+            best_lax, since_lax = (lax_value, 0) if lax_value < best_lax - 1e-7 else (best_lax, since_lax + 1)
+            if since_lax >= config.lax_patience:
+                stopped = f"the LAX agreement stopped improving at iteration {it}; kept iteration {best_iteration}"
                 break
         if progress is not None:
             progress(it + 1, config.max_iterations, value)
