@@ -85,6 +85,35 @@ def test_lax_patience_stops_when_the_lax_agreement_stops_improving():
     assert stopped.iterations == 4 and "LAX agreement stopped improving" in stopped.stopped
 
 
+def test_a_refinement_returns_the_volume_its_objective_scored():
+    """lag --init register|fusion: with final_decode_steps set, the result is still the kept iteration's
+    volume (start + decode(codes) - decode(seeds) at the optimisation's K steps), so its LAX + continuity
+    objective is never above the start's."""
+    from cardiorecon.diffusion.ddim import ddim_sample
+    from cardiorecon.diffusion.schedule import NoiseSchedule, spaced_timesteps
+    from cardiorecon.recon.lag import continuity_loss
+    from cardiorecon.lax_operator import lax_loss
+
+    acquired, codes, ops, images = _problem()
+    model = LinearEps()
+    model.w.data.fill_(0.3)  # a model whose decoding depends on the number of steps
+    base = torch.rand((2, 1, 8, 8), generator=torch.Generator().manual_seed(3)) * 0.4 - 0.2
+    codes = GapCodes(codes.z_sem, codes.x_T, codes.left, codes.alpha, codes.out_index, base=base)
+    config = LagConfig(**{**CONFIG.__dict__, "lambda_cont": 1.0, "max_iterations": 8, "final_decode_steps": 8})
+    result = optimise(model, acquired, codes, 2, ops, images, config)
+    assert result.best_iteration > 0
+    schedule = NoiseSchedule.linear(1000)
+    top = spaced_timesteps(1000, config.invert_steps, config.depth)[-1]
+    dec = [ddim_sample(model.eps, x, schedule, config.ddim_steps, cond=z, top=top).detach()
+           for z, x in (result.codes, (codes.z_sem, codes.x_T))]
+    expected = (base + dec[0] - dec[1])[:, 0].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(result.dense[:, :, codes.out_index], expected, atol=1e-5)
+    dense = torch.from_numpy(result.dense)
+    objective = config.lambda_lax * lax_loss(ops["view"], dense, images["view"]) \
+        + config.lambda_cont * continuity_loss(dense, codes.out_index)
+    assert float(objective) <= result.history[0]["loss"] + 1e-6
+
+
 def test_lag_restores_the_callers_requires_grad():
     acquired, codes, ops, images = _problem()
     model = LinearEps()
