@@ -55,7 +55,7 @@ def score(study, sub, variant: str, frames: list[int], models: dict) -> list[dic
     return dropped_slice_rows(study, rec, variant, frames)
 
 
-def lax_holdout(out: Path, prior: str, real: str | None) -> None:
+def lax_holdout(out: Path, prior: str, real: str | None, methods: list[str]) -> None:
     """Each of biv-me's LAX views held out in turn (the others guide), frame 0 (the study gives no ED),
     factor 5: the NCC of the reconstruction on the held-out view's plane, as `cardiorecon evaluate
     --protocol lax-holdout`."""
@@ -64,8 +64,7 @@ def lax_holdout(out: Path, prior: str, real: str | None) -> None:
 
     from bench_selfsr import DATA
 
-    ev = Evaluator(methods=["linear", "register", "fusion", "lag"], config=ReconConfig(lag_init="register"),
-                   progress=False)
+    ev = Evaluator(methods=methods, config=ReconConfig(lag_init="register"), progress=False)
     ev.load(weights=None if prior == "tiny" else real, segmentation=False)
     rows = lax_holdout_protocol(ev, [DATA / "bivme_patient1" / "dicoms"], frames="0", factor=5)
     out.mkdir(parents=True, exist_ok=True)
@@ -91,12 +90,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--summary-only", action="store_true")
     ap.add_argument("--lax-holdout", default=None, choices=["tiny", "real"],
-                    help="instead: the biv-me LAX hold-out (ED, factor 5) of linear, register, fusion and lag "
-                         "refining register, with this prior")
+                    help="instead: the biv-me LAX hold-out (frame 0, factor 5) of --lax-methods (lag refining "
+                         "register) with this prior")
+    ap.add_argument("--lax-methods", default="linear,register,fusion,lag")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.lax_holdout:
-        lax_holdout(args.out, args.lax_holdout, args.real)
+        lax_holdout(args.out, args.lax_holdout, args.real, args.lax_methods.split(","))
         return
     args.out.mkdir(parents=True, exist_ok=True)
     variants = [v for v in args.variants.split(",") if v]

@@ -8,6 +8,10 @@ weights, a latent DDIM fitted on its own training slices, and a card that keeps 
 card it replaces and adds the run and the held-out numbers of a Markdown file:
 
     python benchmarks/ship_weights.py refine --run RUN --results RESULTS.md [--latent-steps 1000]
+
+Or copy a run into a new weights folder (EMA weights, latent DDIM; the card written by hand):
+
+    python benchmarks/ship_weights.py copy --run RUN --dest src/cardiorecon/weights/NAME [--latent-steps 1000]
 """
 
 from __future__ import annotations
@@ -185,10 +189,31 @@ z_sem of the refinement's training slices).
     print(card)
 
 
+def copy_main(argv: list[str]) -> None:
+    """Ship a run's EMA weights into a new weights folder with a latent DDIM fitted on its training slices;
+    the model card is written by hand beside them (what the run saw, its held-out numbers)."""
+    ap = argparse.ArgumentParser(prog="ship_weights.py copy")
+    ap.add_argument("--run", required=True, type=Path)
+    ap.add_argument("--dest", required=True, type=Path)
+    ap.add_argument("--latent-steps", type=int, default=1000)
+    args = ap.parse_args(argv)
+    args.dest.mkdir(parents=True, exist_ok=True)
+    for suffix in (".safetensors", ".json"):
+        shutil.copyfile(args.run / "weights" / f"ema{suffix}", args.dest / f"model{suffix}")
+    z = encode_bank(load_diffae(args.dest), np.load(args.run / "data" / "train.npy"))
+    train_latent(z, args.dest / "latent", steps=args.latent_steps)
+    figures = sorted((args.run / "figures").glob("step_*.png"))
+    if figures:
+        shutil.copyfile(figures[-1], args.dest / "autoencoding.png")
+    print(json.dumps(run_summary(args.run), indent=1, default=str))
+
+
 if __name__ == "__main__":
     import sys
 
     if sys.argv[1:2] == ["refine"]:
         refine_main(sys.argv[2:])
+    elif sys.argv[1:2] == ["copy"]:
+        copy_main(sys.argv[2:])
     else:
         main()

@@ -1,3 +1,4 @@
+import dataclasses
 import warnings
 
 import numpy as np
@@ -158,11 +159,14 @@ def test_interpolated_codes_run_from_one_acquired_code_to_the_next():
         assert (fine.x_T[n] - x[k]).norm() < 0.05 * (x[1] - x[0]).norm()
 
 
-def test_lag_without_lax_falls_back_to_diffae_with_a_warning(study, micro):
+@pytest.mark.parametrize("init", ["register", "diffae"])
+def test_lag_without_lax_falls_back_to_its_start_with_a_warning(study, micro, init):
+    """lag refines register by default (ReconConfig.lag_init); with no guiding view it returns its start."""
     no_lax = Study(study.sax, {}, study.sax_labels, {}, 0, 1, {"source": "phantom"})
-    with pytest.warns(UserWarning, match="falls back to diffae"):
-        rec = reconstruct(no_lax, "lag", factor=5, frames="ed", model=micro, config=FAST)
-    ref = reconstruct(no_lax, "diffae", factor=5, frames="ed", model=micro, config=FAST)
+    config = FAST if init == "register" else dataclasses.replace(FAST, lag_init=init)
+    with pytest.warns(UserWarning, match=f"falls back to {init}"):
+        rec = reconstruct(no_lax, "lag", factor=5, frames="ed", model=micro, config=config)
+    ref = reconstruct(no_lax, init, factor=5, frames="ed", model=micro, config=FAST)
     np.testing.assert_allclose(rec.normalised.data, ref.normalised.data, atol=1e-5)
 
 

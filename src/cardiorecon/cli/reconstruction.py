@@ -53,10 +53,11 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
                     None, "--lag-ddim-steps", min=1,
                     help="lag: differentiable DDIM steps per decode inside the optimisation (default: "
                          "LagConfig.ddim_steps; each step costs about a decode's time and memory)"),
-                init: str = typer.Option("diffae", "--init",
-                                         help="lag only: start from the diffae codes, from the dmcvr codes "
-                                              "(DMCVR weights, morphology fixed), or from the codes of the "
-                                              "register or fusion volume"),
+                init: str = typer.Option("register", "--init",
+                                         help="lag only: refine the register or fusion volume (its new "
+                                              "slices plus the change of their decoded codes), or start "
+                                              "from the diffae codes, or from the dmcvr codes (DMCVR "
+                                              "weights, morphology fixed)"),
                 lag_warm: str = typer.Option("off", "--lag-warm", help=LAG_WARM_HELP),
                 option: Optional[list[str]] = typer.Option(None, "--option", help=OPTION_HELP),
                 align: str = ALIGN_OPTION,
@@ -75,7 +76,7 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
     from cardiorecon.recon.lag import LAG_INITS
 
     method_class(method)
-    check_method_option("--init", init, "diffae", "init", method, LAG_INITS)
+    check_method_option("--init", init, "register", "init", method, LAG_INITS)
     check_lag_warm(lag_warm, method)
     if spacing is not None and not spacing > 0:
         fail(ValueError(f"--spacing must be a positive number of mm, got {spacing}"))

@@ -35,8 +35,10 @@ class ReconConfig:
     register: RegisterConfig = RegisterConfig()
     fusion: FusionConfig = FusionConfig()
     # lag's start: the diffae codes, the dmcvr codes (DMCVR weights, morphology features fixed), or the
-    # codes of the register / fusion volume (LAG_INITS; anything else is refused)
-    lag_init: str = "diffae"
+    # codes of the register / fusion volume, refined (LAG_INITS; anything else is refused). 'register' by
+    # measurement (issue 28, docs/BENCHMARKS.md; 21 real slice-drop cases held out from both priors, ED+ES):
+    # from register SSIM 0.439 / PSNR 17.48 dB against diffae's codes 0.373 / 15.71 (register 0.444 / 17.60).
+    lag_init: str = "register"
     # lag over a cine (4D reuse, issue 17): a frame whose previous cine frame was optimised starts from
     # that frame's optimised codes ('previous'), from its own seeds plus that frame's correction
     # ('delta'), or from its own seeds ('off'); the seed term always anchors to its own seeds.

@@ -249,7 +249,7 @@ class LaxGuided(ReconMethod):
     """LAG-DiffAE: the codes of the new slices optimised so that the volume agrees with the LAX views."""
 
     name = "lag"
-    summary = "codes of the new slices optimised to match the guiding LAX views (LAG-DiffAE), from diffae's"
+    summary = "register's volume refined by the prior so that it matches the guiding LAX views (LAG-DiffAE)"
     weights = "diffae"
     guided_by_lax = True
     adaptable = True
