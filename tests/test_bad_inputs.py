@@ -168,6 +168,19 @@ def c_all_zero(s, t):
     return _info(f)
 
 
+def c_blank_frame(method):
+    """One blank frame of an otherwise good cine, asked for by --frames: refused, not a volume of zeros."""
+    def build(s, t):
+        f = _copy(s, t)
+        img = nib.load(str(f / "sa.nii.gz"))
+        data = np.asarray(img.dataobj).astype(np.float32)
+        data[..., 1] = 0
+        _nifti(f / "sa.nii.gz", data, img.affine)
+        return ["reconstruct", str(f), "--method", method, "--frames", "1", "--align", "off", "--out", str(t / "o")]
+
+    return build
+
+
 def c_singular_affine(s, t):
     a = np.diag([1.8, 1.8, 10.0, 1.0])
     a[:3, 2] = a[:3, 0] / 1.8 * 10.0  # third axis along the first: degenerate
@@ -457,6 +470,25 @@ def c_decode_wrong_keys(s, t):
     return ["decode", str(t / "codes.npz"), "--out", str(t / "v.nii.gz")]
 
 
+WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "cardiorecon" / "weights"
+
+
+def c_lag_weights(kind):
+    """lag given weights it cannot use: a truncated safetensors file, or another model kind's weights."""
+    def build(s, t):
+        w = t / "w"
+        w.mkdir()
+        if kind == "truncated":
+            shutil.copyfile(WEIGHTS / "diffae_tiny" / "model.json", w / "model.json")
+            (w / "model.safetensors").write_bytes((WEIGHTS / "diffae_tiny" / "model.safetensors").read_bytes()[:100000])
+        else:
+            for suffix in (".json", ".safetensors"):
+                shutil.copyfile(WEIGHTS / kind / f"model{suffix}", w / f"model{suffix}")
+        return ["reconstruct", str(s), "--method", "lag", "--frames", "ed", "--weights", str(w), "--out", str(t / "o")]
+
+    return build
+
+
 def c_out_file_for(command):
     def build(s, t):
         (t / "taken").write_text("keep me")
@@ -485,6 +517,8 @@ CASES = [
     ("NaN voxel", c_nan, ["sa.nii.gz", "NaN or infinite"]),
     ("inf voxel", c_inf, ["sa.nii.gz", "NaN or infinite"]),
     ("all-zero SAX", c_all_zero, ["sa.nii.gz", "constant"]),
+    ("blank frame asked of register", c_blank_frame("register"), ["subj", "frame 1", "blank"]),
+    ("blank frame asked of lag", c_blank_frame("lag"), ["subj", "frame 1", "blank"]),
     ("singular affine", c_singular_affine, ["sa.nii.gz", "singular"]),
     ("qform pixdim[3] 0", c_qform_pixdim_zero, ["sa.nii.gz", "pixdim[3] = 0"]),
     ("LAX with several slices", c_lax_several_slices, ["la_2ch.nii.gz", "one slice"]),
@@ -529,6 +563,9 @@ CASES = [
     ("CSV text in a number column", c_csv_text_in_number, ["results.csv", "must be a number"]),
     ("report --out holding its input", c_report_out_holds_input, ["would overwrite the input"]),
     ("decode a junk file", c_decode_junk, ["codes.safetensors", "not a codes file"]),
+    ("lag weights truncated", c_lag_weights("truncated"), ["model.safetensors", "not a safetensors weights file"]),
+    ("lag given a segmentation network", c_lag_weights("segnet_real"), ["model.json", "another kind of model"]),
+    ("lag given DMCVR weights", c_lag_weights("dmcvr_labels_tiny"), ["model.json", "DMCVR weights"]),
     ("decode arrays of another program", c_decode_wrong_keys, ["codes.npz", "not a codes file"]),
 ]
 

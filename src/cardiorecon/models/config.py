@@ -110,6 +110,8 @@ def read_config(path: str | Path, cls: type[C]) -> C:
         return config_from_json(cls, json.loads(path.read_text())["config"])
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise InputError(path, f"not a weights config ({exc})") from exc
+    except ConfigMismatchError as exc:  # another model kind's weights (a segmentation network's, ...): name the file
+        raise ConfigMismatchError(f"{path}: {exc}; these weights are for another kind of model") from exc
 
 
 def load_weights(module: nn.Module, config: Any, path: str | Path) -> nn.Module:

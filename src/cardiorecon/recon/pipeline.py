@@ -106,6 +106,12 @@ def reconstruct(study: Study, method: str, factor: int | None = None, spacing_mm
     method_class = get_method(method)
     f = resolve_factor(study, factor, spacing_mm)
     frame_list = study.resolve_frames(frames)
+    for t in frame_list:  # a blank frame would pass as a volume of zeros (or of a prior's guesses from nothing)
+        values = study.sax.data[..., t]
+        if float(np.ptp(values)) == 0.0:
+            raise InputError(study.meta.get("source") or study.sax.meta.get("source"),
+                             f"frame {t} of the SAX cine is {'blank (all zero)' if not values.any() else 'constant'}: "
+                             "no slice to reconstruct from; leave it out of --frames")
     notes: list[str] = []
     runner = method_class(method_class.options_for(config), model)
     runner.check_model(model, notes)
