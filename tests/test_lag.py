@@ -135,3 +135,20 @@ def test_a_non_finite_loss_keeps_the_best_codes_or_fails_clearly():
     assert len(result.history) == 3 and result.stopped and "non-finite" in result.stopped
     assert np.isfinite(result.dense).all()
     assert result.best_iteration == int(np.argmin([h["loss"] for h in result.history]))
+
+
+def test_the_reconstruct_command_runs_lag_with_the_shipped_speed_settings():
+    """What `cardiorecon reconstruct --method lag` runs without lag flags is ReconConfig's default: the refinement
+    of register with FAST_LAG (1 differentiable DDIM step, 8-step inversion to 0.4 T, at most 10 iterations)."""
+    import inspect
+
+    from cardiorecon.cli import reconstruction
+    from cardiorecon.recon import FAST_LAG, ReconConfig
+
+    params = inspect.signature(reconstruction.reconstruct).parameters
+    d = {k: getattr(v.default, "default", v.default) for k, v in params.items()}
+    config = reconstruction.recon_config(d["invert_steps"], d["decode_steps"], d["depth"], d["lag_iterations"],
+                                         d["lag_steps"], d["init"], d["lag_warm"], d["adapt"])
+    assert config == ReconConfig()
+    assert config.lag_init == "register" and config.lag == FAST_LAG
+    assert (FAST_LAG.ddim_steps, FAST_LAG.invert_steps, FAST_LAG.depth, FAST_LAG.max_iterations) == (1, 8, 0.4, 10)
