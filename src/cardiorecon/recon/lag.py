@@ -253,7 +253,7 @@ class LaxGuided(ReconMethod):
     weights = "diffae"
     guided_by_lax = True
     adaptable = True
-    seconds_per_frame = "65-100 s (10 iterations)"
+    seconds_per_frame = "30 s (ep_preclinical) to 280-360 s (UK Biobank-sized phantom), 10 iterations"
     Options = LagOptions
 
     @classmethod

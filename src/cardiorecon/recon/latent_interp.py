@@ -120,7 +120,7 @@ class DiffAEInterpolation(ReconMethod):
     summary = "diffusion-autoencoder codes of the acquired slices interpolated (lerp z_sem, slerp x_T), decoded"
     weights = "diffae"
     adaptable = True
-    seconds_per_frame = "15-30 s"
+    seconds_per_frame = "5-70 s (70 s on a UK Biobank-sized phantom)"
     Options = LatentOptions
 
     @classmethod
