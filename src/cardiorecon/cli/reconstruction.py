@@ -129,7 +129,9 @@ def run_reconstruction(study, method: str, config, weights: Path | None, device,
     from cardiorecon.models.pretrained import load_network
     from cardiorecon.plan import read_plan
     from cardiorecon.recon import get_method, reconstruct
+    from cardiorecon.recon.pipeline import refuse_blank_frames
 
+    refuse_blank_frames(study, kwargs.get("frames", "all"))
     cls = get_method(method)
     kind = cls.weights_for(cls.options_for(config))
     model = None if kind is None else load_network(kind, weights).to(device)
