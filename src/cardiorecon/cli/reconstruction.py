@@ -128,10 +128,17 @@ def run_reconstruction(study, method: str, config, weights: Path | None, device,
     or make it with `align`, and reconstruct."""
     from cardiorecon.models.pretrained import load_network
     from cardiorecon.plan import read_plan
+    from cardiorecon.errors import InputError
+    from cardiorecon.qc import check_input_frames
     from cardiorecon.recon import get_method, reconstruct
-    from cardiorecon.recon.pipeline import refuse_blank_frames
 
-    refuse_blank_frames(study, kwargs.get("frames", "all"))
+    # A blank or constant frame asked for would pass as a volume of zeros (or of a prior's guesses from nothing):
+    # refused here with quality control's own input rule; a cohort reconstructs it and its QC fails the subject.
+    frames = study.resolve_frames(kwargs.get("frames", "all"))
+    failed = [f for f in check_input_frames(study.sax.data[..., frames], frames, "the SAX cine") if f.level == "fail"]
+    if failed:
+        raise InputError(study.meta.get("source") or study.sax.meta.get("source"),
+                         f"{failed[0].message}: no slice to reconstruct from; leave it out of --frames")
     cls = get_method(method)
     kind = cls.weights_for(cls.options_for(config))
     model = None if kind is None else load_network(kind, weights).to(device)

@@ -89,18 +89,6 @@ def working_grid(model=None, config: ReconConfig = ReconConfig()) -> tuple[float
     return float(config.grid_spacing_mm or tiny.pixel_spacing_mm), int(config.grid_size or tiny.image_size)
 
 
-def refuse_blank_frames(study: Study, frames: str | int | list[int]) -> None:
-    """One line naming the study and the frame when a frame asked for is blank or constant: reconstructed, it would
-    pass as a volume of zeros (or of a prior's guesses from nothing). `reconstruct` itself leaves such frames to the
-    caller: a cohort reconstructs them and its quality control fails the subject with the reason."""
-    for t in study.resolve_frames(frames):
-        values = study.sax.data[..., t]
-        if float(np.ptp(values)) == 0.0:
-            raise InputError(study.meta.get("source") or study.sax.meta.get("source"),
-                             f"frame {t} of the SAX cine is {'blank (all zero)' if not values.any() else 'constant'}: "
-                             "no slice to reconstruct from; leave it out of --frames")
-
-
 def reconstruct(study: Study, method: str, factor: int | None = None, spacing_mm: float | None = None,
                 frames: str | int | list[int] = "all", lax_views: list[str] | None = None, model=None,
                 config: ReconConfig = ReconConfig(), progress: bool = False, align="off",
