@@ -169,8 +169,8 @@ def run_cases(out: Path, which: str, variants: list[str], score_fn, only: str = 
     log = out / "rows.jsonl"
     rows = [json.loads(x) for x in log.read_text().splitlines()] if log.is_file() else []
     done = {(r["case"], r["variant"]) for r in rows}
-    if summary_only:
-        return rows
+    if summary_only:  # the rows already scored, of the --only cases where given
+        return [r for r in rows if not only or r["case"] in only.split(",")]
     for name, load, frames in cases(which.split(",")):
         if only and name not in only.split(","):
             continue
