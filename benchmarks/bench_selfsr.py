@@ -19,11 +19,14 @@ register) to OUT/summary.md, and the per-(case, variant) means over frames to OU
 `--ed-only` scores the first frame of each case only (ED: ep frame 0, ACDC frame01, the study's ED frame).
 
 Ablations (issue 26; variants of VARIANTS): `selfsr-no-lax` (no LAX training pairs), `selfsr-Nsteps`
-(training budget), `selfsr-on-linear` (the residual on linear instead of register).
+(training budget), `selfsr-on-linear` (the residual on linear instead of register), `selfsr-per-frame`
+(one network per frame instead of one shared by ED and ES). With `--init WEIGHTS` (pre-trained on other
+subjects, `benchmarks/pretrain_selfsr.py`): `selfsr-pre` (fine-tuned the default 300 steps on the subject)
+and `selfsr-pre-0steps` (the pre-trained network alone, no per-subject step).
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_selfsr.py --out /tmp/selfsr26/main \\
         --variants linear,register,fusion,selfsr [--cases ep,sb,acdc,bv] [--only CASE,...] [--ed-only] \\
-        [--ref register] [--summary-only]
+        [--ref register] [--summary-only] [--init WEIGHTS]
 """
 
 from __future__ import annotations
@@ -202,7 +205,11 @@ def main() -> None:
     ap.add_argument("--ed-only", action="store_true", help="score the first (ED) frame of each case only")
     ap.add_argument("--ref", default="register", help="the variant the paired differences are taken against")
     ap.add_argument("--summary-only", action="store_true")
+    ap.add_argument("--init", type=Path, default=None, help="pre-trained selfsr weights for the selfsr-pre variants")
     args = ap.parse_args()
+    if args.init is not None:
+        VARIANTS["selfsr-pre"] = ("selfsr", {"init": str(args.init)})
+        VARIANTS["selfsr-pre-0steps"] = ("selfsr", {"init": str(args.init), "steps": 0})
     torch.set_num_threads(1)
     variants = [v for v in args.variants.split(",") if v]
     rows = run_cases(args.out, args.cases, variants, score, args.only, args.ed_only, args.summary_only)

@@ -26,7 +26,8 @@ from cardiorecon.training.acdc import acdc_prior_bank, acdc_split
 from cardiorecon.training.diffae import TrainConfig, train
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-SHIPPED = Path(__file__).resolve().parents[1] / "src" / "cardiorecon" / "weights" / "diffae_tiny" / "model"
+WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "cardiorecon" / "weights"
+SHIPPED = WEIGHTS / "diffae_tiny" / "model"
 
 
 def main() -> None:
@@ -36,10 +37,14 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=4000)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--init", type=Path, default=SHIPPED)
+    ap.add_argument("--init", type=Path, default=None,
+                    help="starting weights (default: diffae_tiny; with --dmcvr: diffae_real)")
+    ap.add_argument("--dmcvr", action="store_true", help="train DMCVR (dmcvr_labels_tiny) with segnet_real's morphology")
+    ap.add_argument("--seg-weights", type=Path, default=WEIGHTS / "segnet_real" / "model")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    config = NAMED_CONFIGS["tiny"]
+    config = NAMED_CONFIGS["dmcvr_labels_tiny" if args.dmcvr else "tiny"]
+    init = args.init or (WEIGHTS / "diffae_real" / "model" if args.dmcvr else SHIPPED)
     bank_path = args.out / "data" / "acdc_train.npy"
     if not bank_path.is_file():
         train_patients, held = acdc_split(args.acdc)
@@ -50,7 +55,7 @@ def main() -> None:
     data = [bank_path, DATA / "sunnybrook" / "SCD0000101", DATA / "sunnybrook" / "SCD0000201"]
     tc = TrainConfig(lr=args.lr, max_steps=args.max_steps, scale_range=(0.8, 1.25), bias_field=0.4,
                      checkpoint_every=100, figure_every=1000)
-    train(config, data, args.out, tc, init_from=args.init)
+    train(config, data, args.out, tc, init_from=init, seg_weights=args.seg_weights if args.dmcvr else None)
 
 
 if __name__ == "__main__":

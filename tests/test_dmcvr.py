@@ -104,6 +104,37 @@ def test_label_map_morphology_encoder(study, tmp_path):
     assert padded and all(k.startswith("decoder.down.") for k in padded)
 
 
+def test_window_segmenter_morphology_on_the_prior_grid(study, tmp_path):
+    """Issue 28: the morphology of a whole-field (window) segmentation network, which works at its own
+    pixel spacing: each slice resampled to it and the probabilities brought back to the prior's grid.
+    A slice resampled for a window network at the prior's own spacing gives the network's own output."""
+    window = SegConfig(name="seg_window_micro", image_size=32, pixel_spacing_mm=2.0, features=(8, 8, 8, 8, 8, 8),
+                       inference="window")
+    model = _perturbed(DMCVR(MICRO_LABELS, window), seed=3)  # prior 32 px of 4 mm, window network at 2 mm
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    m = model.morphology(x)
+    assert m.shape == (2, 3, 32, 32) and torch.isfinite(m).all()
+    assert float(m.min()) >= 0 and float(m.sum(1).max()) <= 1 + 1e-5
+    # where both grids are the same the resampling is the identity: the network's own probabilities
+    from cardiorecon.models.dmcvr import MorphologyEncoder
+
+    same = MorphologyEncoder(model.morphology.segnet, 1, "labels", grid_spacing_mm=2.0)
+    torch.testing.assert_close(same(x), torch.softmax(model.morphology.segnet(x), dim=1)[:, 1:4])
+    # at 4 mm the network sees a 64 px slice: its output differs from the one on the 32 px slice
+    assert (m - same(x)).abs().max() > 1e-4
+    # only label maps come from a window network, and it needs the prior's pixel spacing
+    with pytest.raises(ConfigMismatchError, match="only label maps"):
+        check_pair(MICRO, window)
+    with pytest.raises(ConfigMismatchError, match="label maps"):
+        MorphologyEncoder(model.morphology.segnet, 1, "labels")
+    # saved and loaded as a pair; reconstructs with the acquired slices unchanged
+    folder = _save(model, tmp_path / "window")
+    loaded = load_dmcvr(folder)
+    torch.testing.assert_close(loaded.morphology(x), m)
+    rec = reconstruct(study, "dmcvr", factor=2, frames="ed", model=loaded, config=FAST)
+    np.testing.assert_array_equal(rec.normalised.data[:, :, ::2, 0], rec.grid.image.data[..., 0])
+
+
 def test_method_and_weights_must_match(study, micro):
     plain = DiffAE(dataclasses.replace(MICRO, morph_channels=0))
     with pytest.raises(ValueError, match="DMCVR weights"):

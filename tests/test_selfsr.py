@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -243,3 +245,39 @@ def test_selfsr_options_on_the_command_line(tmp_path):
     assert res.exit_code == 0, res.output
     listing = res.output.split("\nselfsr ")[1]
     assert "--option base=register, use_lax=True, steps=300" in listing and "in no default method list" in listing
+
+
+def test_pretrained_network_fine_tunes_from_its_weights_and_a_mismatch_is_refused(tmp_path):
+    """Issue 26: pre-training on other subjects (`training.selfsr.pretrain`) writes safetensors + JSON;
+    `init` starts the subject's network from them (steps=0: the pre-trained network itself, so its
+    output is the saved network's), and weights of another architecture are refused naming the file."""
+    import dataclasses
+
+    from cardiorecon.errors import ConfigMismatchError
+    from cardiorecon.recon.selfsr import apply, load_srnet
+    from cardiorecon.training.selfsr import pretrain
+
+    cfg = dataclasses.replace(FAST, base="linear")
+    studies = {"a": (_toy_study(), [0]), "b": (_toy_study(thickness_mm=6.0), [0])}
+    path = pretrain(studies, tmp_path / "pre", factor=2, drop=1, config=cfg, steps=40, log=lambda *_: None)
+    info = json.loads(path.with_suffix(".json").read_text())
+    assert info["pretraining"]["subjects"] == {"a": [0], "b": [0]} and info["pretraining"]["steps"] == 40
+    assert info["pretraining"]["samplings"]["b"]["thickness_px"] == pytest.approx(3.0)  # 6 mm on the 2 mm grid
+    net = load_srnet(path, cfg)
+    assert any(float(p.detach().abs().max()) > 0 for p in net.body[-1].parameters())  # it trained: the last layer moved
+    stack = _toy_grid(_toy_study()).image.data[..., 0]
+    sampling = Sampling.of(2.0, 10.0, 8.0, 2)
+    as_is = fit({0: stack}, sampling, dataclasses.replace(cfg, init=str(path), steps=0))
+    base = interpolate_stack(stack, 2, "linear")
+    np.testing.assert_allclose(as_is.nets[None](torch.zeros(1, 2, 9, 16)).detach().numpy(),
+                               net(torch.zeros(1, 2, 9, 16)).detach().numpy())
+    out = as_is.reconstruct(stack)
+    expected = apply(net, base, 2)
+    expected[:, :, ::2] = stack
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    tuned = fit({0: stack}, sampling, dataclasses.replace(cfg, init=str(path), steps=5), notes=(notes := []))
+    assert "pre-trained" in notes[-1] and not torch.equal(tuned.nets[None].body[0].weight, net.body[0].weight)
+    with pytest.raises(ConfigMismatchError, match="pre.json"):
+        fit({0: stack}, sampling, dataclasses.replace(cfg, init=str(path), channels=16))
+    with pytest.raises(ConfigMismatchError, match="pre.json"):  # trained on a linear base, asked for register
+        load_srnet(path, dataclasses.replace(cfg, base="register"))

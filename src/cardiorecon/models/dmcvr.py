@@ -43,14 +43,37 @@ def morph_channels(seg_config: SegConfig, level: int, source: str = "features") 
 
 class MorphologyEncoder(nn.Module):
     """Frozen: slices (B, 1, H, W) in [-1, 1] -> regional features (B, 3 C, H / 2**level, W / 2**level)
-    ("features"), or the predicted probability maps of the three structures (B, 3, H, W) ("labels")."""
+    ("features"), or the predicted probability maps of the three structures (B, 3, H, W) ("labels").
 
-    def __init__(self, segnet: SegNet, level: int = 2, source: str = "features"):
+    A crop network (`seg_tiny`) works on the DiffAE grid itself. A whole-field window network
+    (`seg_real`, 1.5 mm; issue 28: the morphology of the network trained on real labelled hearts) sees
+    each slice resampled from the DiffAE's pixel spacing (`grid_spacing_mm`) to its own, padded to a
+    multiple of 16 with the background value; its class probabilities come back to the DiffAE grid
+    (bilinear, so they still sum to one). Only the "labels" source is defined for it: its encoder
+    features live on its own grid."""
+
+    def __init__(self, segnet: SegNet, level: int = 2, source: str = "features", grid_spacing_mm: float | None = None):
         super().__init__()
         self.segnet = segnet.eval().requires_grad_(False)
         self.level = level
         self.source = source
         morph_channels(segnet.config, level, source)  # refuses an unknown source
+        self.window = segnet.config.inference == "window"
+        if self.window and (source != "labels" or grid_spacing_mm is None):
+            raise ConfigMismatchError(f"the window segmentation network {segnet.config.name!r} gives DMCVR's "
+                                      f"morphology only as label maps (morph_source 'labels') on a grid of known "
+                                      f"pixel spacing")
+        self.scale = 1.0 if grid_spacing_mm is None else grid_spacing_mm / segnet.config.pixel_spacing_mm
+
+    def _window_probs(self, x0: torch.Tensor) -> torch.Tensor:
+        h, w = x0.shape[-2:]
+        size = (round(h * self.scale), round(w * self.scale))
+        x = F.interpolate(x0.float(), size=size, mode="bilinear", align_corners=False)
+        ph, pw = (-size[0]) % 16, (-size[1]) % 16
+        x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), value=-1.0)
+        probs = torch.softmax(self.segnet(x).float(), dim=1)
+        probs = probs[..., ph // 2:ph // 2 + size[0], pw // 2:pw // 2 + size[1]]
+        return F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=False)
 
     @property
     def channels(self) -> int:
@@ -61,6 +84,8 @@ class MorphologyEncoder(nn.Module):
 
     @torch.no_grad()
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        if self.window:
+            return self._window_probs(x0)[:, list(MORPH_CLASSES)].contiguous()
         probs = torch.softmax(self.segnet(x0).float(), dim=1)
         if self.source == "labels":
             return probs[:, list(MORPH_CLASSES)].contiguous()
@@ -77,7 +102,8 @@ class DMCVR(nn.Module):
         check_pair(config, seg_config)
         self.config, self.seg_config = config, seg_config
         self.diffae = DiffAE(config)
-        self.morphology = MorphologyEncoder(SegNet(seg_config), config.morph_level, config.morph_source)
+        self.morphology = MorphologyEncoder(SegNet(seg_config), config.morph_level, config.morph_source,
+                                            config.pixel_spacing_mm)
 
     def encode(self, x0: torch.Tensor) -> torch.Tensor:
         return self.diffae.encode(x0)
@@ -96,6 +122,11 @@ def check_pair(config: DiffAEConfig, seg_config: SegConfig) -> None:
         raise ConfigMismatchError(
             f"DiffAE config {config.name!r} expects {config.morph_channels} morphology channels ({config.morph_source} "
             f"at level {config.morph_level}), segmentation config {seg_config.name!r} gives {want}")
+    if seg_config.inference == "window":  # any grid: the slices are resampled to its spacing
+        if config.morph_source != "labels":
+            raise ConfigMismatchError(f"DiffAE config {config.name!r} takes {config.morph_source!r} morphology; the "
+                                      f"window segmentation network {seg_config.name!r} gives only label maps")
+        return
     if (config.image_size, config.pixel_spacing_mm) != (seg_config.image_size, seg_config.pixel_spacing_mm):
         raise ConfigMismatchError(
             f"DiffAE grid {config.image_size} px at {config.pixel_spacing_mm} mm differs from the segmentation "

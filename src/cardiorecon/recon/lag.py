@@ -228,7 +228,7 @@ class LagOptions:
 
     lag: LagConfig = LagConfig()
     lax_samples: int = 3
-    init: str = "diffae"
+    init: str = "register"  # the shipped default (ReconConfig.lag_init): refine register
     warm: str = "off"
     warm_iterations: int | None = None
     register: object = None  # RegisterConfig

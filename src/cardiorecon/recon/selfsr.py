@@ -24,6 +24,9 @@ loses, so a small network can learn to restore it with no training set:
    slices are copied back unchanged.
 
 One network is trained per call on the requested frames together (`per_frame=False`) or one per frame.
+Pre-training (`init`, issue 26): the network can start from weights pre-trained on many subjects' own
+pairs (`training.selfsr.pretrain`, `benchmarks/pretrain_selfsr.py`; safetensors + JSON, `SRNetConfig`)
+and is then fine-tuned `steps` steps on the subject (`steps=0`: the pre-trained network alone).
 Geometry comes from the working grid (pixel p, slice step S) and the study (slice thickness T).
 
 The method (`SelfSRMethod`, registered as `selfsr`; options `SelfSRConfig`): `cardiorecon reconstruct
@@ -82,6 +85,7 @@ class SelfSRConfig:
     device: str = "cpu"
     num_threads: int = 1  # torch threads while training (small tensors; see fusion.FusionConfig)
     seed: int = 0
+    init: str = ""  # pre-trained SRNet weights (a .safetensors path or its folder) to fine-tune from; "" none
     register: RegisterConfig = RegisterConfig()
 
     def __post_init__(self):
@@ -264,6 +268,34 @@ def lax_pairs(plane: np.ndarray, sampling: Sampling, config: SelfSRConfig = Self
 
 # --------------------------------------------------------------------------------------- network
 
+@dataclass(frozen=True)
+class SRNetConfig:
+    """The architecture of saved `selfsr` weights (the JSON beside the .safetensors): a pre-trained
+    network fits only a `SelfSRConfig` of the same channels, layers and base."""
+
+    name: str = "selfsr_net"
+    channels: int = 32
+    layers: int = 6
+    base: str = "register"
+
+    @classmethod
+    def of(cls, config: "SelfSRConfig") -> "SRNetConfig":
+        return cls(channels=config.channels, layers=config.layers, base=config.base)
+
+
+def load_srnet(path, config: "SelfSRConfig") -> "SRNet":
+    """Pre-trained `selfsr` weights (`path`: NAME.safetensors, its stem, or a folder holding model.safetensors)
+    for `config`; refuses (one line naming the JSON) weights of another architecture or base, or of another
+    kind of model."""
+    from pathlib import Path
+
+    from cardiorecon.models.config import load_weights
+    from cardiorecon.models.pretrained import resolve_weights
+
+    stem = resolve_weights(Path(path), name="model")
+    return load_weights(SRNet(config.channels, config.layers), SRNetConfig.of(config), stem)
+
+
 class SRNet(nn.Module):
     """(B, 2, J, N) [base estimate, acquired-row mask] -> (B, 1, J, N) = base + residual."""
 
@@ -287,16 +319,19 @@ def _inputs(base: np.ndarray, acquired: np.ndarray) -> np.ndarray:
 
 
 def train(pairs: Pairs, config: SelfSRConfig = SelfSRConfig(), progress: bool = False, desc: str = "selfsr",
-          history: list | None = None) -> SRNet:
+          history: list | None = None, start: SRNet | None = None) -> SRNet:
     """Fit an SRNet on `pairs` for `config.steps` Adam steps: random crops (all pairs cropped to the
     shortest pair's rows, `crop` columns), random flips of both axes, L1 on the rows between acquired
-    rows. `history` (if given) receives the loss of every step."""
+    rows. `start`: weights to fine-tune (copied; the argument is not changed), else a new network.
+    `history` (if given) receives the loss of every step."""
     if not len(pairs):
         raise InputError(None, "selfsr: no training pair could be made (images shorter than two slice steps)")
     device = torch.device(config.device)
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     net = SRNet(config.channels, config.layers).to(device)
+    if start is not None:
+        net.load_state_dict(start.state_dict())
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, config.steps))
     rows = min(b.shape[0] for b in pairs.base)
@@ -409,6 +444,7 @@ def fit(stacks: dict[int, np.ndarray], sampling: Sampling, config: SelfSRConfig 
         return model
     groups = {t: [t] for t in stacks} if config.per_frame else {None: list(stacks)}
     lax_planes = lax_planes or {}
+    start = load_srnet(config.init, config) if config.init else None
     for key, frames in groups.items():
         pairs = Pairs()
         for i, t in enumerate(stacks):
@@ -422,9 +458,10 @@ def fit(stacks: dict[int, np.ndarray], sampling: Sampling, config: SelfSRConfig 
         for s in pairs.source:
             model.pairs[s] = model.pairs.get(s, 0) + 1
         model.nets[key] = train(pairs, config, progress, "  selfsr training" + ("" if key is None else f" frame {key}"),
-                                model.history)
+                                model.history, start)
     model.seconds = time.perf_counter() - t0
-    notes.append(f"selfsr: {config.base} + CNN trained {config.steps} steps on "
+    notes.append(f"selfsr: {config.base} + CNN " + (f"pre-trained ({config.init}), fine-tuned" if start else "trained")
+                 + f" {config.steps} steps on "
                  + ", ".join(f"{n} {k}" for n, k in sorted(model.pairs.items()))
                  + f" planes ({model.seconds:.1f} s, in the seconds of the frame it trained at)")
     return model
@@ -497,5 +534,5 @@ class SelfSRMethod(ReconMethod):
         return self.trained[key].reconstruct(work.stack(frame), frame)
 
 
-__all__ = ["BASES", "Pairs", "SRNet", "Sampling", "SelfSR", "SelfSRConfig", "SelfSRMethod", "apply", "base_estimate",
-           "degrade", "fit", "inplane_pairs", "lax_pairs", "lax_plane", "prepare", "slab_rows", "train"]
+__all__ = ["BASES", "Pairs", "SRNet", "SRNetConfig", "Sampling", "SelfSR", "SelfSRConfig", "SelfSRMethod", "apply",
+           "base_estimate", "degrade", "fit", "inplane_pairs", "lax_pairs", "lax_plane", "load_srnet", "prepare", "slab_rows", "train"]

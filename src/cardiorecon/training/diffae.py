@@ -245,7 +245,7 @@ def train(config: DiffAEConfig, data: list[str | Path], out: str | Path, train_c
             segnet = load_segnet(seg_weights)
             save_weights(segnet, segnet.config, kept)
         check_pair(config, segnet.config)
-        morphology = MorphologyEncoder(segnet, config.morph_level, config.morph_source)
+        morphology = MorphologyEncoder(segnet, config.morph_level, config.morph_source, config.pixel_spacing_mm)
     settings = {"model": config_to_json(config), "train": config_to_json(train_config),
                 "data": [str(d) for d in data], "init_from": None if init_from is None else str(init_from),
                 "exclude_frames": exclude_frames or {}}
