@@ -62,7 +62,8 @@ def run_of(label: str, base: ReconConfig) -> tuple[str, str, ReconConfig]:
             key, _, value = item.partition("=")
             if key not in fields:
                 raise SystemExit(f"{label}: {key!r} is not a LagConfig field ({', '.join(fields)})")
-            changes[key] = None if value in ("none", "None") else type(getattr(cfg.lag, key) or 0.0)(float(value))
+            kind = int if str(fields[key]).startswith("int") else float  # "int", "int | None", "float", ...
+            changes[key] = None if value in ("none", "None") else kind(float(value))
         cfg = dataclasses.replace(cfg, lag=dataclasses.replace(cfg.lag, **changes))
     return label, method, cfg
 

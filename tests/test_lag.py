@@ -114,6 +114,37 @@ def test_a_refinement_returns_the_volume_its_objective_scored():
     assert float(objective) <= result.history[0]["loss"] + 1e-6
 
 
+def test_a_windowed_refinement_changes_only_its_window():
+    """Issue 28 (speed): `LagConfig.window` optimises only the central window of each new slice (codes of that
+    crop); outside it the result is the start volume exactly, inside it the LAX agreement still rises."""
+    from cardiorecon.recon.latent_interp import centre_window, dense_codes
+
+    acquired, codes, ops, images = _problem()
+    assert centre_window((8, 8), 4) == (2, 6, 2, 6) and centre_window((8, 8), 8) is None
+    assert centre_window((9, 12), 4) == (2, 6, 4, 8) and centre_window((8, 8), None) is None
+    base = torch.rand((2, 1, 8, 8), generator=torch.Generator().manual_seed(4)) * 0.4 - 0.2
+    box = (2, 6, 2, 6)
+    codes = GapCodes(codes.z_sem, codes.x_T[..., 2:6, 2:6].clone(), codes.left, codes.alpha, codes.out_index,
+                     base=base, window=box)
+    result = optimise(LinearEps(), acquired, codes, 2, ops, images, CONFIG)
+    new = result.dense[:, :, codes.out_index]  # (8, 8, 2)
+    start = base[:, 0].permute(1, 2, 0).numpy()
+    outside = np.ones((8, 8), bool)
+    outside[2:6, 2:6] = False
+    np.testing.assert_array_equal(new[outside], start[outside])
+    assert np.abs(new[2:6, 2:6] - start[2:6, 2:6]).max() > 1e-3
+    assert result.agreement_after["view"] > result.agreement_before["view"]
+    np.testing.assert_array_equal(result.dense[:, :, [0, 2, 4]], acquired.numpy())
+    # dense_codes encodes just the window of the new slices, and keeps the whole slices as the base
+    from cardiorecon.models.diffae import DiffAE
+    from conftest import micro_config
+
+    model = DiffAE(micro_config()).eval()
+    dense = np.random.default_rng(0).uniform(-1, 1, (40, 40, 5)).astype(np.float32)
+    gap = dense_codes(model, dense, 2, 2, depth=0.4, window=24)
+    assert gap.window == (8, 32, 8, 32) and gap.x_T.shape[-2:] == (24, 24) and gap.base.shape[-2:] == (40, 40)
+
+
 def test_lag_restores_the_callers_requires_grad():
     acquired, codes, ops, images = _problem()
     model = LinearEps()

@@ -66,6 +66,9 @@ class LagConfig:
     final_decode_steps: int | None = None  # decode the optimised codes with more steps at the end (not a refinement)
     checkpoint: bool = True
     depth: float = 1.0  # DDIM inversion depth of the codes (1: to pure noise, the seed)
+    # refinement (init register / fusion) only: optimise the central window x window pixels of each new slice
+    # (the heart region the working grid is centred on), the start volume kept outside it; None: the whole slice
+    window: int | None = None
     max_seconds: float | None = None  # stop optimising after this long (benchmarks of slow settings)
 
 
@@ -157,7 +160,11 @@ def _optimise(model, acquired, codes, factor, operators, images, config, progres
         with torch.no_grad():
             ref = ddim_sample(model.eps, seed_x, schedule, steps, cond=cond(seed_z), top=top)
         base = codes.base.to(ref)
-        return lambda new: base + (new - ref)
+        if codes.window is None:
+            return lambda new: base + (new - ref)
+        r0, r1, c0, c1 = codes.window
+        X, Y = base.shape[-2:]
+        return lambda new: base + torch.nn.functional.pad(new - ref, (c0, Y - c1, r0, X - r1))
 
     refine = residual(config.ddim_steps)
     for it in range(config.max_iterations):
@@ -287,7 +294,8 @@ class LaxGuided(ReconMethod):
         register / fusion volume."""
         o, lc = self.options, self.options.lag
         if o.init in ("register", "fusion"):
-            return dense_codes(self.model, self.start_volume(work, frame), work.factor, lc.invert_steps, depth=lc.depth)
+            return dense_codes(self.model, self.start_volume(work, frame), work.factor, lc.invert_steps, depth=lc.depth,
+                               window=lc.window)
         return diffae_codes(self.model, work.stack(frame), work.factor, lc.invert_steps, depth=lc.depth)[1]
 
     def start_volume(self, work: Work, frame: int) -> np.ndarray:

@@ -36,6 +36,9 @@ class GapCodes:
     # the new slices of the volume the codes were encoded from (`dense_codes`: lag --init register or
     # fusion), (N, 1, H, W): lag then refines that volume by the change of the decoded codes (residual)
     base: torch.Tensor | None = None
+    # (r0, r1, c0, c1): the codes describe only this in-plane window of the new slices (`dense_codes(...,
+    # window=)`: lag refines the heart region and keeps the start volume outside it); None: the whole slice
+    window: tuple[int, int, int, int] | None = None
 
 
 def lerp(a: torch.Tensor, b: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
@@ -90,17 +93,33 @@ def reconstruct_diffae(model: DiffAE, stack: np.ndarray, factor: int, invert_ste
     return dense.cpu().numpy(), codes
 
 
-def dense_codes(model: DiffAE, dense: np.ndarray, factor: int, invert_steps: int, depth: float = 1.0) -> GapCodes:
+def centre_window(shape_xy: tuple[int, int], size: int | None) -> tuple[int, int, int, int] | None:
+    """(r0, r1, c0, c1) of the size x size window at the centre of an (X, Y) slice; None when `size` is
+    None or the window would hold the whole slice."""
+    X, Y = shape_xy
+    if size is None or (size >= X and size >= Y):
+        return None
+    h, w = min(size, X), min(size, Y)
+    r0, c0 = (X - h) // 2, (Y - w) // 2
+    return r0, r0 + h, c0, c0 + w
+
+
+def dense_codes(model: DiffAE, dense: np.ndarray, factor: int, invert_steps: int, depth: float = 1.0,
+                window: int | None = None) -> GapCodes:
     """Codes of the new slices of a dense stack (X, Y, (Z-1)f+1) made by another method (`lag --init
     register|fusion`): each new slice encoded itself (z_sem by the encoder, x_T by DDIM inversion),
-    so decoding the codes gives back (close to) that volume instead of the latent interpolants."""
+    so decoding the codes gives back (close to) that volume instead of the latent interpolants.
+    `window` (pixels): only the central window x window of each new slice is encoded (the heart region
+    at the centre of the working grid; `GapCodes.window`), the whole slice stays in `base`."""
     num_acquired = (dense.shape[2] - 1) // factor + 1
     ks, alphas, idx = new_slice_positions(num_acquired, factor)
     x0 = torch.from_numpy(np.ascontiguousarray(np.moveaxis(dense[:, :, idx], 2, 0)))[:, None].float()
     x0 = x0.to(next(model.parameters()).device)  # tensors follow the model (cardiorecon.device)
-    morph = model.morphology(x0) if hasattr(model, "morphology") else None
-    z, x_T = encode(model, x0, invert_steps, depth=depth, morph=morph)
-    return GapCodes(z, x_T, ks, alphas, idx, morph, base=x0)
+    box = centre_window(dense.shape[:2], window)
+    crop = x0 if box is None else x0[..., box[0]:box[1], box[2]:box[3]].contiguous()
+    morph = model.morphology(crop) if hasattr(model, "morphology") else None
+    z, x_T = encode(model, crop, invert_steps, depth=depth, morph=morph)
+    return GapCodes(z, x_T, ks, alphas, idx, morph, base=x0, window=box)
 
 
 @dataclass(frozen=True)
