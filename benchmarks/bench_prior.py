@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_selfsr import dropped_slice_rows, per_case, run_cases, summary  # noqa: E402  (same cases and scoring)
 
-from cardiorecon.models.pretrained import load_diffae  # noqa: E402
+from cardiorecon.models.pretrained import load_diffae, load_dmcvr  # noqa: E402
 from cardiorecon.recon import ReconConfig, reconstruct  # noqa: E402
 
 # variant -> (method, prior: None / "tiny" / "real", ReconConfig overrides)
@@ -39,6 +39,9 @@ VARIANTS = {
     "diffae-tiny": ("diffae", "tiny", {}), "diffae-real": ("diffae", "real", {}),
     "lag-reg-tiny": ("lag", "tiny", {"lag_init": "register"}), "lag-reg-real": ("lag", "real", {"lag_init": "register"}),
     "lag-tiny": ("lag", "tiny", {}), "lag-real": ("lag", "real", {}),  # lag as shipped: started from diffae's codes
+    # DMCVR: the shipped dmcvr_labels_tiny (phantom + Sunnybrook, seg_tiny's morphology) against the one retrained
+    # on the real slices with segnet_real's morphology (`train_prior_real.py --dmcvr`, weights of --dmcvr-real)
+    "dmcvr-tiny": ("dmcvr", "dmcvr-tiny", {}), "dmcvr-real": ("dmcvr", "dmcvr-real", {}),
 }
 # rows of `lag-reg-tiny-v0` in a results folder are lag --init register before the refinement (commit 9622ab2:
 # the prior's decoding of register's codes, and diffae's interpolation where no LAX view guides)
@@ -55,7 +58,7 @@ def score(study, sub, variant: str, frames: list[int], models: dict) -> list[dic
     return dropped_slice_rows(study, rec, variant, frames)
 
 
-def lax_holdout(out: Path, prior: str, real: str | None, methods: list[str]) -> None:
+def lax_holdout(out: Path, prior: str, real: str | None, methods: list[str], dmcvr_real: str | None = None) -> None:
     """Each of biv-me's LAX views held out in turn (the others guide), frame 0 (the study gives no ED),
     factor 5: the NCC of the reconstruction on the held-out view's plane, as `cardiorecon evaluate
     --protocol lax-holdout`."""
@@ -65,7 +68,8 @@ def lax_holdout(out: Path, prior: str, real: str | None, methods: list[str]) -> 
     from bench_selfsr import DATA
 
     ev = Evaluator(methods=methods, config=ReconConfig(lag_init="register"), progress=False)
-    ev.load(weights=None if prior == "tiny" else real, segmentation=False)
+    ev.load(weights=None if prior == "tiny" else real, dmcvr_weights=None if prior == "tiny" else dmcvr_real,
+            segmentation=False)
     rows = lax_holdout_protocol(ev, [DATA / "bivme_patient1" / "dicoms"], frames="0", factor=5)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"lax_holdout_{prior}.json").write_text(json.dumps(rows, indent=1, default=float) + "\n")
@@ -82,6 +86,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--real", default=None, help="the real prior's weights (stem of .safetensors/.json)")
+    ap.add_argument("--dmcvr-real", default=None, help="the retrained DMCVR's weights (folder with model + segnet)")
     ap.add_argument("--variants", default="linear,register,diffae-tiny,diffae-real")
     ap.add_argument("--cases", default="ep,sb,acdc")
     ap.add_argument("--only", default="")
@@ -96,7 +101,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.lax_holdout:
-        lax_holdout(args.out, args.lax_holdout, args.real, args.lax_methods.split(","))
+        lax_holdout(args.out, args.lax_holdout, args.real, args.lax_methods.split(","), args.dmcvr_real)
         return
     args.out.mkdir(parents=True, exist_ok=True)
     variants = [v for v in args.variants.split(",") if v]
@@ -110,6 +115,12 @@ def main() -> None:
         if args.real is None:
             raise SystemExit("--real WEIGHTS is needed for the -real variants")
         models["real"] = load_diffae(args.real).eval()
+    if any(VARIANTS.get(v, (None, None))[1] == "dmcvr-tiny" for v in variants):
+        models["dmcvr-tiny"] = load_dmcvr(None).eval()
+    if any(VARIANTS.get(v, (None, None))[1] == "dmcvr-real" for v in variants):
+        if args.dmcvr_real is None:
+            raise SystemExit("--dmcvr-real WEIGHTS is needed for the dmcvr-real variant")
+        models["dmcvr-real"] = load_dmcvr(args.dmcvr_real).eval()
     rows = run_cases(args.out, args.cases, variants, lambda st, sub, v, fr: score(st, sub, v, fr, models),
                      args.only, args.ed_only, args.summary_only)
     text = summary(rows, variants, args.ref)

@@ -489,6 +489,20 @@ def c_lag_weights(kind):
     return build
 
 
+def c_selfsr_init(kind):
+    """selfsr told to fine-tune weights that are not a selfsr network: another kind's, or none at all."""
+    def build(s, t):
+        w = t / "w"
+        w.mkdir()
+        if kind == "diffae":
+            for suffix in (".json", ".safetensors"):
+                shutil.copyfile(WEIGHTS / "diffae_tiny" / f"model{suffix}", w / f"model{suffix}")
+        return ["reconstruct", str(s), "--method", "selfsr", "--frames", "ed", "--option", f"init={w}",
+                "--option", "steps=5", "--out", str(t / "o")]
+
+    return build
+
+
 def c_out_file_for(command):
     def build(s, t):
         (t / "taken").write_text("keep me")
@@ -567,6 +581,8 @@ CASES = [
     ("lag given a segmentation network", c_lag_weights("segnet_real"), ["model.json", "another kind of model"]),
     ("lag given DMCVR weights", c_lag_weights("dmcvr_labels_tiny"), ["model.json", "DMCVR weights"]),
     ("decode arrays of another program", c_decode_wrong_keys, ["codes.npz", "not a codes file"]),
+    ("selfsr init from a DiffAE", c_selfsr_init("diffae"), ["model.json", "another kind of model"]),
+    ("selfsr init from an empty folder", c_selfsr_init("none"), ["no model.safetensors"]),
 ]
 
 
