@@ -1,7 +1,7 @@
 """Pre-train `selfsr`'s network on the ACDC training patients (issue 26).
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/pretrain_selfsr.py --out RUN/selfsr_pre \\
-        [--patients 30] [--steps 3000] [--factor 2 --drop 2]
+        [--patients 16] [--steps 3000] [--factor 2 --drop 2]
 
 Subjects: ACDC training patients only (`training.acdc.acdc_split`: never `ACDC_HOLDOUT`), ED and ES, read
 as `benchmarks/bench_selfsr.py` reads ACDC (HDF5 without geometry: nominal 1.5 mm pixels, 10 mm step, 8 mm
@@ -31,7 +31,7 @@ from cardiorecon.training.selfsr import pretrain  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="weights stem (writes OUT.safetensors and OUT.json)")
-    ap.add_argument("--patients", type=int, default=30)
+    ap.add_argument("--patients", type=int, default=16)
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--factor", type=int, default=2)
     ap.add_argument("--drop", type=int, default=2)
