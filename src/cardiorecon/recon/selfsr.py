@@ -445,6 +445,11 @@ def fit(stacks: dict[int, np.ndarray], sampling: Sampling, config: SelfSRConfig 
     groups = {t: [t] for t in stacks} if config.per_frame else {None: list(stacks)}
     lax_planes = lax_planes or {}
     start = load_srnet(config.init, config) if config.init else None
+    if start is not None and config.steps == 0:  # the pre-trained network as it is: no pairs to build
+        model.nets[None] = start.to(torch.device(config.device)).eval()
+        model.seconds = time.perf_counter() - t0
+        notes.append(f"selfsr: {config.base} + CNN pre-trained ({config.init}), used as is (0 steps on this subject)")
+        return model
     for key, frames in groups.items():
         pairs = Pairs()
         for i, t in enumerate(stacks):
