@@ -268,3 +268,18 @@ def test_a_split_norm_initialisation_reproduces_the_plain_diffae_whatever_the_mo
         with pytest.warns(UserWarning, match="regroups the old channels"):
             init_from_diffae(joint, plain)
         assert (joint.eps(x_t, t, (z, torch.zeros(morph_shape))) - want).abs().max() > 1e-3
+
+
+def test_the_shipped_real_dmcvr_loads_with_the_window_segmenter():
+    """weights/dmcvr_real (issue 28): the decoder and its copy of segnet_real load as a pair; its morphology comes
+    from the window network at 1.5 mm, resampled from the 2 mm grid."""
+    from pathlib import Path
+
+    folder = Path(DEFAULT_DMCVR).parent / "dmcvr_real"
+    model = load_dmcvr(folder)
+    assert model.seg_config.inference == "window" and model.config.morph_source == "labels"
+    assert model.morphology.scale == pytest.approx(2.0 / 1.5)
+    x = torch.linspace(-1, 1, 64 * 64).reshape(1, 1, 64, 64)
+    m = model.morphology(x)
+    assert m.shape == (1, 3, 64, 64) and float(m.sum(1).max()) <= 1 + 1e-5
+    assert (folder / "MODEL_CARD.md").read_text().count("ACDC hold-out") >= 1
