@@ -21,6 +21,7 @@ priors are the 20 ACDC hold-out patients and ep_preclinical.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -31,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_selfsr import dropped_slice_rows, per_case, run_cases, summary  # noqa: E402  (same cases and scoring)
 
 from cardiorecon.models.pretrained import load_diffae, load_dmcvr  # noqa: E402
-from cardiorecon.recon import ReconConfig, reconstruct  # noqa: E402
+from cardiorecon.recon import FAST_LAG, ReconConfig, reconstruct  # noqa: E402
 
 # variant -> (method, prior: None / "tiny" / "real", ReconConfig overrides)
 VARIANTS = {
@@ -42,6 +43,12 @@ VARIANTS = {
     # DMCVR: the shipped dmcvr_labels_tiny (phantom + Sunnybrook, seg_tiny's morphology) against the one retrained
     # on the real slices with segnet_real's morphology (`train_prior_real.py --dmcvr`, weights of --dmcvr-real)
     "dmcvr-tiny": ("dmcvr", "dmcvr-tiny", {}), "dmcvr-real": ("dmcvr", "dmcvr-real", {}),
+    # lag refining register on the central 64 px window of each new slice (LagConfig.window), 10 or 3 iterations
+    "lag-reg-tiny-w64": ("lag", "tiny", {"lag_init": "register", "lag": dataclasses.replace(FAST_LAG, window=64)}),
+    "lag-reg-tiny-w64-3it": ("lag", "tiny", {"lag_init": "register",
+                                             "lag": dataclasses.replace(FAST_LAG, window=64, max_iterations=3)}),
+    "lag-reg-tiny-full": ("lag", "tiny", {"lag_init": "register",
+                                          "lag": dataclasses.replace(FAST_LAG, window=None, max_iterations=10)}),
 }
 # rows of `lag-reg-tiny-v0` in a results folder are lag --init register before the refinement (commit 9622ab2:
 # the prior's decoding of register's codes, and diffae's interpolation where no LAX view guides)
@@ -58,7 +65,8 @@ def score(study, sub, variant: str, frames: list[int], models: dict) -> list[dic
     return dropped_slice_rows(study, rec, variant, frames)
 
 
-def lax_holdout(out: Path, prior: str, real: str | None, methods: list[str], dmcvr_real: str | None = None) -> None:
+def lax_holdout(out: Path, prior: str, real: str | None, methods: list[str], dmcvr_real: str | None = None,
+                lag_overrides: dict | None = None, tag: str = "") -> None:
     """Each of biv-me's LAX views held out in turn (the others guide), frame 0 (the study gives no ED),
     factor 5: the NCC of the reconstruction on the held-out view's plane, as `cardiorecon evaluate
     --protocol lax-holdout`."""
@@ -67,12 +75,13 @@ def lax_holdout(out: Path, prior: str, real: str | None, methods: list[str], dmc
 
     from bench_selfsr import DATA
 
-    ev = Evaluator(methods=methods, config=ReconConfig(lag_init="register"), progress=False)
+    lag = dataclasses.replace(FAST_LAG, **(lag_overrides or {}))
+    ev = Evaluator(methods=methods, config=ReconConfig(lag_init="register", lag=lag), progress=False)
     ev.load(weights=None if prior == "tiny" else real, dmcvr_weights=None if prior == "tiny" else dmcvr_real,
             segmentation=False)
     rows = lax_holdout_protocol(ev, [DATA / "bivme_patient1" / "dicoms"], frames="0", factor=5)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"lax_holdout_{prior}.json").write_text(json.dumps(rows, indent=1, default=float) + "\n")
+    (out / f"lax_holdout_{prior}{tag}.json").write_text(json.dumps(rows, indent=1, default=float) + "\n")
     per: dict[str, list] = {}
     for r in rows:
         if r["ncc"] != "":
@@ -98,10 +107,17 @@ def main() -> None:
                     help="instead: the biv-me LAX hold-out (frame 0, factor 5) of --lax-methods (lag refining "
                          "register) with this prior")
     ap.add_argument("--lax-methods", default="linear,register,fusion,lag")
+    ap.add_argument("--lag-window", type=int, default=-1, help="LagConfig.window for the hold-out's lag (-1: shipped, "
+                                                                 "0: the whole slice)")
+    ap.add_argument("--lag-iterations", type=int, default=None, help="LagConfig.max_iterations for the hold-out's lag")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.lax_holdout:
-        lax_holdout(args.out, args.lax_holdout, args.real, args.lax_methods.split(","), args.dmcvr_real)
+        over = {} if args.lag_window < 0 else {"window": args.lag_window or None}
+        if args.lag_iterations:
+            over["max_iterations"] = args.lag_iterations
+        tag = "".join(f"_{k}{v}" for k, v in over.items())
+        lax_holdout(args.out, args.lax_holdout, args.real, args.lax_methods.split(","), args.dmcvr_real, over, tag)
         return
     args.out.mkdir(parents=True, exist_ok=True)
     variants = [v for v in args.variants.split(",") if v]
