@@ -170,7 +170,8 @@ def test_a_non_finite_loss_keeps_the_best_codes_or_fails_clearly():
 
 def test_the_reconstruct_command_runs_lag_with_the_shipped_speed_settings():
     """What `cardiorecon reconstruct --method lag` runs without lag flags is ReconConfig's default: the refinement
-    of register with FAST_LAG (1 differentiable DDIM step, 8-step inversion to 0.4 T, at most 10 iterations)."""
+    of register with FAST_LAG (1 differentiable DDIM step, 8-step inversion to 0.4 T, at most 3 iterations, on the
+    central 64 px window of each new slice: issue 28's speed settings, measured in docs/BENCHMARKS.md)."""
     import inspect
 
     from cardiorecon.cli import reconstruction
@@ -179,7 +180,10 @@ def test_the_reconstruct_command_runs_lag_with_the_shipped_speed_settings():
     params = inspect.signature(reconstruction.reconstruct).parameters
     d = {k: getattr(v.default, "default", v.default) for k, v in params.items()}
     config = reconstruction.recon_config(d["invert_steps"], d["decode_steps"], d["depth"], d["lag_iterations"],
-                                         d["lag_steps"], d["init"], d["lag_warm"], d["adapt"])
+                                         d["lag_steps"], d["init"], d["lag_warm"], d["adapt"], d["lag_window"])
     assert config == ReconConfig()
     assert config.lag_init == "register" and config.lag == FAST_LAG
-    assert (FAST_LAG.ddim_steps, FAST_LAG.invert_steps, FAST_LAG.depth, FAST_LAG.max_iterations) == (1, 8, 0.4, 10)
+    assert (FAST_LAG.ddim_steps, FAST_LAG.invert_steps, FAST_LAG.depth, FAST_LAG.max_iterations) == (1, 8, 0.4, 3)
+    assert FAST_LAG.window == 64
+    whole = reconstruction.recon_config(8, 8, 0.4, None, None, "register", "off", None, 0)
+    assert whole.lag.window is None and whole.lag.max_iterations == 3

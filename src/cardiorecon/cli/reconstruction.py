@@ -47,8 +47,13 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
                                             help="DDIM inversion depth (fraction of T; 1 = pure noise, as DiffAE)"),
                 lag_iterations: Optional[int] = typer.Option(
                     None, "--lag-iterations", min=1,
-                    help="lag: most Adam iterations per frame on the codes of the new slices (default: "
-                         "LagConfig.max_iterations; it stops early when the loss stops falling)"),
+                    help="lag: most Adam iterations per frame on the codes of the new slices (default 3, "
+                         "FAST_LAG; it stops early when the loss stops falling)"),
+                lag_window: Optional[int] = typer.Option(
+                    None, "--lag-window", min=0,
+                    help="lag refining register/fusion: optimise the central PX x PX pixels of each new slice, the "
+                         "start volume outside (default 64, the prior's own field of view; 0: the whole slice, "
+                         "several times slower)"),
                 lag_steps: Optional[int] = typer.Option(
                     None, "--lag-ddim-steps", min=1,
                     help="lag: differentiable DDIM steps per decode inside the optimisation (default: "
@@ -88,7 +93,7 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
     check_out(out, [study])
     dev = torch_device(device)
     cfg = with_method_options(method, option or [], recon_config(invert_steps, decode_steps, depth, lag_iterations,
-                                                                 lag_steps, init, lag_warm, adapt), dev)
+                                                                 lag_steps, init, lag_warm, adapt, lag_window), dev)
     try:
         s = read_study(study, lax_thickness_mm=lax_thickness)
         views = [v.strip() for v in lax_views.split(",")] if lax_views else None
@@ -107,7 +112,7 @@ def reconstruct(study: Path = typer.Argument(..., help="Subject folder (any layo
 
 
 def recon_config(invert_steps: int, decode_steps: int, depth: float, lag_iterations: int | None,
-                 lag_steps: int | None, init: str, lag_warm: str, adapt: int | None):
+                 lag_steps: int | None, init: str, lag_warm: str, adapt: int | None, lag_window: int | None = None):
     """The `ReconConfig` of the reconstruct command's options."""
     import dataclasses
 
@@ -118,6 +123,8 @@ def recon_config(invert_steps: int, decode_steps: int, depth: float, lag_iterati
         lag = dataclasses.replace(lag, max_iterations=lag_iterations)
     if lag_steps:
         lag = dataclasses.replace(lag, ddim_steps=lag_steps)
+    if lag_window is not None:
+        lag = dataclasses.replace(lag, window=lag_window or None)
     return ReconConfig(invert_steps=invert_steps, decode_steps=decode_steps, depth=depth, lag=lag, lag_init=init,
                        lag_warm=lag_warm, adapt=ReconConfig().adapt if adapt is None else adapt)
 

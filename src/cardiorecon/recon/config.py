@@ -10,12 +10,15 @@ from cardiorecon.recon.fusion import FusionConfig
 from cardiorecon.recon.lag import LAG_INITS, LAG_WARM, LagConfig
 from cardiorecon.recon.register import RegisterConfig
 
-#: This project's CPU default for `lag`. Measured on hf_2000 (ED+ES, factor 5, pretrained tiny
-#: weights, 1 thread beside other jobs): K=2 DDIM steps, 20 iterations: SSIM 0.729, LAX NCC 0.979,
-#: 379 s/frame; K=1 step from the 0.4 T codes, 10 iterations: SSIM 0.787, LAX NCC 0.976, 108 s/frame
-#: (linear: 0.685 / 0.956). Full benchmark against the seed's settings: benchmarks/benchmark_recon.py.
-FAST_LAG = LagConfig(ddim_steps=1, invert_steps=8, depth=0.4, max_iterations=10, lr=2e-2, lr_halve_every=5,
-                     patience=5, final_decode_steps=8)
+#: This project's CPU default for `lag` (refining register: ReconConfig.lag_init). K = 1 differentiable DDIM step
+#: from the 0.4 T codes (8-step inversion), at most 3 iterations, on the central 64 px window of each new slice (the
+#: prior's own field of view at the centre of the heart-centred working grid; register's volume outside it).
+#: Chosen by measurement (docs/BENCHMARKS.md, issue 28, "window"): on the UK Biobank-sized phantom hf_2000 (factor 5,
+#: 112 px grid, 3 views) 25 s a frame and SSIM 0.836 / PSNR 25.09 dB (register 0.831 / 25.06; the whole slice with 10
+#: iterations, the default before: 279-355 s, 0.828 / 22.69 dB); biv-me LAX hold-out NCC above register on 5 of 5
+#: views; ep_preclinical slice-drop -0.028 SSIM against register (10 iterations: -0.082).
+FAST_LAG = LagConfig(ddim_steps=1, invert_steps=8, depth=0.4, max_iterations=3, lr=2e-2, lr_halve_every=5,
+                     patience=5, final_decode_steps=8, window=64)
 
 
 @dataclass(frozen=True)
