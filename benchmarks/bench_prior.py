@@ -124,19 +124,15 @@ def main() -> None:
     unknown = [v for v in variants if v not in VARIANTS and v != "lag-reg-tiny-v0"]  # v0: summarised from rows only
     if unknown:
         raise SystemExit(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    # prior -> (loader, weights, the flag that gives them); None weights: the shipped ones
+    sources = {"tiny": (load_diffae, None, None), "real": (load_diffae, args.real, "--real"),
+               "dmcvr-tiny": (load_dmcvr, None, None), "dmcvr-real": (load_dmcvr, args.dmcvr_real, "--dmcvr-real")}
     models = {}
-    if any(VARIANTS.get(v, (None, None))[1] == "tiny" for v in variants):
-        models["tiny"] = load_diffae(None).eval()
-    if any(VARIANTS.get(v, (None, None))[1] == "real" for v in variants):
-        if args.real is None:
-            raise SystemExit("--real WEIGHTS is needed for the -real variants")
-        models["real"] = load_diffae(args.real).eval()
-    if any(VARIANTS.get(v, (None, None))[1] == "dmcvr-tiny" for v in variants):
-        models["dmcvr-tiny"] = load_dmcvr(None).eval()
-    if any(VARIANTS.get(v, (None, None))[1] == "dmcvr-real" for v in variants):
-        if args.dmcvr_real is None:
-            raise SystemExit("--dmcvr-real WEIGHTS is needed for the dmcvr-real variant")
-        models["dmcvr-real"] = load_dmcvr(args.dmcvr_real).eval()
+    for prior in {VARIANTS.get(v, (None, None))[1] for v in variants} - {None}:
+        loader, weights, flag = sources[prior]
+        if flag is not None and weights is None:
+            raise SystemExit(f"{flag} WEIGHTS is needed for the {prior} variants")
+        models[prior] = loader(weights).eval()
     rows = run_cases(args.out, args.cases, variants, lambda st, sub, v, fr: score(st, sub, v, fr, models),
                      args.only, args.ed_only, args.summary_only)
     text = summary(rows, variants, args.ref)
