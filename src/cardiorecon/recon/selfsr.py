@@ -35,9 +35,10 @@ The method (`SelfSRMethod`, registered as `selfsr`; options `SelfSRConfig`): `ca
 reaches the first frame (with `per_frame`, each frame), so the training seconds and memory count in that
 frame's seconds and in the peak; the mean seconds per frame are those of the whole run.
 
-Measured (docs/BENCHMARKS.md, "Issue 26: selfsr"; real slice-drop, 16 cases: ep_preclinical, Sunnybrook x 3,
-12 ACDC hold-out patients): SSIM 0.010 [0.005, 0.015] and PSNR 0.10 dB below `register` (fusion +0.006 above),
-below it on 14 of 16 cases. Not a default anywhere.
+Measured (docs/BENCHMARKS.md, "Issue 26: selfsr"; real slice-drop, 24 cases: ep_preclinical, Sunnybrook x 3,
+the 20 ACDC hold-out patients, ED and ES): per subject 0.012 SSIM [0.007, 0.016] and 0.08 dB below `register`
+(fusion +0.006 above), above it on 3 of 24; pre-trained on 16 ACDC training patients and used as is (`init`,
+`steps=0`) +0.011 SSIM above `register`, from the ACDC hold-out alone (other cohorts level). Not a default anywhere.
 """
 
 from __future__ import annotations
@@ -522,7 +523,7 @@ class SelfSRMethod(ReconMethod):
     summary = ("register corrected by a small CNN trained on the study's own in-plane and LAX images "
                "(issue 26: below register on real scans)")
     guided_by_lax = True  # its training pairs come from the guiding views: a held-out view stays out
-    seconds_per_frame = "5-60 s (300 training steps, shared by the frames)"
+    seconds_per_frame = "7-171 s (the first frame trains on every frame's pairs: 171 s, then 7 s a frame, UK Biobank-sized)"
     in_defaults = False
     Options = SelfSRConfig
 
