@@ -260,7 +260,7 @@ class LaxGuided(ReconMethod):
     weights = "diffae"
     guided_by_lax = True
     adaptable = True
-    seconds_per_frame = "9-25 s (ep_preclinical, biv-me, UK Biobank-sized phantom): 3 iterations on a 64 px window"
+    seconds_per_frame = "9-25 s (ep_preclinical, biv-me, UK Biobank-sized phantom; 3 iterations on a 64 px window)"
     Options = LagOptions
 
     @classmethod

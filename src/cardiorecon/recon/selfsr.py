@@ -523,7 +523,7 @@ class SelfSRMethod(ReconMethod):
     summary = ("register corrected by a small CNN trained on the study's own in-plane and LAX images "
                "(issue 26: below register on real scans)")
     guided_by_lax = True  # its training pairs come from the guiding views: a held-out view stays out
-    seconds_per_frame = "7-171 s (the first frame trains on every frame's pairs: 171 s, then 7 s a frame, UK Biobank-sized)"
+    seconds_per_frame = "7-171 s (UK Biobank-sized: 171 s for the first frame, which trains on every frame's pairs, then 7 s)"
     in_defaults = False
     Options = SelfSRConfig
 
