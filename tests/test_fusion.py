@@ -134,7 +134,8 @@ def test_temporal_term_only_between_adjacent_frames(study):
 MICRO = micro_config()
 
 
-@pytest.mark.parametrize("init", ["register", "fusion"])
+# the fusion start is the same code path with another start volume; 80 s on 2 cores, so opt-in (`make test-slow`)
+@pytest.mark.parametrize("init", ["register", pytest.param("fusion", marks=pytest.mark.slow)])
 def test_lag_init_starts_from_the_given_volume_codes(study, init, monkeypatch):
     from cardiorecon.recon import lag as lag_module
     from cardiorecon.recon.latent_interp import dense_codes
