@@ -46,6 +46,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -288,8 +289,6 @@ def load_srnet(path, config: "SelfSRConfig") -> "SRNet":
     """Pre-trained `selfsr` weights (`path`: NAME.safetensors, its stem, or a folder holding model.safetensors)
     for `config`; refuses (one line naming the JSON) weights of another architecture or base, or of another
     kind of model."""
-    from pathlib import Path
-
     from cardiorecon.models.config import load_weights
     from cardiorecon.models.pretrained import resolve_weights
 
@@ -473,6 +472,24 @@ def fit(stacks: dict[int, np.ndarray], sampling: Sampling, config: SelfSRConfig 
     return model
 
 
+def study_sampling(study, grid, factor: int, drop: int = 1, notes: list[str] | None = None) -> Sampling:
+    """How a study's SAX stack samples its normal on its working grid (`autoencoder.ModelGrid`): the grid's pixel,
+    `drop` times its slice step (2: every other slice dropped, as in the slice-drop protocol), the study's slice
+    thickness (refused unless positive; slices thinner than a pixel use one pixel, with a warning and a note)."""
+    notes = [] if notes is None else notes
+    pixel = float(grid.image.spacing[0])
+    thickness = float(study.sax.slice_thickness)
+    if not (np.isfinite(thickness) and thickness > 0):
+        raise InputError(study.sax.meta.get("source"), f"selfsr needs a positive slice thickness, got {thickness!r}")
+    if thickness < pixel:
+        msg = (f"selfsr: slices ({thickness:.2f} mm) are thinner than the working grid's pixels ({pixel:.2f} mm): "
+               "the in-plane images cannot show a thinner slab; the degradation uses one pixel")
+        warnings.warn(msg)
+        notes.append(msg)
+        thickness = pixel
+    return Sampling.of(pixel, float(grid.image.spacing[2]) * drop, thickness, factor)
+
+
 def prepare(study, grid, factor: int, frames: list[int], lax_views: list[str] | None = None,
             config: SelfSRConfig = SelfSRConfig(), progress: bool = False, notes: list[str] | None = None
             ) -> SelfSR:
@@ -481,19 +498,8 @@ def prepare(study, grid, factor: int, frames: list[int], lax_views: list[str] | 
     None: all; a name the study lacks is refused) around the grid centre. A view that misses the SAX stack
     is left out, with a note."""
     notes = [] if notes is None else notes
-    source = study.sax.meta.get("source")
+    sampling = study_sampling(study, grid, factor, notes=notes)
     pixel = float(grid.image.spacing[0])
-    step = float(grid.image.spacing[2])
-    thickness = float(study.sax.slice_thickness)
-    if not (np.isfinite(thickness) and thickness > 0):
-        raise InputError(source, f"selfsr needs a positive slice thickness, got {thickness!r}")
-    if thickness < pixel:
-        msg = (f"selfsr: slices ({thickness:.2f} mm) are thinner than the working grid's pixels ({pixel:.2f} mm): "
-               "the in-plane images cannot show a thinner slab; the degradation uses one pixel")
-        warnings.warn(msg)
-        notes.append(msg)
-        thickness = pixel
-    sampling = Sampling.of(pixel, step, thickness, factor)
     stacks = {t: grid.image.data[..., t] for t in frames}
     planes: dict[str, list[np.ndarray | None]] = {}
     # the views that cross the acquired stack (a view that misses it is skipped with a note)
@@ -541,4 +547,4 @@ class SelfSRMethod(ReconMethod):
 
 
 __all__ = ["BASES", "Pairs", "SRNet", "SRNetConfig", "Sampling", "SelfSR", "SelfSRConfig", "SelfSRMethod", "apply",
-           "base_estimate", "degrade", "fit", "inplane_pairs", "lax_pairs", "lax_plane", "load_srnet", "prepare", "slab_rows", "train"]
+           "base_estimate", "degrade", "fit", "inplane_pairs", "lax_pairs", "lax_plane", "load_srnet", "prepare", "slab_rows", "study_sampling", "train"]

@@ -22,7 +22,7 @@ import numpy as np
 
 from cardiorecon.autoencoder import prepare_study
 from cardiorecon.models.config import save_weights
-from cardiorecon.recon.selfsr import Pairs, Sampling, SelfSRConfig, SRNetConfig, inplane_pairs, train
+from cardiorecon.recon.selfsr import Pairs, Sampling, SelfSRConfig, SRNetConfig, inplane_pairs, study_sampling, train
 from cardiorecon.volume import Study
 
 
@@ -31,9 +31,7 @@ def study_pairs(study: Study, frames: list[int], factor: int, drop: int, config:
     """In-plane pairs of `frames` of one study on its working grid, degraded for a stack of `drop`
     times its slice step reconstructed at `factor`."""
     grid = prepare_study(study, grid_spacing_mm, grid_size)
-    pixel = float(grid.image.spacing[0])
-    thickness = max(float(study.sax.slice_thickness), pixel)
-    sampling = Sampling.of(pixel, float(grid.image.spacing[2]) * drop, thickness, factor)
+    sampling = study_sampling(study, grid, factor, drop)
     pairs = Pairs()
     for t in frames:
         pairs.extend(inplane_pairs(grid.image.data[..., t], sampling, config))
